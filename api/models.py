@@ -1,0 +1,103 @@
+"""Users, Products and Orders: three models, each stored in its own database.
+
+The router (`api.routers`) places `User` in the ``users`` alias, `Product` in ``products``
+and `Order` in ``orders``. Because the three live in different databases, an order's
+``user_id`` and ``product_id`` are plain indexed integers, not foreign keys: Django cannot
+join or enforce a constraint across databases, so `api.validation` checks them.
+
+Validation rules live in application code (`api.validation`), never in CHECK constraints,
+which is why no ``Positive*Field`` is used (those add CHECKs). The one database-level
+guard is the unique index on ``User.email``, the final word between concurrent writers.
+Money is ``Decimal`` with two places.
+"""
+
+from django.db import models
+from django.utils import timezone
+
+
+class User(models.Model):
+    """A customer. ``email`` is stored lower-cased, so uniqueness is case-insensitive."""
+
+    class CustomerType(models.TextChoices):
+        INDIVIDUAL = "individual"
+        BUSINESS = "business"
+        ENTERPRISE = "enterprise"
+        GOVERNMENT = "government"
+
+    name = models.CharField(max_length=200)
+    email = models.EmailField(max_length=254, unique=True)
+    organization_id = models.BigIntegerField(null=True, blank=True, db_index=True)
+
+    phone = models.CharField(max_length=32, blank=True, default="")
+    mobile = models.CharField(max_length=32, blank=True, default="")
+    country_code = models.CharField(
+        max_length=8, blank=True, default="", help_text="E.164 calling code, e.g. '+44'."
+    )
+    city = models.CharField(max_length=100, blank=True, default="")
+
+    credit_limit = models.DecimalField(max_digits=14, decimal_places=2, default=0)
+    outstanding_amount = models.DecimalField(max_digits=14, decimal_places=2, default=0)
+    total_sales = models.DecimalField(max_digits=16, decimal_places=2, default=0)
+
+    customer_type = models.CharField(
+        max_length=16, choices=CustomerType.choices, default=CustomerType.INDIVIDUAL
+    )
+    segment_name = models.CharField(max_length=64, blank=True, default="")
+    segment_discount = models.DecimalField(
+        max_digits=5, decimal_places=2, default=0, help_text="Percent, 0 to 100."
+    )
+
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        db_table = "users"
+
+    def __str__(self) -> str:
+        return f"{self.name} <{self.email}>"
+
+
+class Product(models.Model):
+    """An item for sale; ``price`` is a non-negative Decimal in the shop currency."""
+
+    name = models.CharField(max_length=200)
+    sku = models.CharField(max_length=64, blank=True, default="")
+    category = models.CharField(max_length=64, blank=True, default="", db_index=True)
+    price = models.DecimalField(max_digits=12, decimal_places=2)
+    stock = models.IntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        db_table = "products"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Order(models.Model):
+    """One product bought by one user. ``total`` is ``quantity × unit_price``.
+
+    ``unit_price`` is copied from the product when the order is accepted, so later price
+    changes do not rewrite history.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        PAID = "paid"
+        SHIPPED = "shipped"
+        DELIVERED = "delivered"
+        CANCELLED = "cancelled"
+
+    user_id = models.BigIntegerField(db_index=True)
+    product_id = models.BigIntegerField(db_index=True)
+    quantity = models.IntegerField()
+    unit_price = models.DecimalField(max_digits=12, decimal_places=2)
+    total = models.DecimalField(max_digits=14, decimal_places=2)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        db_table = "orders"
+
+    def __str__(self) -> str:
+        return f"order {self.pk}: user {self.user_id} × product {self.product_id}"

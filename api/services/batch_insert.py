@@ -1,0 +1,294 @@
+"""The concurrent batch insert: one worker thread per database, results through futures.
+
+`batch_insert` checks every record's fields up front (`api.validation`), then starts three
+workers. The users and products workers run in parallel, each inside
+``transaction.atomic(using=<its alias>)``: they reject ids and e-mails already taken, store
+the rest, and look up which users/products the batch's orders refer to. The orders worker
+waits on both futures, so an order may name a user or product stored before or accepted
+earlier in the same batch, then writes the orders inside its own transaction.
+
+A worker's `DatabaseError` (database down, locked past its busy timeout) turns its records
+into ``failed`` results and is logged; any other exception is a bug and propagates to the
+caller through ``Future.result()``. Each worker closes its thread's connections when it
+ends, so no connection outlives the call.
+"""
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from django.db import DatabaseError, IntegrityError, connections, router, transaction
+from django.db.models import Model, QuerySet
+
+from api.models import Order, Product, User
+from api.services.results import FAILED, INSERTED, REJECTED, BatchResult, RecordResult
+from api.validation import (
+    Errors,
+    OrderInput,
+    ProductInput,
+    StrictInput,
+    UserInput,
+    check_fields,
+    id_conflicts,
+    order_reference_errors,
+    reason,
+    user_conflicts,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A record that passed the field rules; ``data`` holds model-ready values."""
+
+    index: int
+    data: dict
+
+
+@dataclass(frozen=True)
+class Stored:
+    """A worker's outcome: its results, and the referenced ids known to exist.
+
+    ``known`` maps id → price for products; for users the values are ``None``.
+    """
+
+    results: list[RecordResult]
+    known: dict[int, Decimal | None]
+
+
+def batch_insert(
+    *, users: Sequence[Any] = (), products: Sequence[Any] = (), orders: Sequence[Any] = ()
+) -> BatchResult:
+    """Validate and store a batch of raw records concurrently, one worker per database.
+
+    Each argument is a list of JSON-like dicts as a client sends them. Returns a
+    `BatchResult` with one result per record, in submission order. Raises whatever
+    non-database exception a worker raised (never swallowed, never turned into a result).
+    """
+    user_rejects, user_candidates = _check_all(UserInput(), users)
+    product_rejects, product_candidates = _check_all(ProductInput(), products)
+    order_rejects, order_candidates = _check_all(OrderInput(), orders)
+    user_refs = {c.data["user_id"] for c in order_candidates}
+    product_refs = {c.data["product_id"] for c in order_candidates}
+
+    with ThreadPoolExecutor(max_workers=3, thread_name_prefix="batch-insert") as pool:
+        users_future = pool.submit(_in_worker, _store_users, user_candidates, user_refs)
+        products_future = pool.submit(_in_worker, _store_products, product_candidates, product_refs)
+        orders_future = pool.submit(
+            _in_worker, _store_orders, order_candidates, users_future, products_future
+        )
+        stored_users = _outcome(users_future, user_candidates, User)
+        stored_products = _outcome(products_future, product_candidates, Product)
+        stored_orders = _outcome(orders_future, order_candidates, Order)
+
+    return BatchResult(
+        users=_in_order(user_rejects, stored_users.results),
+        products=_in_order(product_rejects, stored_products.results),
+        orders=_in_order(order_rejects, stored_orders.results),
+    )
+
+
+def _check_all(
+    serializer: StrictInput, raws: Iterable[Any]
+) -> tuple[list[RecordResult], list[Candidate]]:
+    rejects, candidates = [], []
+    for index, raw in enumerate(raws):
+        clean, errors = check_fields(serializer, raw)
+        if errors:
+            submitted_id = raw.get("id") if isinstance(raw, dict) else None
+            rejects.append(_rejected(index, submitted_id, errors))
+        else:
+            candidates.append(Candidate(index, clean))
+    return rejects, candidates
+
+
+def _in_worker(work: Callable[..., Stored], *args: Any) -> Stored:
+    try:
+        return work(*args)
+    finally:
+        # Connections are per thread; this pool's threads end with the call.
+        connections.close_all()
+
+
+def _outcome(future: Future, candidates: list[Candidate], model: type[Model]) -> Stored:
+    try:
+        return future.result()
+    except DatabaseError as exc:
+        alias = router.db_for_write(model)
+        logger.error("batch insert: database %r failed: %s", alias, exc, exc_info=exc)
+        message = f"database {alias!r} unavailable ({type(exc).__name__}: {exc}); retry later"
+        return Stored([_failed(c, message) for c in candidates], {})
+
+
+def _store_users(candidates: list[Candidate], referenced: set[int]) -> Stored:
+    alias = router.db_for_write(User)
+    if not candidates and not referenced:
+        return Stored([], {})
+    with transaction.atomic(using=alias):
+        users = User.objects.using(alias)
+        existing = _existing_ids(users, _explicit_ids(candidates) | referenced)
+        taken_emails = _existing_emails(users, [c.data["email"] for c in candidates])
+
+        def conflicts(data: dict, taken_ids: set[int]) -> Errors:
+            return user_conflicts(data, taken_ids=taken_ids, taken_emails=taken_emails)
+
+        def claim(data: dict) -> None:
+            taken_emails.add(data["email"])
+
+        def recheck(data: dict) -> Errors:
+            return user_conflicts(
+                data,
+                taken_ids=_existing_ids(users, _explicit_ids([Candidate(0, data)])),
+                taken_emails=_existing_emails(users, [data["email"]]),
+            )
+
+        results, inserted = _store(
+            User, alias, candidates, set(existing), conflicts, claim, recheck
+        )
+    known = {pk: None for pk in (existing & referenced) | {obj.pk for obj in inserted}}
+    return Stored(results, known)
+
+
+def _store_products(candidates: list[Candidate], referenced: set[int]) -> Stored:
+    alias = router.db_for_write(Product)
+    if not candidates and not referenced:
+        return Stored([], {})
+    with transaction.atomic(using=alias):
+        products = Product.objects.using(alias)
+        wanted = _explicit_ids(candidates) | referenced
+        prices = dict(products.filter(id__in=wanted).values_list("id", "price"))
+
+        def recheck(data: dict) -> Errors:
+            return id_conflicts(data, taken_ids=_existing_ids(products, {data.get("id")}))
+
+        results, inserted = _store(
+            Product, alias, candidates, set(prices), _id_conflicts, _nothing, recheck
+        )
+    known = {pk: price for pk, price in prices.items() if pk in referenced}
+    known.update({obj.pk: obj.price for obj in inserted})
+    return Stored(results, known)
+
+
+def _store_orders(
+    candidates: list[Candidate], users_future: Future, products_future: Future
+) -> Stored:
+    if not candidates:
+        return Stored([], {})
+    try:
+        user_ids = users_future.result().known
+        prices = products_future.result().known
+    except DatabaseError as exc:
+        message = f"cannot check references: {type(exc).__name__}: {exc}; retry later"
+        return Stored([_failed(c, message) for c in candidates], {})
+
+    valid, results = [], []
+    for c in candidates:
+        errors = order_reference_errors(c.data, user_ids=user_ids, product_ids=prices)
+        if errors:
+            results.append(_rejected(c.index, c.data.get("id"), errors))
+            continue
+        price = prices[c.data["product_id"]]
+        valid.append(
+            Candidate(c.index, {**c.data, "unit_price": price, "total": price * c.data["quantity"]})
+        )
+
+    alias = router.db_for_write(Order)
+    with transaction.atomic(using=alias):
+        orders = Order.objects.using(alias)
+        existing = _existing_ids(orders, _explicit_ids(valid))
+
+        def recheck(data: dict) -> Errors:
+            return id_conflicts(data, taken_ids=_existing_ids(orders, {data.get("id")}))
+
+        stored, _ = _store(Order, alias, valid, existing, _id_conflicts, _nothing, recheck)
+    return Stored(results + stored, {})
+
+
+def _store(
+    model: type[Model],
+    alias: str,
+    candidates: list[Candidate],
+    taken_ids: set[int],
+    conflicts: Callable[[dict, set[int]], Errors],
+    claim: Callable[[dict], None],
+    recheck: Callable[[dict], Errors],
+) -> tuple[list[RecordResult], list[Model]]:
+    """Reject conflicting candidates, insert the rest; must run inside ``atomic(alias)``.
+
+    Rows go in with one ``bulk_create`` inside a savepoint. If another writer committed a
+    conflicting row after our checks (possible under PostgreSQL's READ COMMITTED; SQLite's
+    IMMEDIATE transactions serialise writers and rule it out), the savepoint is rolled back
+    and each row is retried in its own savepoint, so only the conflicting ones are
+    rejected, with the same reason `recheck` finds.
+    """
+    results, accepted = [], []
+    for c in candidates:
+        errors = conflicts(c.data, taken_ids)
+        if errors:
+            results.append(_rejected(c.index, c.data.get("id"), errors))
+            continue
+        accepted.append(c)
+        claim(c.data)
+        if c.data.get("id") is not None:
+            taken_ids.add(c.data["id"])
+
+    objs = [model(**c.data) for c in accepted]
+    try:
+        with transaction.atomic(using=alias):
+            model.objects.using(alias).bulk_create(objs)
+        inserted = list(zip(accepted, objs, strict=True))
+    except IntegrityError:
+        inserted = []
+        for c in accepted:
+            obj = model(**c.data)
+            try:
+                with transaction.atomic(using=alias):
+                    obj.save(using=alias, force_insert=True)
+            except IntegrityError as exc:
+                errors = recheck(c.data)
+                if not errors:
+                    raise exc
+                results.append(_rejected(c.index, c.data.get("id"), errors))
+            else:
+                inserted.append((c, obj))
+
+    results += [RecordResult(c.index, INSERTED, obj.pk) for c, obj in inserted]
+    return results, [obj for _, obj in inserted]
+
+
+def _id_conflicts(data: dict, taken_ids: set[int]) -> Errors:
+    return id_conflicts(data, taken_ids=taken_ids)
+
+
+def _nothing(data: dict) -> None:
+    return None
+
+
+def _explicit_ids(candidates: Iterable[Candidate]) -> set[int]:
+    return {c.data["id"] for c in candidates if c.data.get("id") is not None}
+
+
+def _existing_ids(queryset: QuerySet, ids: set[int | None]) -> set[int]:
+    ids = {pk for pk in ids if pk is not None}
+    return set(queryset.filter(id__in=ids).values_list("id", flat=True)) if ids else set()
+
+
+def _existing_emails(users: QuerySet, emails: list[str]) -> set[str]:
+    return set(users.filter(email__in=emails).values_list("email", flat=True)) if emails else set()
+
+
+def _rejected(index: int, submitted_id: Any, errors: Errors) -> RecordResult:
+    record_id = submitted_id if isinstance(submitted_id, int) else None
+    return RecordResult(index, REJECTED, record_id, reason(errors), errors)
+
+
+def _failed(candidate: Candidate, message: str) -> RecordResult:
+    return RecordResult(candidate.index, FAILED, candidate.data.get("id"), message)
+
+
+def _in_order(*groups: list[RecordResult]) -> list[RecordResult]:
+    return sorted((r for group in groups for r in group), key=lambda r: r.index)

@@ -1,0 +1,56 @@
+"""Per-record outcomes of a batch insert.
+
+Every submitted record gets exactly one `RecordResult`:
+
+- ``inserted``: stored; ``id`` is its primary key.
+- ``rejected``: a validation rule refused it; ``errors`` maps fields to messages and
+  ``reason`` is the same in one line. Resubmitting it unchanged gives the same answer.
+- ``failed``: the database could not take it (down, locked past its timeout); nothing of
+  it was written and the same request may be retried.
+"""
+
+from dataclasses import asdict, dataclass, field
+
+INSERTED = "inserted"
+REJECTED = "rejected"
+FAILED = "failed"
+STATUSES = (INSERTED, REJECTED, FAILED)
+MODELS = ("users", "products", "orders")
+
+
+@dataclass(frozen=True)
+class RecordResult:
+    """The outcome of one record; ``index`` is its position in the submitted list."""
+
+    index: int
+    status: str
+    id: int | None
+    reason: str = ""
+    errors: dict[str, list[str]] = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """Results per model, each list in submission order."""
+
+    users: list[RecordResult]
+    products: list[RecordResult]
+    orders: list[RecordResult]
+
+    def by_model(self) -> dict[str, list[RecordResult]]:
+        return {name: getattr(self, name) for name in MODELS}
+
+    def summary(self) -> dict[str, dict[str, int]]:
+        """``{"users": {"inserted": 8, "rejected": 2, "failed": 0}, ...}``."""
+        return {
+            name: {status: sum(r.status == status for r in results) for status in STATUSES}
+            for name, results in self.by_model().items()
+        }
+
+    @property
+    def has_failures(self) -> bool:
+        """True when any database failed a record: the caller should report 503 / exit 1."""
+        return any(r.status == FAILED for results in self.by_model().values() for r in results)

@@ -1,0 +1,222 @@
+"""Validation rules for every write path, in one place.
+
+A record passes two stages, and every rejection carries a reason:
+
+1. **Field rules** (`UserInput`, `ProductInput`, `OrderInput`): types, blanks, ranges,
+   e-mail syntax, unknown keys. They need no database and run before any worker starts.
+2. **Database rules** (`user_conflicts`, `id_conflicts`, `order_reference_errors`): an
+   explicit id that already exists, an e-mail already used (case-insensitively: e-mails are
+   stored lower-cased), an order whose user or product does not exist. The insert service
+   evaluates them inside each database's write transaction, against rows already stored
+   and records accepted earlier in the same batch.
+
+Error messages are module constants because tests, clients and the assignment fixture
+compare them verbatim.
+"""
+
+from collections.abc import Mapping
+from typing import Any
+
+from rest_framework import serializers
+from rest_framework.settings import api_settings
+
+from api.models import Order, Product, User
+
+NON_FIELD_ERRORS = api_settings.NON_FIELD_ERRORS_KEY
+
+UNKNOWN_FIELD = "unknown field"
+NOT_AN_OBJECT = "record must be a JSON object"
+ID_INVALID = "id must be a positive integer"
+ID_EXISTS = "id already exists"
+NAME_REQUIRED = "name is required"
+NAME_BLANK = "name is blank"
+EMAIL_REQUIRED = "email is required"
+EMAIL_INVALID = "email is not a valid address"
+EMAIL_DUPLICATE = "duplicate email"
+PRICE_REQUIRED = "price is required"
+PRICE_INVALID = "price must be a number with at most 2 decimal places"
+PRICE_NEGATIVE = "price is negative"
+QUANTITY_REQUIRED = "quantity is required"
+QUANTITY_INVALID = "quantity must be an integer"
+QUANTITY_NOT_POSITIVE = "quantity must be > 0"
+REFERENCE_INVALID = "must be a positive integer id"
+USER_MISSING = "user does not exist"
+PRODUCT_MISSING = "product does not exist"
+USER_AND_PRODUCT_MISSING = "user and product do not exist"
+
+Errors = dict[str, list[str]]
+
+_ID_FIELD = {
+    "required": False,
+    "min_value": 1,
+    "error_messages": {"invalid": ID_INVALID, "min_value": ID_INVALID, "null": ID_INVALID},
+}
+_NAME_MESSAGES = {"required": NAME_REQUIRED, "null": NAME_REQUIRED, "blank": NAME_BLANK}
+_MONEY = {"min_value": 0}
+
+
+class StrictInput(serializers.ModelSerializer):
+    """Reject keys the model does not accept instead of silently dropping them."""
+
+    def to_internal_value(self, data: Any) -> dict:
+        if not isinstance(data, Mapping):
+            raise serializers.ValidationError({NON_FIELD_ERRORS: [NOT_AN_OBJECT]})
+        unknown = {key: [UNKNOWN_FIELD] for key in data if key not in self.fields}
+        try:
+            value = super().to_internal_value(data)
+        except serializers.ValidationError as exc:
+            raise serializers.ValidationError({**unknown, **exc.detail}) from exc
+        if unknown:
+            raise serializers.ValidationError(unknown)
+        return value
+
+
+class UserInput(StrictInput):
+    """A user as submitted; ``email`` comes out stripped and lower-cased."""
+
+    id = serializers.IntegerField(**_ID_FIELD)
+    email = serializers.EmailField(
+        max_length=254,
+        error_messages={
+            "required": EMAIL_REQUIRED,
+            "null": EMAIL_REQUIRED,
+            "blank": EMAIL_REQUIRED,
+            "invalid": EMAIL_INVALID,
+        },
+    )
+
+    class Meta:
+        model = User
+        fields = [
+            "id",
+            "name",
+            "email",
+            "organization_id",
+            "phone",
+            "mobile",
+            "country_code",
+            "city",
+            "credit_limit",
+            "outstanding_amount",
+            "total_sales",
+            "customer_type",
+            "segment_name",
+            "segment_discount",
+            "is_active",
+        ]
+        extra_kwargs = {
+            "name": {"error_messages": _NAME_MESSAGES},
+            "organization_id": {"min_value": 1},
+            "credit_limit": _MONEY,
+            "outstanding_amount": _MONEY,
+            "total_sales": _MONEY,
+            "segment_discount": {"min_value": 0, "max_value": 100},
+        }
+
+    def validate_email(self, value: str) -> str:
+        return value.lower()
+
+
+class ProductInput(StrictInput):
+    """A product as submitted; ``price`` comes out as a two-place ``Decimal``."""
+
+    id = serializers.IntegerField(**_ID_FIELD)
+    price = serializers.DecimalField(
+        max_digits=12,
+        decimal_places=2,
+        min_value=0,
+        error_messages={
+            "required": PRICE_REQUIRED,
+            "null": PRICE_REQUIRED,
+            "invalid": PRICE_INVALID,
+            "max_digits": PRICE_INVALID,
+            "max_decimal_places": PRICE_INVALID,
+            "max_whole_digits": PRICE_INVALID,
+            "max_string_length": PRICE_INVALID,
+            "min_value": PRICE_NEGATIVE,
+        },
+    )
+
+    class Meta:
+        model = Product
+        fields = ["id", "name", "sku", "category", "price", "stock"]
+        extra_kwargs = {"name": {"error_messages": _NAME_MESSAGES}, "stock": {"min_value": 0}}
+
+
+class OrderInput(StrictInput):
+    """An order as submitted; ``unit_price`` and ``total`` are computed, never accepted."""
+
+    id = serializers.IntegerField(**_ID_FIELD)
+    user_id = serializers.IntegerField(
+        min_value=1, error_messages={"invalid": REFERENCE_INVALID, "min_value": REFERENCE_INVALID}
+    )
+    product_id = serializers.IntegerField(
+        min_value=1, error_messages={"invalid": REFERENCE_INVALID, "min_value": REFERENCE_INVALID}
+    )
+    quantity = serializers.IntegerField(
+        min_value=1,
+        error_messages={
+            "required": QUANTITY_REQUIRED,
+            "null": QUANTITY_REQUIRED,
+            "invalid": QUANTITY_INVALID,
+            "max_string_length": QUANTITY_INVALID,
+            "min_value": QUANTITY_NOT_POSITIVE,
+        },
+    )
+
+    class Meta:
+        model = Order
+        fields = ["id", "user_id", "product_id", "quantity", "status"]
+
+
+def check_fields(serializer: StrictInput, raw: Any) -> tuple[dict | None, Errors]:
+    """Apply the field rules to one raw record.
+
+    Returns ``(clean, {})`` on success, where ``clean`` holds Python values ready for the
+    model, or ``(None, errors)`` mapping each field to its messages.
+    """
+    try:
+        return dict(serializer.run_validation(raw)), {}
+    except serializers.ValidationError as exc:
+        detail = exc.detail if isinstance(exc.detail, dict) else {NON_FIELD_ERRORS: exc.detail}
+        return None, {key: [str(msg) for msg in msgs] for key, msgs in detail.items()}
+
+
+def id_conflicts(record: Mapping, *, taken_ids: set[int]) -> Errors:
+    """An explicit id already stored (or claimed earlier in the batch) is rejected."""
+    if record.get("id") is not None and record["id"] in taken_ids:
+        return {"id": [ID_EXISTS]}
+    return {}
+
+
+def user_conflicts(record: Mapping, *, taken_ids: set[int], taken_emails: set[str]) -> Errors:
+    """`id_conflicts` plus an e-mail already used; ``record["email"]`` is lower-cased."""
+    errors = id_conflicts(record, taken_ids=taken_ids)
+    if record["email"] in taken_emails:
+        errors["email"] = [EMAIL_DUPLICATE]
+    return errors
+
+
+def order_reference_errors(
+    record: Mapping, *, user_ids: set[int], product_ids: set[int] | Mapping[int, Any]
+) -> Errors:
+    """An order must name an existing user and an existing product."""
+    user_missing = record["user_id"] not in user_ids
+    product_missing = record["product_id"] not in product_ids
+    if user_missing and product_missing:
+        return {NON_FIELD_ERRORS: [USER_AND_PRODUCT_MISSING]}
+    if user_missing:
+        return {NON_FIELD_ERRORS: [USER_MISSING]}
+    if product_missing:
+        return {NON_FIELD_ERRORS: [PRODUCT_MISSING]}
+    return {}
+
+
+def reason(errors: Errors) -> str:
+    """One line for people: each message, prefixed with its field unless it names it."""
+    parts = []
+    for key, messages in errors.items():
+        for message in messages:
+            named = key == NON_FIELD_ERRORS or key.split("_")[0] in message
+            parts.append(message if named else f"{key}: {message}")
+    return "; ".join(parts)

@@ -1,0 +1,175 @@
+"""Settings for data_project, driven entirely by the environment.
+
+Production differs from a laptop only by environment variables: ``DJANGO_ENV=production``
+turns on the HTTPS hardening and makes ``DJANGO_SECRET_KEY`` mandatory. Every routed
+database alias (``default``, ``users``, ``products``, ``orders``) is an SQLite file under
+``DATA_DIR`` unless ``DATABASE_URL_<ALIAS>`` points it at a server.
+"""
+
+import os
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env_bool(name: str, default: bool = False) -> bool:
+    """Read a boolean flag: ``1/true/yes/on`` (any case) are true, anything else false."""
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def env_list(name: str, default: str = "") -> list[str]:
+    """Read a comma-separated list, dropping blanks."""
+    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+
+
+# ------------------------------------------------------------------------------
+# Core
+# https://docs.djangoproject.com/en/5.2/ref/settings/#core-settings
+# ------------------------------------------------------------------------------
+DJANGO_ENV = os.environ.get("DJANGO_ENV", "development").strip().lower()
+if DJANGO_ENV not in {"development", "production"}:
+    raise ImproperlyConfigured("DJANGO_ENV must be 'development' or 'production'.")
+PRODUCTION = DJANGO_ENV == "production"
+
+DEBUG = env_bool("DJANGO_DEBUG", default=False)
+
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "")
+if not SECRET_KEY:
+    if PRODUCTION:
+        raise ImproperlyConfigured("DJANGO_SECRET_KEY is required when DJANGO_ENV=production.")
+    # Prefixed so that `check --deploy` flags it if it ever reaches a server.
+    SECRET_KEY = "django-insecure-local-only-set-DJANGO_SECRET_KEY-in-production"
+
+ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
+
+INSTALLED_APPS = [
+    "django.contrib.contenttypes",
+    "django.contrib.auth",
+    "rest_framework",
+    "api",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "data_project.urls"
+WSGI_APPLICATION = "data_project.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {"context_processors": ["django.template.context_processors.request"]},
+    }
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# ------------------------------------------------------------------------------
+# Databases: one alias per store, routed by api.routers.DatabaseRouter
+# https://docs.djangoproject.com/en/5.2/topics/db/multi-db/
+# https://docs.djangoproject.com/en/5.2/ref/databases/#sqlite-notes
+# ------------------------------------------------------------------------------
+DATA_DIR = Path(os.environ.get("DATA_DIR", BASE_DIR / "var" / "db"))
+if not DATA_DIR.is_absolute():
+    DATA_DIR = BASE_DIR / DATA_DIR
+
+ROUTED_ALIASES = ("users", "products", "orders")
+DATABASE_ALIASES = ("default", *ROUTED_ALIASES)
+
+# None keeps each thread's connection open for its whole life (Django's "persistent"):
+# a request then skips connect + PRAGMAs, the largest fixed cost of a point lookup.
+CONN_MAX_AGE = None
+SQLITE_BUSY_TIMEOUT_S = float(os.environ.get("SQLITE_BUSY_TIMEOUT", "20"))
+
+
+def sqlite_database(alias: str) -> dict:
+    """The embedded default for ``alias``: ``DATA_DIR/<alias>.sqlite3`` tuned for writers.
+
+    IMMEDIATE transactions take the write lock at BEGIN, so concurrent writers queue on
+    the busy timeout instead of failing with "database is locked" on lock upgrade.
+    """
+    return {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": DATA_DIR / f"{alias}.sqlite3",
+        "CONN_MAX_AGE": CONN_MAX_AGE,
+        "CONN_HEALTH_CHECKS": True,
+        "OPTIONS": {
+            "transaction_mode": "IMMEDIATE",
+            "timeout": SQLITE_BUSY_TIMEOUT_S,
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL",
+        },
+        # File-backed test databases: threads cannot share an in-memory database.
+        "TEST": {"NAME": str(DATA_DIR / f"test_{alias}.sqlite3")},
+    }
+
+
+def server_database(url: str) -> dict:
+    """A server alias from a ``DATABASE_URL_<ALIAS>`` URL (dj-database-url)."""
+    return dj_database_url.parse(url, conn_max_age=CONN_MAX_AGE, conn_health_checks=True)
+
+
+DATABASES = {
+    alias: (
+        server_database(os.environ[f"DATABASE_URL_{alias.upper()}"])
+        if os.environ.get(f"DATABASE_URL_{alias.upper()}")
+        else sqlite_database(alias)
+    )
+    for alias in DATABASE_ALIASES
+}
+DATABASE_ROUTERS = ["api.routers.DatabaseRouter"]
+
+# ------------------------------------------------------------------------------
+# Django REST framework
+# https://www.django-rest-framework.org/api-guide/settings/
+# ------------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [],
+    "DEFAULT_PERMISSION_CLASSES": [],
+    "UNAUTHENTICATED_USER": None,
+}
+
+# ------------------------------------------------------------------------------
+# Security: on by DJANGO_ENV=production, each switch overridable
+# https://docs.djangoproject.com/en/5.2/howto/deployment/checklist/
+# ------------------------------------------------------------------------------
+SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", default=PRODUCTION)
+# Load balancers probe health over plain HTTP.
+SECURE_REDIRECT_EXEMPT = [r"^api/health/$"]
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_HSTS_SECONDS = int(
+    os.environ.get("DJANGO_SECURE_HSTS_SECONDS", 31536000 if PRODUCTION else 0)
+)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", PRODUCTION)
+SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD", PRODUCTION)
+SESSION_COOKIE_SECURE = PRODUCTION
+CSRF_COOKIE_SECURE = PRODUCTION
+CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS")
+X_FRAME_OPTIONS = "DENY"
+
+# ------------------------------------------------------------------------------
+# Logging: everything to stderr, where Gunicorn and the service manager collect it
+# https://docs.djangoproject.com/en/5.2/topics/logging/
+# ------------------------------------------------------------------------------
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["stderr"], "level": os.environ.get("DJANGO_LOG_LEVEL", "WARNING")},
+}
