@@ -23,6 +23,10 @@ from rest_framework.settings import api_settings
 from api.models import Order, Product, User
 
 NON_FIELD_ERRORS = api_settings.NON_FIELD_ERRORS_KEY
+# Bounds that keep every accepted value inside the column types of SQLite and PostgreSQL
+# (64-bit ids, 32-bit quantity, total = quantity × price within its 20 digits).
+MAX_ID = 2**63 - 1
+MAX_QUANTITY = 1_000_000
 
 UNKNOWN_FIELD = "unknown field"
 NOT_AN_OBJECT = "record must be a JSON object"
@@ -39,6 +43,7 @@ PRICE_NEGATIVE = "price is negative"
 QUANTITY_REQUIRED = "quantity is required"
 QUANTITY_INVALID = "quantity must be an integer"
 QUANTITY_NOT_POSITIVE = "quantity must be > 0"
+QUANTITY_TOO_LARGE = f"quantity must be <= {MAX_QUANTITY}"
 REFERENCE_INVALID = "must be a positive integer id"
 USER_MISSING = "user does not exist"
 PRODUCT_MISSING = "product does not exist"
@@ -49,7 +54,22 @@ Errors = dict[str, list[str]]
 _ID_FIELD = {
     "required": False,
     "min_value": 1,
-    "error_messages": {"invalid": ID_INVALID, "min_value": ID_INVALID, "null": ID_INVALID},
+    "max_value": MAX_ID,
+    "error_messages": {
+        "invalid": ID_INVALID,
+        "min_value": ID_INVALID,
+        "max_value": ID_INVALID,
+        "max_string_length": ID_INVALID,
+        "null": ID_INVALID,
+    },
+}
+_REFERENCE_FIELD = {
+    "min_value": 1,
+    "max_value": MAX_ID,
+    "error_messages": {
+        key: REFERENCE_INVALID
+        for key in ("invalid", "min_value", "max_value", "max_string_length", "null")
+    },
 }
 _NAME_MESSAGES = {"required": NAME_REQUIRED, "null": NAME_REQUIRED, "blank": NAME_BLANK}
 _MONEY = {"min_value": 0}
@@ -58,9 +78,7 @@ _MONEY = {"min_value": 0}
 class StrictInput(serializers.ModelSerializer):
     """Reject keys the model does not accept instead of silently dropping them."""
 
-    def to_internal_value(self, data: Any) -> dict:
-        if not isinstance(data, Mapping):
-            raise serializers.ValidationError({NON_FIELD_ERRORS: [NOT_AN_OBJECT]})
+    def to_internal_value(self, data: Mapping) -> dict:
         unknown = {key: [UNKNOWN_FIELD] for key in data if key not in self.fields}
         try:
             value = super().to_internal_value(data)
@@ -106,7 +124,7 @@ class UserInput(StrictInput):
         ]
         extra_kwargs = {
             "name": {"error_messages": _NAME_MESSAGES},
-            "organization_id": {"min_value": 1},
+            "organization_id": {"min_value": 1, "max_value": MAX_ID},
             "credit_limit": _MONEY,
             "outstanding_amount": _MONEY,
             "total_sales": _MONEY,
@@ -140,27 +158,28 @@ class ProductInput(StrictInput):
     class Meta:
         model = Product
         fields = ["id", "name", "sku", "category", "price", "stock"]
-        extra_kwargs = {"name": {"error_messages": _NAME_MESSAGES}, "stock": {"min_value": 0}}
+        extra_kwargs = {
+            "name": {"error_messages": _NAME_MESSAGES},
+            "stock": {"min_value": 0, "max_value": 2**31 - 1},
+        }
 
 
 class OrderInput(StrictInput):
     """An order as submitted; ``unit_price`` and ``total`` are computed, never accepted."""
 
     id = serializers.IntegerField(**_ID_FIELD)
-    user_id = serializers.IntegerField(
-        min_value=1, error_messages={"invalid": REFERENCE_INVALID, "min_value": REFERENCE_INVALID}
-    )
-    product_id = serializers.IntegerField(
-        min_value=1, error_messages={"invalid": REFERENCE_INVALID, "min_value": REFERENCE_INVALID}
-    )
+    user_id = serializers.IntegerField(**_REFERENCE_FIELD)
+    product_id = serializers.IntegerField(**_REFERENCE_FIELD)
     quantity = serializers.IntegerField(
         min_value=1,
+        max_value=MAX_QUANTITY,
         error_messages={
             "required": QUANTITY_REQUIRED,
             "null": QUANTITY_REQUIRED,
             "invalid": QUANTITY_INVALID,
             "max_string_length": QUANTITY_INVALID,
             "min_value": QUANTITY_NOT_POSITIVE,
+            "max_value": QUANTITY_TOO_LARGE,
         },
     )
 
@@ -175,6 +194,8 @@ def check_fields(serializer: StrictInput, raw: Any) -> tuple[dict | None, Errors
     Returns ``(clean, {})`` on success, where ``clean`` holds Python values ready for the
     model, or ``(None, errors)`` mapping each field to its messages.
     """
+    if not isinstance(raw, Mapping):
+        return None, {NON_FIELD_ERRORS: [NOT_AN_OBJECT]}
     try:
         return dict(serializer.run_validation(raw)), {}
     except serializers.ValidationError as exc:

@@ -132,6 +132,9 @@ DATABASES = {
     )
     for alias in DATABASE_ALIASES
 }
+for _alias in ROUTED_ALIASES:
+    # Routed stores never depend on default, so a test may create any subset of them.
+    DATABASES[_alias].setdefault("TEST", {})["DEPENDENCIES"] = []
 DATABASE_ROUTERS = ["api.routers.DatabaseRouter"]
 
 # ------------------------------------------------------------------------------

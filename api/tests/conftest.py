@@ -1,0 +1,47 @@
+"""Shared fixtures: the assignment batch, the four aliases, raw access to SQLite files."""
+
+import json
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.db import connections
+
+from api.batch_file import ASSIGNMENT_FILE, read_batch
+
+ALL_DATABASES = ["default", "users", "products", "orders"]
+ROUTED = ["users", "products", "orders"]
+
+# The SQLite test databases are files under DATA_DIR (threads cannot share :memory:).
+Path(settings.DATA_DIR).mkdir(parents=True, exist_ok=True)
+
+
+@pytest.fixture
+def assignment() -> dict[str, list]:
+    """The assignment batch: 10 users, 10 products, 10 orders."""
+    return read_batch()
+
+
+@pytest.fixture
+def assignment_expected() -> dict:
+    """The fixture's own ``expected`` block: stored ids and rejection reasons per model."""
+    return json.loads(ASSIGNMENT_FILE.read_text())["expected"]
+
+
+def sqlite_path(alias: str) -> str:
+    """The file behind ``alias`` during the test run (the test database)."""
+    return connections[alias].settings_dict["NAME"]
+
+
+def raw_query(alias: str, sql: str, params: tuple = ()) -> list[tuple]:
+    """Run ``sql`` with the stdlib driver on the alias's file, bypassing Django entirely."""
+    with closing(sqlite3.connect(sqlite_path(alias))) as conn:
+        return conn.execute(sql, params).fetchall()
+
+
+def sqlite_tables(alias: str) -> set[str]:
+    """Table names found in the alias's SQLite file."""
+    rows = raw_query(alias, "SELECT name FROM sqlite_master WHERE type = 'table'")
+    return {name for (name,) in rows if not name.startswith("sqlite_")}

@@ -1,0 +1,114 @@
+"""The router places each model in its own database, and Django really consults it."""
+
+import os
+import sqlite3
+import subprocess
+import sys
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.db import router
+
+from api.models import Order, Product, User
+from api.routers import DatabaseRouter
+from api.tests.conftest import ALL_DATABASES, raw_query, sqlite_tables
+
+MODEL_TABLES = {"users": "users", "products": "products", "orders": "orders"}
+MODELS = {"users": User, "products": Product, "orders": Order}
+REPO = Path(settings.BASE_DIR)
+
+
+def test_router_is_installed():
+    """Django's settings name our router, so `django.db.router` consults it."""
+    assert settings.DATABASE_ROUTERS == ["api.routers.DatabaseRouter"]
+
+
+@pytest.mark.parametrize("alias", ["users", "products", "orders"])
+def test_reads_and_writes_go_to_the_models_alias(alias):
+    """Django's master router sends each model's reads and writes to its own alias."""
+    model = MODELS[alias]
+    assert router.db_for_read(model) == alias
+    assert router.db_for_write(model) == alias
+
+
+def test_contrib_models_have_no_routed_alias():
+    """Models the router does not own fall through to ``default``."""
+    from django.contrib.auth.models import Group
+
+    assert DatabaseRouter().db_for_read(Group) is None
+    assert router.db_for_write(Group) == "default"
+
+
+@pytest.mark.parametrize("db", ALL_DATABASES)
+@pytest.mark.parametrize("app_label,model_name,owner", [
+    ("api", "user", "users"),
+    ("api", "product", "products"),
+    ("api", "order", "orders"),
+    ("auth", "user", "default"),
+    ("contenttypes", "contenttype", "default"),
+])  # fmt: skip
+def test_allow_migrate_only_in_the_owning_database(db, app_label, model_name, owner):
+    """Each table may be created only in the database that owns it."""
+    assert router.allow_migrate(db, app_label, model_name=model_name) is (db == owner)
+
+
+def test_allow_relation_only_within_one_database():
+    """Objects in different databases cannot be related; same-database objects can."""
+    r = DatabaseRouter()
+    assert r.allow_relation(User(), User()) is True
+    assert r.allow_relation(User(), Order()) is False
+    assert r.allow_relation(Product(), Order()) is False
+
+
+@pytest.mark.django_db(databases=ALL_DATABASES)
+@pytest.mark.parametrize("alias", ALL_DATABASES)
+def test_each_sqlite_file_holds_only_its_own_tables(alias):
+    """Introspecting every file: a model's table is only in its alias, contrib only in default."""
+    tables = sqlite_tables(alias) - {"django_migrations"}
+    for owner, table in MODEL_TABLES.items():
+        assert (table in tables) is (alias == owner), (alias, table)
+    has_contrib = {"auth_user", "auth_group", "django_content_type"} <= tables
+    assert has_contrib is (alias == "default")
+    if alias != "default":
+        assert tables == {MODEL_TABLES[alias]}
+
+
+@pytest.mark.django_db(databases=ALL_DATABASES, transaction=True)
+def test_orm_writes_without_using_land_in_the_routed_file():
+    """A plain ``objects.create`` is committed to the model's own file and nowhere else."""
+    user = User.objects.create(name="Ada", email="ada@example.com")
+    product = Product.objects.create(name="Lamp", price="12.50")
+    assert (user._state.db, product._state.db) == ("users", "products")
+    assert raw_query("users", "SELECT id, email FROM users") == [(user.pk, "ada@example.com")]
+    assert raw_query("products", "SELECT id, name FROM products") == [(product.pk, "Lamp")]
+    assert "users" not in sqlite_tables("products") | sqlite_tables("orders")
+
+
+def test_migrate_all_creates_every_file_with_its_tables(tmp_path):
+    """``manage.py migrate_all`` on an empty DATA_DIR builds four files, each with its tables."""
+    env = {**os.environ, "DATA_DIR": str(tmp_path / "db")}
+    run = subprocess.run(
+        [sys.executable, "manage.py", "migrate_all", "--verbosity", "1"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    for alias in ALL_DATABASES:
+        assert f"Database '{alias}'" in run.stdout
+
+    def tables_and_mode(alias: str) -> tuple[set[str], str]:
+        with closing(sqlite3.connect(tmp_path / "db" / f"{alias}.sqlite3")) as conn:
+            rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            names = {name for (name,) in rows} - {"django_migrations", "sqlite_sequence"}
+            return names, conn.execute("PRAGMA journal_mode").fetchone()[0]
+
+    for alias, table in MODEL_TABLES.items():
+        assert tables_and_mode(alias) == ({table}, "wal")
+    names, _ = tables_and_mode("default")
+    assert {"auth_user", "django_content_type"} <= names
+    assert names.isdisjoint(MODEL_TABLES.values())

@@ -1,0 +1,122 @@
+"""Settings come from the environment with safe defaults; production passes `check --deploy`."""
+
+import os
+import runpy
+import secrets
+import subprocess
+import sys
+
+import pytest
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.db import connections
+
+from api.tests.conftest import ALL_DATABASES
+
+SETTINGS_FILE = settings.BASE_DIR / "data_project" / "settings.py"
+DJANGO_ENV_VARS = [
+    "DJANGO_ENV",
+    "DJANGO_DEBUG",
+    "DJANGO_SECRET_KEY",
+    "DJANGO_ALLOWED_HOSTS",
+    "DATA_DIR",
+    *(f"DATABASE_URL_{alias.upper()}" for alias in ALL_DATABASES),
+]
+
+
+def load_settings(monkeypatch, **env: str) -> dict:
+    """Evaluate the settings module afresh under exactly ``env`` (plus the process's PATH)."""
+    for name in DJANGO_ENV_VARS:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return runpy.run_path(str(SETTINGS_FILE))
+
+
+def test_defaults_are_four_sqlite_files_under_var_db(monkeypatch):
+    """With no environment, every alias is ``var/db/<alias>.sqlite3`` and DEBUG is off."""
+    conf = load_settings(monkeypatch)
+    assert conf["DEBUG"] is False
+    assert list(conf["DATABASES"]) == ALL_DATABASES
+    for alias, db in conf["DATABASES"].items():
+        assert db["ENGINE"] == "django.db.backends.sqlite3"
+        assert db["NAME"] == settings.BASE_DIR / "var" / "db" / f"{alias}.sqlite3"
+        assert db["OPTIONS"]["transaction_mode"] == "IMMEDIATE"
+        assert db["CONN_MAX_AGE"] is None
+        assert db["CONN_HEALTH_CHECKS"] is True
+        assert not db.get("ATOMIC_REQUESTS")
+
+
+def test_data_dir_moves_the_files(monkeypatch, tmp_path):
+    """``DATA_DIR`` relocates every SQLite file."""
+    conf = load_settings(monkeypatch, DATA_DIR=str(tmp_path))
+    assert {db["NAME"] for db in conf["DATABASES"].values()} == {
+        tmp_path / f"{alias}.sqlite3" for alias in ALL_DATABASES
+    }
+
+
+def test_database_url_switches_one_alias_to_a_server(monkeypatch):
+    """``DATABASE_URL_ORDERS`` puts only ``orders`` on PostgreSQL; the rest stay SQLite."""
+    conf = load_settings(
+        monkeypatch, DATABASE_URL_ORDERS="postgres://app:secret@db.internal:5432/orders"
+    )
+    orders = conf["DATABASES"]["orders"]
+    assert orders["ENGINE"] == "django.db.backends.postgresql"
+    assert (orders["HOST"], orders["PORT"], orders["NAME"]) == ("db.internal", 5432, "orders")
+    assert orders["CONN_HEALTH_CHECKS"] is True
+    assert conf["DATABASES"]["users"]["ENGINE"] == "django.db.backends.sqlite3"
+
+
+def test_debug_only_when_asked(monkeypatch):
+    """``DJANGO_DEBUG=1`` turns DEBUG on; any other value leaves it off."""
+    assert load_settings(monkeypatch, DJANGO_DEBUG="1")["DEBUG"] is True
+    assert load_settings(monkeypatch, DJANGO_DEBUG="nope")["DEBUG"] is False
+
+
+def test_production_requires_a_secret_key(monkeypatch):
+    """``DJANGO_ENV=production`` without ``DJANGO_SECRET_KEY`` refuses to start."""
+    with pytest.raises(ImproperlyConfigured, match="DJANGO_SECRET_KEY"):
+        load_settings(monkeypatch, DJANGO_ENV="production")
+
+
+@pytest.mark.django_db(databases=ALL_DATABASES)
+@pytest.mark.parametrize("alias", ["users", "products", "orders"])
+def test_sqlite_connections_are_tuned_for_concurrent_writers(alias):
+    """Every live connection runs WAL, synchronous=NORMAL and a busy timeout."""
+    with connections[alias].cursor() as cursor:
+        cursor.execute("PRAGMA journal_mode")
+        assert cursor.fetchone()[0] == "wal"
+        cursor.execute("PRAGMA synchronous")
+        assert cursor.fetchone()[0] == 1  # NORMAL
+        cursor.execute("PRAGMA busy_timeout")
+        assert cursor.fetchone()[0] == int(settings.SQLITE_BUSY_TIMEOUT_S * 1000)
+
+
+def run_check_deploy(**env: str) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if k not in DJANGO_ENV_VARS}
+    return subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=settings.BASE_DIR,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_check_deploy_is_clean_in_production():
+    """``manage.py check --deploy --fail-level WARNING`` passes with production settings."""
+    run = run_check_deploy(
+        DJANGO_ENV="production",
+        DJANGO_SECRET_KEY=secrets.token_urlsafe(50),
+        DJANGO_ALLOWED_HOSTS="api.example.com",
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "no issues" in run.stdout
+
+
+def test_check_deploy_flags_the_local_defaults():
+    """The laptop defaults (HTTP, throwaway key) are not mistaken for a deployment."""
+    run = run_check_deploy()
+    assert run.returncode != 0
+    assert "SECRET_KEY" in run.stderr

@@ -1,0 +1,198 @@
+"""Every validation rule rejects with its reason; nothing invalid is stored or overwritten."""
+
+from decimal import Decimal
+
+import pytest
+
+from api import validation as v
+from api.models import Order, Product, User
+from api.services.batch_insert import batch_insert
+from api.tests.conftest import ROUTED
+
+
+def field_errors(serializer, raw) -> dict:
+    clean, errors = v.check_fields(serializer, raw)
+    assert (clean is None) is bool(errors)
+    return errors
+
+
+@pytest.mark.parametrize("raw,field,message", [
+    ({"email": "a@example.com"}, "name", v.NAME_REQUIRED),
+    ({"name": "", "email": "a@example.com"}, "name", v.NAME_BLANK),
+    ({"name": "   ", "email": "a@example.com"}, "name", v.NAME_BLANK),
+    ({"name": None, "email": "a@example.com"}, "name", v.NAME_REQUIRED),
+    ({"name": "Ann"}, "email", v.EMAIL_REQUIRED),
+    ({"name": "Ann", "email": ""}, "email", v.EMAIL_REQUIRED),
+    ({"name": "Ann", "email": "not-an-email"}, "email", v.EMAIL_INVALID),
+    ({"name": "Ann", "email": "a@b@example.com"}, "email", v.EMAIL_INVALID),
+    ({"name": "Ann", "email": "a@example.com", "id": 0}, "id", v.ID_INVALID),
+    ({"name": "Ann", "email": "a@example.com", "id": "x"}, "id", v.ID_INVALID),
+    ({"name": "Ann", "email": "a@example.com", "id": 2**63}, "id", v.ID_INVALID),
+    ({"name": "Ann", "email": "a@example.com", "nickname": "A"}, "nickname", v.UNKNOWN_FIELD),
+])  # fmt: skip
+def test_user_field_rules(raw, field, message):
+    """Each malformed user is rejected on the offending field with the documented message."""
+    assert field_errors(v.UserInput(), raw)[field] == [message]
+
+
+@pytest.mark.parametrize("raw,field,message", [
+    ({"name": "Desk"}, "price", v.PRICE_REQUIRED),
+    ({"name": "Desk", "price": -50.0}, "price", v.PRICE_NEGATIVE),
+    ({"name": "Desk", "price": "-0.01"}, "price", v.PRICE_NEGATIVE),
+    ({"name": "Desk", "price": "cheap"}, "price", v.PRICE_INVALID),
+    ({"name": "Desk", "price": "NaN"}, "price", v.PRICE_INVALID),
+    ({"name": "Desk", "price": True}, "price", v.PRICE_INVALID),
+    ({"name": "Desk", "price": 1.005}, "price", v.PRICE_INVALID),
+    ({"name": "", "price": 1}, "name", v.NAME_BLANK),
+])  # fmt: skip
+def test_product_field_rules(raw, field, message):
+    """Each malformed product is rejected on the offending field with the documented message."""
+    assert field_errors(v.ProductInput(), raw)[field] == [message]
+
+
+@pytest.mark.parametrize("raw,field,message", [
+    ({"user_id": 1, "product_id": 1}, "quantity", v.QUANTITY_REQUIRED),
+    ({"user_id": 1, "product_id": 1, "quantity": 0}, "quantity", v.QUANTITY_NOT_POSITIVE),
+    ({"user_id": 1, "product_id": 1, "quantity": -1}, "quantity", v.QUANTITY_NOT_POSITIVE),
+    ({"user_id": 1, "product_id": 1, "quantity": 2.5}, "quantity", v.QUANTITY_INVALID),
+    ({"user_id": 1, "product_id": 1, "quantity": "two"}, "quantity", v.QUANTITY_INVALID),
+    ({"user_id": 1, "product_id": 1, "quantity": 10**9}, "quantity", v.QUANTITY_TOO_LARGE),
+    ({"user_id": 0, "product_id": 1, "quantity": 1}, "user_id", v.REFERENCE_INVALID),
+    ({"user_id": 1, "product_id": "x", "quantity": 1}, "product_id", v.REFERENCE_INVALID),
+    ({"user_id": 1, "product_id": 1, "quantity": 1, "total": 5}, "total", v.UNKNOWN_FIELD),
+])  # fmt: skip
+def test_order_field_rules(raw, field, message):
+    """Each malformed order is rejected on the offending field with the documented message."""
+    assert field_errors(v.OrderInput(), raw)[field] == [message]
+
+
+@pytest.mark.parametrize("raw", ["a string", 7, None, ["name", "email"]])
+def test_a_record_must_be_an_object(raw):
+    """A record that is not a JSON object is rejected as a whole, not crashed on."""
+    assert field_errors(v.UserInput(), raw) == {v.NON_FIELD_ERRORS: [v.NOT_AN_OBJECT]}
+
+
+def test_clean_values_are_normalised():
+    """E-mails come out lower-cased and trimmed; prices as two-place Decimals."""
+    user, _ = v.check_fields(v.UserInput(), {"name": " Ann ", "email": " Ann@Example.COM "})
+    product, _ = v.check_fields(v.ProductInput(), {"name": "Desk", "price": 19.99})
+    assert (user["name"], user["email"]) == ("Ann", "ann@example.com")
+    assert product["price"] == Decimal("19.99")
+
+
+def test_reason_names_the_field_when_the_message_does_not():
+    """The one-line reason is readable without the error dict."""
+    errors = {
+        "city": ["Ensure this field has no more than 100 characters."],
+        "name": ["name is blank"],
+    }
+    assert (
+        v.reason(errors)
+        == "city: Ensure this field has no more than 100 characters.; name is blank"
+    )
+
+
+# Database rules: they run in the insert service's worker threads, so the tests commit.
+db = pytest.mark.django_db(databases=ROUTED, transaction=True)
+
+
+@db
+def test_email_already_stored_is_rejected_case_insensitively():
+    """An e-mail differing only in case from a stored one is a duplicate."""
+    User.objects.create(name="Alice", email="alice@example.com")
+    result = batch_insert(users=[{"name": "Alice Two", "email": "ALICE@Example.com"}])
+    assert result.users[0].status == "rejected"
+    assert result.users[0].errors == {"email": [v.EMAIL_DUPLICATE]}
+    assert User.objects.count() == 1
+
+
+@db
+def test_email_repeated_in_one_batch_keeps_the_first():
+    """Within a batch the first record with an e-mail wins; later ones are duplicates."""
+    result = batch_insert(
+        users=[
+            {"name": "A", "email": "same@example.com"},
+            {"name": "B", "email": "Same@example.com"},
+        ]
+    )
+    assert [r.status for r in result.users] == ["inserted", "rejected"]
+    assert list(User.objects.values_list("name", flat=True)) == ["A"]
+
+
+@db
+def test_existing_id_is_rejected_never_overwritten():
+    """An explicit id that exists is refused and the stored row is left as it was."""
+    Product.objects.create(id=5, name="Keyboard", price="50.00")
+    result = batch_insert(products=[{"id": 5, "name": "Overwrite", "price": 1}])
+    assert result.products[0].errors == {"id": [v.ID_EXISTS]}
+    assert Product.objects.get(id=5).name == "Keyboard"
+
+
+@db
+def test_repeated_explicit_id_in_one_batch_is_rejected():
+    """Two records claiming one id: the first is stored, the second rejected."""
+    result = batch_insert(orders=[], products=[
+        {"id": 3, "name": "First", "price": 1},
+        {"id": 3, "name": "Second", "price": 2},
+    ])  # fmt: skip
+    assert [r.status for r in result.products] == ["inserted", "rejected"]
+    assert Product.objects.get(id=3).name == "First"
+
+
+@db
+@pytest.mark.parametrize("user_exists,product_exists,message", [
+    (False, True, v.USER_MISSING),
+    (True, False, v.PRODUCT_MISSING),
+    (False, False, v.USER_AND_PRODUCT_MISSING),
+])  # fmt: skip
+def test_orders_need_an_existing_user_and_product(user_exists, product_exists, message):
+    """An order naming an unknown user and/or product is rejected with which one is missing."""
+    if user_exists:
+        User.objects.create(id=1, name="U", email="u@example.com")
+    if product_exists:
+        Product.objects.create(id=1, name="P", price="3.00")
+    result = batch_insert(orders=[{"user_id": 1, "product_id": 1, "quantity": 1}])
+    assert result.orders[0].status == "rejected"
+    assert result.orders[0].reason == message
+    assert Order.objects.count() == 0
+
+
+@db
+def test_orders_may_reference_records_accepted_earlier_in_the_batch():
+    """A user and product stored by the same batch satisfy an order; its total is computed."""
+    result = batch_insert(
+        users=[{"id": 42, "name": "New", "email": "new@example.com"}],
+        products=[{"id": 7, "name": "Lamp", "price": "12.50"}],
+        orders=[{"user_id": 42, "product_id": 7, "quantity": 3}],
+    )
+    assert result.summary()["orders"] == {"inserted": 1, "rejected": 0, "failed": 0}
+    order = Order.objects.get(pk=result.orders[0].id)
+    assert (order.user_id, order.product_id) == (42, 7)
+    assert (order.unit_price, order.total) == (Decimal("12.50"), Decimal("37.50"))
+
+
+@db
+def test_orders_for_records_rejected_in_the_batch_are_rejected():
+    """A user refused in this batch does not exist for the batch's orders."""
+    Product.objects.create(id=1, name="P", price="1.00")
+    result = batch_insert(
+        users=[{"id": 9, "name": "", "email": "nameless@example.com"}],
+        orders=[{"user_id": 9, "product_id": 1, "quantity": 1}],
+    )
+    assert result.users[0].reason == v.NAME_BLANK
+    assert result.orders[0].reason == v.USER_MISSING
+
+
+@db
+def test_invalid_records_do_not_block_valid_ones():
+    """One bad record is rejected alone; its neighbours are stored."""
+    result = batch_insert(
+        users=[
+            {"name": "Ok", "email": "ok@example.com"},
+            "garbage",
+            {"name": "Ok2", "email": "ok2@example.com", "city": "x" * 101},
+        ]
+    )
+    assert [r.status for r in result.users] == ["inserted", "rejected", "rejected"]
+    assert result.users[2].reason.startswith("city: ")
+    assert User.objects.count() == 1
