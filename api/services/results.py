@@ -6,7 +6,9 @@ Every submitted record gets exactly one `RecordResult`:
 - ``rejected``: a validation rule refused it; ``errors`` maps fields to messages and
   ``reason`` is the same in one line. Resubmitting it unchanged gives the same answer.
 - ``failed``: the database could not take it (down, locked past its timeout); nothing of
-  it was written and the same request may be retried.
+  it was written and the same request may be retried. When a database fails, every record
+  bound for it that passed the field rules is ``failed`` (its database rules could not be
+  completed), and so is every order when the users or products database fails.
 """
 
 from dataclasses import asdict, dataclass, field

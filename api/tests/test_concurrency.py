@@ -1,0 +1,133 @@
+"""Concurrent batches: 64 threads writing to all three databases lose and duplicate nothing."""
+
+import os
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from api import validation as v
+from api.models import Order, Product, User
+from api.services import batch_insert as service
+from api.services.batch_insert import batch_insert
+from api.tests.conftest import ROUTED
+
+THREADS = 64
+SHARED_EMAILS = 8  # each shared address is submitted by THREADS / SHARED_EMAILS threads
+AUTO_USERS = 10
+AUTO_PRODUCTS = 5
+# Explicit ids stay below a sentinel row: auto ids continue after the highest id ever
+# used, so they never collide with the explicit ones whichever thread runs first.
+OWN, SHARED, SENTINEL = 100, 200, 1_000
+
+db = pytest.mark.django_db(databases=ROUTED, transaction=True)
+
+
+def thread_batch(t: int) -> dict[str, list]:
+    """Thread ``t``'s batch: own users and products, one shared e-mail, three orders."""
+    own, shared, neighbour = OWN + t, SHARED + t, OWN + (t + 1) % THREADS
+    return {
+        "users": [
+            {"id": own, "name": f"Own {t}", "email": f"own{t}@example.com"},
+            {"id": shared, "name": f"Shared {t}", "email": f"Shared{t % SHARED_EMAILS}@X.com"},
+            *({"name": f"A{t}.{i}", "email": f"auto{t}.{i}@x.com"} for i in range(AUTO_USERS)),
+        ],
+        "products": [
+            {"id": own, "name": f"Product {t}", "price": "9.99"},
+            *({"name": f"Auto {t}.{i}", "price": t + i} for i in range(AUTO_PRODUCTS)),
+        ],
+        "orders": [
+            {"user_id": own, "product_id": own, "quantity": 2},
+            {"user_id": shared, "product_id": own, "quantity": 1},
+            {"user_id": neighbour, "product_id": own, "quantity": 3},
+        ],
+    }  # fmt: skip
+
+
+@db
+def test_64_threads_insert_concurrently_without_loss_or_duplicates():
+    """0 errors, every accepted row stored exactly once, results match the stored rows."""
+    User.objects.create(id=SENTINEL, name="Sentinel", email="sentinel@example.com")
+    Product.objects.create(id=SENTINEL, name="Sentinel", price=0)
+    batches = [thread_batch(t) for t in range(THREADS)]
+    start = threading.Barrier(THREADS)
+
+    def run(batch):
+        start.wait()
+        return batch_insert(**batch)
+
+    began = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=THREADS) as pool:
+        results = list(pool.map(run, batches))
+    seconds = time.perf_counter() - began
+
+    records = sum(len(rs) for b in batches for rs in b.values())
+    failed = [
+        r for res in results for rs in res.by_model().values() for r in rs if r.status == "failed"
+    ]
+    errors = len(failed)
+    print(f"\nconcurrency: {THREADS} threads, {records} records, {errors} errors, {seconds:.2f} s")
+    assert failed == []
+
+    for name, model in {"users": User, "products": Product, "orders": Order}.items():
+        reported = [r.id for res in results for r in getattr(res, name) if r.status == "inserted"]
+        stored = list(model.objects.exclude(id=SENTINEL).values_list("id", flat=True))
+        assert len(reported) == len(set(reported)) == len(stored)
+        assert set(reported) == set(stored)
+
+    emails = Counter(User.objects.values_list("email", flat=True))
+    assert max(emails.values()) == 1
+    assert sum(e.startswith("shared") for e in emails) == SHARED_EMAILS
+    rejected = [r for res in results for r in res.users if r.status == "rejected"]
+    assert len(rejected) == THREADS - SHARED_EMAILS
+    assert all(r.errors == {"email": [v.EMAIL_DUPLICATE]} for r in rejected)
+    assert User.objects.count() == 1 + THREADS * (1 + AUTO_USERS) + SHARED_EMAILS
+    assert Product.objects.count() == 1 + THREADS * (1 + AUTO_PRODUCTS)
+
+    user_ids = set(User.objects.values_list("id", flat=True))
+    product_ids = set(Product.objects.values_list("id", flat=True))
+    for order in Order.objects.all():
+        assert order.user_id in user_ids and order.product_id in product_ids
+        assert order.total == order.quantity * order.unit_price
+    for t, res in enumerate(results):
+        own_order, shared_order, _ = res.orders
+        assert own_order.status == "inserted"
+        assert (shared_order.status == "inserted") is (SHARED + t in user_ids)
+
+
+def open_sqlite_files() -> list[str]:
+    """Descriptors this process holds on SQLite files (databases, WAL and shared memory)."""
+    fds = Path("/proc/self/fd")
+    targets = []
+    for fd in fds.iterdir():
+        try:
+            targets.append(os.readlink(fd))
+        except OSError:
+            continue
+    return sorted(t for t in targets if ".sqlite3" in t)
+
+
+@db
+@pytest.mark.skipif(not Path("/proc/self/fd").exists(), reason="needs Linux /proc")
+def test_worker_threads_leave_no_connection_or_thread_behind(assignment):
+    """After many batches the process holds exactly the database files it held before."""
+    before = open_sqlite_files()
+    for _ in range(20):
+        batch_insert(**assignment)
+    assert open_sqlite_files() == before
+    assert not [t for t in threading.enumerate() if t.name.startswith("batch-insert")]
+
+
+@db
+def test_a_worker_bug_propagates_instead_of_becoming_a_result(assignment, monkeypatch):
+    """A non-database exception in a worker reaches the caller unchanged."""
+
+    def broken(*args):
+        raise RuntimeError("bug in the products worker")
+
+    monkeypatch.setattr(service, "_store_products", broken)
+    with pytest.raises(RuntimeError, match="bug in the products worker"):
+        batch_insert(**assignment)
