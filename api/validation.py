@@ -4,7 +4,7 @@ A record passes two stages, and every rejection carries a reason:
 
 1. **Field rules** (`UserInput`, `ProductInput`, `OrderInput`): types, blanks, ranges,
    e-mail syntax, unknown keys. They need no database and run before any worker starts.
-2. **Database rules** (`user_conflicts`, `id_conflicts`, `order_reference_errors`): an
+2. **Database rules** (`Taken.conflicts`, `order_reference_errors`): an
    explicit id that already exists, an e-mail already used (case-insensitively: e-mails are
    stored lower-cased), an order whose user or product does not exist. The insert service
    evaluates them inside each database's write transaction, against rows already stored
@@ -15,6 +15,7 @@ compare them verbatim.
 """
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from rest_framework import serializers
@@ -203,19 +204,32 @@ def check_fields(serializer: StrictInput, raw: Any) -> tuple[dict | None, Errors
         return None, {key: [str(msg) for msg in msgs] for key, msgs in detail.items()}
 
 
-def id_conflicts(record: Mapping, *, taken_ids: set[int]) -> Errors:
-    """An explicit id already stored (or claimed earlier in the batch) is rejected."""
-    if record.get("id") is not None and record["id"] in taken_ids:
-        return {"id": [ID_EXISTS]}
-    return {}
+@dataclass
+class Taken:
+    """Ids (and, for users, e-mails) a new record may not reuse.
 
+    Filled with what the database already stores, then `claim` adds each record accepted
+    earlier in the same batch. ``emails`` is ``None`` for models without an e-mail rule.
+    """
 
-def user_conflicts(record: Mapping, *, taken_ids: set[int], taken_emails: set[str]) -> Errors:
-    """`id_conflicts` plus an e-mail already used; ``record["email"]`` is lower-cased."""
-    errors = id_conflicts(record, taken_ids=taken_ids)
-    if record["email"] in taken_emails:
-        errors["email"] = [EMAIL_DUPLICATE]
-    return errors
+    ids: set[int]
+    emails: set[str] | None = None
+
+    def conflicts(self, record: Mapping) -> Errors:
+        """An explicit id already taken, an e-mail already used (records are lower-cased)."""
+        errors = {}
+        if record.get("id") is not None and record["id"] in self.ids:
+            errors["id"] = [ID_EXISTS]
+        if self.emails is not None and record["email"] in self.emails:
+            errors["email"] = [EMAIL_DUPLICATE]
+        return errors
+
+    def claim(self, record: Mapping) -> None:
+        """Reserve an accepted record's id and e-mail for the rest of the batch."""
+        if record.get("id") is not None:
+            self.ids.add(record["id"])
+        if self.emails is not None:
+            self.emails.add(record["email"])
 
 
 def order_reference_errors(

@@ -30,12 +30,11 @@ from api.validation import (
     OrderInput,
     ProductInput,
     StrictInput,
+    Taken,
     UserInput,
     check_fields,
-    id_conflicts,
     order_reference_errors,
     reason,
-    user_conflicts,
 )
 
 logger = logging.getLogger(__name__)
@@ -125,52 +124,26 @@ def _outcome(future: Future, candidates: list[Candidate], model: type[Model]) ->
 
 
 def _store_users(candidates: list[Candidate], referenced: set[int]) -> Stored:
-    alias = router.db_for_write(User)
     if not candidates and not referenced:
         return Stored([], {})
+    alias = router.db_for_write(User)
     with transaction.atomic(using=alias):
         users = User.objects.using(alias)
-        existing = _existing_ids(users, _explicit_ids(candidates) | referenced)
-        taken_emails = _existing_emails(users, [c.data["email"] for c in candidates])
-
-        def conflicts(data: dict, taken_ids: set[int]) -> Errors:
-            return user_conflicts(data, taken_ids=taken_ids, taken_emails=taken_emails)
-
-        def claim(data: dict) -> None:
-            taken_emails.add(data["email"])
-
-        def recheck(data: dict) -> Errors:
-            return user_conflicts(
-                data,
-                taken_ids=_existing_ids(users, _explicit_ids([Candidate(0, data)])),
-                taken_emails=_existing_emails(users, [data["email"]]),
-            )
-
-        results, inserted = _store(
-            User, alias, candidates, set(existing), conflicts, claim, recheck
-        )
-    known = {pk: None for pk in (existing & referenced) | {obj.pk for obj in inserted}}
+        results = _store(users, candidates)
+        # Read inside the transaction, after the insert: batch members count as existing.
+        known = dict.fromkeys(_existing_ids(users, referenced))
     return Stored(results, known)
 
 
 def _store_products(candidates: list[Candidate], referenced: set[int]) -> Stored:
-    alias = router.db_for_write(Product)
     if not candidates and not referenced:
         return Stored([], {})
+    alias = router.db_for_write(Product)
     with transaction.atomic(using=alias):
         products = Product.objects.using(alias)
-        wanted = _explicit_ids(candidates) | referenced
-        prices = dict(products.filter(id__in=wanted).values_list("id", "price"))
-
-        def recheck(data: dict) -> Errors:
-            return id_conflicts(data, taken_ids=_existing_ids(products, {data.get("id")}))
-
-        results, inserted = _store(
-            Product, alias, candidates, set(prices), _id_conflicts, _nothing, recheck
-        )
-    known = {pk: price for pk, price in prices.items() if pk in referenced}
-    known.update({obj.pk: obj.price for obj in inserted})
-    return Stored(results, known)
+        results = _store(products, candidates)
+        prices = dict(products.filter(id__in=referenced).values_list("id", "price"))
+    return Stored(results, prices)
 
 
 def _store_orders(
@@ -185,100 +158,77 @@ def _store_orders(
         message = f"cannot check references: {type(exc).__name__}: {exc}; retry later"
         return Stored([_failed(c, message) for c in candidates], {})
 
-    valid, results = [], []
+    results, valid = [], []
     for c in candidates:
         errors = order_reference_errors(c.data, user_ids=user_ids, product_ids=prices)
         if errors:
             results.append(_rejected(c.index, c.data.get("id"), errors))
             continue
         price = prices[c.data["product_id"]]
-        valid.append(
-            Candidate(c.index, {**c.data, "unit_price": price, "total": price * c.data["quantity"]})
-        )
+        total = price * c.data["quantity"]
+        valid.append(Candidate(c.index, {**c.data, "unit_price": price, "total": total}))
 
     alias = router.db_for_write(Order)
     with transaction.atomic(using=alias):
-        orders = Order.objects.using(alias)
-        existing = _existing_ids(orders, _explicit_ids(valid))
-
-        def recheck(data: dict) -> Errors:
-            return id_conflicts(data, taken_ids=_existing_ids(orders, {data.get("id")}))
-
-        stored, _ = _store(Order, alias, valid, existing, _id_conflicts, _nothing, recheck)
-    return Stored(results + stored, {})
+        results += _store(Order.objects.using(alias), valid)
+    return Stored(results, {})
 
 
-def _store(
-    model: type[Model],
-    alias: str,
-    candidates: list[Candidate],
-    taken_ids: set[int],
-    conflicts: Callable[[dict, set[int]], Errors],
-    claim: Callable[[dict], None],
-    recheck: Callable[[dict], Errors],
-) -> tuple[list[RecordResult], list[Model]]:
-    """Reject conflicting candidates, insert the rest; must run inside ``atomic(alias)``.
+def _store(queryset: QuerySet, candidates: list[Candidate]) -> list[RecordResult]:
+    """Reject candidates whose id or e-mail is taken, insert the rest; inside ``atomic``.
 
     Rows go in with one ``bulk_create`` inside a savepoint. If another writer committed a
     conflicting row after our checks (possible under PostgreSQL's READ COMMITTED; SQLite's
     IMMEDIATE transactions serialise writers and rule it out), the savepoint is rolled back
-    and each row is retried in its own savepoint, so only the conflicting ones are
-    rejected, with the same reason `recheck` finds.
+    and each row is retried in its own savepoint, so that only the rows that now conflict
+    are rejected, with the reason a fresh check finds. An `IntegrityError` no rule explains
+    propagates.
     """
+    alias, model = queryset.db, queryset.model
+    taken = _taken(queryset, [c.data for c in candidates])
     results, accepted = [], []
     for c in candidates:
-        errors = conflicts(c.data, taken_ids)
+        errors = taken.conflicts(c.data)
         if errors:
             results.append(_rejected(c.index, c.data.get("id"), errors))
-            continue
-        accepted.append(c)
-        claim(c.data)
-        if c.data.get("id") is not None:
-            taken_ids.add(c.data["id"])
+        else:
+            taken.claim(c.data)
+            accepted.append((c, model(**c.data)))
 
-    objs = [model(**c.data) for c in accepted]
     try:
         with transaction.atomic(using=alias):
-            model.objects.using(alias).bulk_create(objs)
-        inserted = list(zip(accepted, objs, strict=True))
+            queryset.bulk_create([obj for _, obj in accepted])
     except IntegrityError:
         inserted = []
-        for c in accepted:
+        for c, _ in accepted:
             obj = model(**c.data)
             try:
                 with transaction.atomic(using=alias):
                     obj.save(using=alias, force_insert=True)
-            except IntegrityError as exc:
-                errors = recheck(c.data)
+            except IntegrityError:
+                errors = _taken(queryset, [c.data]).conflicts(c.data)
                 if not errors:
-                    raise exc
+                    raise
                 results.append(_rejected(c.index, c.data.get("id"), errors))
             else:
                 inserted.append((c, obj))
+        accepted = inserted
 
-    results += [RecordResult(c.index, INSERTED, obj.pk) for c, obj in inserted]
-    return results, [obj for _, obj in inserted]
-
-
-def _id_conflicts(data: dict, taken_ids: set[int]) -> Errors:
-    return id_conflicts(data, taken_ids=taken_ids)
+    return results + [RecordResult(c.index, INSERTED, obj.pk) for c, obj in accepted]
 
 
-def _nothing(data: dict) -> None:
-    return None
-
-
-def _explicit_ids(candidates: Iterable[Candidate]) -> set[int]:
-    return {c.data["id"] for c in candidates if c.data.get("id") is not None}
+def _taken(queryset: QuerySet, records: list[dict]) -> Taken:
+    """The ids (and e-mails, for users) among ``records`` that are already stored."""
+    ids = _existing_ids(queryset, {r.get("id") for r in records})
+    if queryset.model is not User:
+        return Taken(ids)
+    emails = [r["email"] for r in records]
+    return Taken(ids, set(queryset.filter(email__in=emails).values_list("email", flat=True)))
 
 
 def _existing_ids(queryset: QuerySet, ids: set[int | None]) -> set[int]:
     ids = {pk for pk in ids if pk is not None}
     return set(queryset.filter(id__in=ids).values_list("id", flat=True)) if ids else set()
-
-
-def _existing_emails(users: QuerySet, emails: list[str]) -> set[str]:
-    return set(users.filter(email__in=emails).values_list("email", flat=True)) if emails else set()
 
 
 def _rejected(index: int, submitted_id: Any, errors: Errors) -> RecordResult:

@@ -14,6 +14,7 @@ from api.models import Order, Product, User
 from api.services import batch_insert as service
 from api.services.batch_insert import batch_insert
 from api.tests.conftest import ROUTED
+from api.validation import Taken
 
 THREADS = 64
 SHARED_EMAILS = 8  # each shared address is submitted by THREADS / SHARED_EMAILS threads
@@ -131,3 +132,34 @@ def test_a_worker_bug_propagates_instead_of_becoming_a_result(assignment, monkey
     monkeypatch.setattr(service, "_store_products", broken)
     with pytest.raises(RuntimeError, match="bug in the products worker"):
         batch_insert(**assignment)
+
+
+@db
+def test_a_conflict_committed_after_the_checks_is_rejected_not_failed(monkeypatch):
+    """When another writer wins the race (PostgreSQL), the unique index rejects only the loser.
+
+    SQLite's IMMEDIATE transactions make that race impossible here, so the checks are made
+    to miss the rows a concurrent writer "committed" just before the insert.
+    """
+    User.objects.create(id=5, name="Winner", email="race@example.com")
+    fresh_check = service._taken
+    checks = []
+
+    def stale_first_check(queryset, records):
+        checks.append(records)
+        return Taken(set(), set()) if len(checks) == 1 else fresh_check(queryset, records)
+
+    monkeypatch.setattr(service, "_taken", stale_first_check)
+    result = batch_insert(
+        users=[
+            {"name": "Loser", "email": "RACE@example.com"},
+            {"name": "Bystander", "email": "by@example.com"},
+            {"id": 5, "name": "Overwriter", "email": "other@example.com"},
+        ]
+    )
+    assert [r.status for r in result.users] == ["rejected", "inserted", "rejected"]
+    assert [r.reason for r in result.users] == [v.EMAIL_DUPLICATE, "", v.ID_EXISTS]
+    assert sorted(User.objects.values_list("email", flat=True)) == [
+        "by@example.com",
+        "race@example.com",
+    ]
