@@ -232,7 +232,8 @@ def _existing_ids(queryset: QuerySet, ids: set[int | None]) -> set[int]:
 
 
 def _rejected(index: int, submitted_id: Any, errors: Errors) -> RecordResult:
-    record_id = submitted_id if isinstance(submitted_id, int) else None
+    valid_id = isinstance(submitted_id, int) and not isinstance(submitted_id, bool)
+    record_id = submitted_id if valid_id else None
     return RecordResult(index, REJECTED, record_id, reason(errors), errors)
 
 
