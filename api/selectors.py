@@ -1,6 +1,69 @@
-"""Read-only queries; each reads its model's own database through the router."""
+"""Read-only queries. Each reads its model's own database through the router.
+
+The lookups return plain dicts from ``values()``: model instances and serializers cost
+more than the query on the hottest path. Cross-database joins happen here, in Python,
+with one query per database (``orders_with_products``), never one query per row.
+"""
+
+from collections import defaultdict
+
+from django.db.models import Max, Min, Model, QuerySet
 
 from api.models import Order, Product, User
+from api.query_params import Lookup
+
+MODELS: dict[str, type[Model]] = {"users": User, "products": Product, "orders": Order}
+KEY_MODELS = {
+    "user_id": "users",
+    "email": "users",
+    "organization_id": "users",
+    "product_id": "products",
+    "order_id": "orders",
+}
+
+
+def fields(model: type[Model]) -> list[str]:
+    """Column names of ``model`` in declaration order (``user_id``, not ``user``)."""
+    return [field.attname for field in model._meta.concrete_fields]
+
+
+def lookup_rows(lookup: Lookup) -> list[dict]:
+    """Rows for a ``type=get`` lookup, by id ascending.
+
+    Id keys read the id range ``[value, value + count)`` (an index range scan on the
+    primary key); ``email`` reads at most one user; ``organization_id`` the first ``count``
+    users of that organisation. Raises `django.db.DatabaseError` if the database fails.
+    """
+    model = MODELS[KEY_MODELS[lookup.key]]
+    rows = model.objects.order_by("id").values(*fields(model))
+    if lookup.key in ("user_id", "product_id", "order_id"):
+        rows = rows.filter(id__gte=lookup.value, id__lt=lookup.value + lookup.count)
+    else:
+        rows = rows.filter(**{lookup.key: lookup.value})[: lookup.count]
+    return list(rows)
+
+
+def orders_with_products(user_ids: list[int]) -> dict[int, list[dict]]:
+    """Each user's orders, each order with its ``product`` dict (or None if it is gone).
+
+    Two queries: the orders database by the indexed ``user_id``, then the products
+    database by primary key. Returns ``{user_id: [order, ...]}`` with orders by id.
+    """
+    orders = list(
+        Order.objects.filter(user_id__in=user_ids).order_by("user_id", "id").values(*fields(Order))
+    )
+    product_ids = {order["product_id"] for order in orders}
+    products = Product.objects.filter(id__in=product_ids).values(*fields(Product))
+    by_id = {product["id"]: product for product in products}
+    by_user = defaultdict(list)
+    for order in orders:
+        by_user[order["user_id"]].append({**order, "product": by_id.get(order["product_id"])})
+    return by_user
+
+
+def user_orders(user_id: int) -> QuerySet:
+    """The orders of one user, for keyset pagination (orders database, indexed user_id)."""
+    return Order.objects.filter(user_id=user_id)
 
 
 def row_counts() -> dict[str, int]:
@@ -8,8 +71,17 @@ def row_counts() -> dict[str, int]:
 
     Raises `django.db.DatabaseError` when a database is unreachable or not migrated.
     """
-    return {
-        "users": User.objects.count(),
-        "products": Product.objects.count(),
-        "orders": Order.objects.count(),
-    }
+    return {name: model.objects.count() for name, model in MODELS.items()}
+
+
+def table_stats() -> dict[str, dict]:
+    """Per model: ``{"rows": int, "min_id": int | None, "max_id": int | None}``.
+
+    ``min_id``/``max_id`` come from the primary-key index; the load test draws ids from
+    them. Raises `django.db.DatabaseError` when a database fails.
+    """
+    stats = {}
+    for name, model in MODELS.items():
+        ids = model.objects.aggregate(min_id=Min("id"), max_id=Max("id"))
+        stats[name] = {"rows": model.objects.count(), **ids}
+    return stats

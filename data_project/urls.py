@@ -1,9 +1,14 @@
-"""Top-level URLs: the browser run page; the API lives under ``/api/``."""
+"""Top-level URLs: the API under ``/api/`` and the browser run page at ``/run/``."""
 
-from django.urls import path
+from django.urls import include, path
 
 from api.views.run_page import RunPageView
 
 urlpatterns = [
+    path("api/", include("api.urls")),
     path("run/", RunPageView.as_view(), name="run"),
 ]
+
+handler400 = "api.errors.handler400"
+handler404 = "api.errors.handler404"
+handler500 = "api.errors.handler500"

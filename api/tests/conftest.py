@@ -9,7 +9,7 @@ import pytest
 from django.conf import settings
 from django.db import connections
 
-from api.batch_file import ASSIGNMENT_FILE, read_batch
+from api.batches import ASSIGNMENT_FILE, read_batch
 
 ALL_DATABASES = ["default", "users", "products", "orders"]
 ROUTED = ["users", "products", "orders"]

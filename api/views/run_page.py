@@ -10,7 +10,7 @@ from django.db import DatabaseError
 from django.shortcuts import render
 from django.views import View
 
-from api.batch_file import read_batch
+from api.batches import read_batch
 from api.selectors import row_counts
 from api.services.batch_insert import batch_insert
 

@@ -6,7 +6,7 @@ a database failed records; rejections are an expected outcome, not an error.
 
 from django.core.management.base import BaseCommand, CommandError
 
-from api.batch_file import ASSIGNMENT_FILE, BatchFileError, read_batch
+from api.batches import ASSIGNMENT_FILE, InvalidBatch, read_batch
 from api.services.batch_insert import batch_insert
 from api.services.results import BatchResult
 
@@ -25,7 +25,7 @@ class Command(BaseCommand):
     def handle(self, *args, **options) -> None:
         try:
             batch = read_batch(options["file"])
-        except BatchFileError as exc:
+        except InvalidBatch as exc:
             raise CommandError(str(exc)) from exc
         result = batch_insert(**batch)
         self.stdout.write(render_tables(batch, result))

@@ -1,0 +1,108 @@
+"""One error envelope for the whole API: ``{"error": "message", "details": {...}}``.
+
+`exception_handler` is DRF's ``EXCEPTION_HANDLER``: it turns every DRF exception, Django's
+404, an oversize body and any database error into that envelope. A database that is down
+or locked past its busy timeout is a 503 with ``Retry-After``, never a 500. The ``handler*``
+functions give Django's own 400/404/500 pages the same JSON shape.
+"""
+
+import logging
+
+from django.core.exceptions import RequestDataTooBig
+from django.db import DatabaseError
+from django.http import Http404, JsonResponse
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+
+logger = logging.getLogger(__name__)
+
+RETRY_AFTER_SECONDS = 5
+DATABASE_UNAVAILABLE = "database unavailable, retry later"
+NOT_FOUND = "not found"
+
+
+class ApiError(exceptions.APIException):
+    """An API error with a one-line message and optional per-field ``details``."""
+
+    def __init__(self, message: str | None = None, details: dict | None = None):
+        super().__init__(message)
+        self.details = details or {}
+
+
+class BadRequest(ApiError):
+    status_code = status.HTTP_400_BAD_REQUEST
+    default_detail = "bad request"
+
+
+class Conflict(ApiError):
+    """The record collides with a stored one (duplicate e-mail, existing id)."""
+
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = "conflict"
+
+
+class PayloadTooLarge(ApiError):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_detail = "request body too large"
+
+
+class ServiceUnavailable(ApiError):
+    """A database is down or locked past its timeout; retry after ``Retry-After`` seconds."""
+
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = DATABASE_UNAVAILABLE
+
+
+def envelope(message: str, details: dict | None = None) -> dict:
+    """The body of every error response."""
+    return {"error": message, "details": details or {}}
+
+
+def exception_handler(exc: Exception, context: dict) -> Response | None:
+    """DRF ``EXCEPTION_HANDLER``: map ``exc`` to an enveloped response, or None to re-raise."""
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound(NOT_FOUND)
+    elif isinstance(exc, RequestDataTooBig):
+        exc = PayloadTooLarge()
+    elif isinstance(exc, DatabaseError):
+        logger.error("database error: %s", exc, exc_info=exc)
+        exc = ServiceUnavailable(details={"database_error": f"{type(exc).__name__}: {exc}"})
+    if not isinstance(exc, exceptions.APIException):
+        return None
+
+    headers = {}
+    view = context.get("view")
+    if getattr(exc, "allow", None) and view is not None:
+        # DRF sets Allow from the view's headers after this handler; narrow it there.
+        view.headers["Allow"] = exc.allow
+    if exc.status_code == status.HTTP_503_SERVICE_UNAVAILABLE:
+        headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+
+    if isinstance(exc, exceptions.ValidationError):
+        detail = exc.detail
+        message, details = (
+            "invalid input",
+            detail if isinstance(detail, dict) else {"input": detail},
+        )
+    else:
+        message, details = str(exc.detail), getattr(exc, "details", {})
+    return Response(envelope(message, details), status=exc.status_code, headers=headers)
+
+
+def method_not_allowed(method: str, allow: str, message: str) -> exceptions.MethodNotAllowed:
+    """A 405 whose ``Allow`` header names only ``allow``."""
+    exc = exceptions.MethodNotAllowed(method, detail=message)
+    exc.allow = allow
+    return exc
+
+
+def handler400(request, exception=None) -> JsonResponse:
+    return JsonResponse(envelope("bad request"), status=400)
+
+
+def handler404(request, exception=None) -> JsonResponse:
+    return JsonResponse(envelope(NOT_FOUND, {"path": request.path}), status=404)
+
+
+def handler500(request) -> JsonResponse:
+    return JsonResponse(envelope("internal server error"), status=500)

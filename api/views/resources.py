@@ -1,0 +1,113 @@
+"""REST resources: ``/api/users/``, ``/api/products/``, ``/api/orders/`` and a user's orders.
+
+Lists are keyset-paginated; retrieval is by primary key; creation goes through the same
+concurrent insert service and validation as the batch endpoint: 201 with the stored
+record, 400 with field errors, 409 for a duplicate e-mail or an existing id, 503 when the
+database is unavailable.
+"""
+
+from django.db.models import Model
+from drf_spectacular.utils import extend_schema, extend_schema_view
+from rest_framework import generics, status
+from rest_framework.exceptions import NotFound
+from rest_framework.response import Response
+
+from api.errors import BadRequest, Conflict, ServiceUnavailable
+from api.models import Order, Product, User
+from api.pagination import KeysetPagination
+from api.selectors import user_orders
+from api.serializers import ErrorOut, OrderOut, ProductOut, UserOut
+from api.services.batch_insert import batch_insert
+from api.services.results import FAILED, INSERTED
+from api.validation import EMAIL_DUPLICATE, ID_EXISTS, OrderInput, ProductInput, UserInput
+
+CONFLICTS = {EMAIL_DUPLICATE, ID_EXISTS}
+CREATE_ERRORS = {status: ErrorOut for status in (400, 409, 503)}
+
+
+def create_one(name: str, model: type[Model], data, serializer_class) -> Response:
+    """Insert one record through `batch_insert` and map its result to a status code."""
+    if not isinstance(data, dict):
+        raise BadRequest("the body must be a JSON object")
+    result = getattr(batch_insert(**{name: [data]}), name)[0]
+    if result.status == INSERTED:
+        stored = model.objects.get(pk=result.id)
+        return Response(serializer_class(stored).data, status=status.HTTP_201_CREATED)
+    if result.status == FAILED:
+        raise ServiceUnavailable(result.reason)
+    messages = {message for messages in result.errors.values() for message in messages}
+    if messages & CONFLICTS:
+        raise Conflict(result.reason, result.errors)
+    raise BadRequest(result.reason, result.errors)
+
+
+class ResourceList(generics.ListAPIView):
+    """List with keyset pagination; POST creates one record."""
+
+    pagination_class = KeysetPagination
+    name: str
+
+    def post(self, request):
+        return create_one(self.name, self.queryset.model, request.data, self.serializer_class)
+
+
+@extend_schema(tags=["users"])
+@extend_schema_view(
+    post=extend_schema(request=UserInput, responses={201: UserOut, **CREATE_ERRORS})
+)
+class UserList(ResourceList):
+    queryset = User.objects.all()
+    serializer_class = UserOut
+    name = "users"
+
+
+@extend_schema(tags=["products"])
+@extend_schema_view(
+    post=extend_schema(request=ProductInput, responses={201: ProductOut, **CREATE_ERRORS})
+)
+class ProductList(ResourceList):
+    queryset = Product.objects.all()
+    serializer_class = ProductOut
+    name = "products"
+
+
+@extend_schema(tags=["orders"])
+@extend_schema_view(
+    post=extend_schema(request=OrderInput, responses={201: OrderOut, **CREATE_ERRORS})
+)
+class OrderList(ResourceList):
+    queryset = Order.objects.all()
+    serializer_class = OrderOut
+    name = "orders"
+
+
+@extend_schema(tags=["users"], responses={200: UserOut, 404: ErrorOut})
+class UserDetail(generics.RetrieveAPIView):
+    queryset = User.objects.all()
+    serializer_class = UserOut
+
+
+@extend_schema(tags=["products"], responses={200: ProductOut, 404: ErrorOut})
+class ProductDetail(generics.RetrieveAPIView):
+    queryset = Product.objects.all()
+    serializer_class = ProductOut
+
+
+@extend_schema(tags=["orders"], responses={200: OrderOut, 404: ErrorOut})
+class OrderDetail(generics.RetrieveAPIView):
+    queryset = Order.objects.all()
+    serializer_class = OrderOut
+
+
+@extend_schema(tags=["users"], responses={200: OrderOut(many=True), 404: ErrorOut})
+class UserOrderList(generics.ListAPIView):
+    """One user's orders, keyset-paginated; 404 if the user does not exist."""
+
+    serializer_class = OrderOut
+    pagination_class = KeysetPagination
+
+    def get_queryset(self):
+        user_id = self.kwargs["pk"]
+        if not User.objects.filter(pk=user_id).exists():
+            raise NotFound(f"no user with id {user_id}")
+        return user_orders(user_id)

@@ -1,0 +1,58 @@
+"""``/api/stats/`` (rows and id ranges per database) and ``/api/health/``."""
+
+import logging
+
+from django.conf import settings
+from django.db import DatabaseError, connections, router
+from drf_spectacular.utils import extend_schema
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from api.errors import RETRY_AFTER_SECONDS, envelope
+from api.selectors import MODELS, table_stats
+from api.serializers import ErrorOut, HealthOut, StatsOut
+
+logger = logging.getLogger(__name__)
+
+
+class StatsView(APIView):
+    """Row counts and the id range of every table, with the alias that holds it."""
+
+    @extend_schema(responses={200: StatsOut, 503: ErrorOut})
+    def get(self, request):
+        stats = table_stats()
+        for name, model in MODELS.items():
+            stats[name] = {"database": router.db_for_read(model), **stats[name]}
+        return Response(stats)
+
+
+def check_database(alias: str) -> str:
+    """``"ok"``, or the error that reading from ``alias`` raised.
+
+    Routed aliases read their table (an empty SQLite file would otherwise pass);
+    ``default`` answers ``SELECT 1``.
+    """
+    try:
+        owned = [model for model in MODELS.values() if router.db_for_read(model) == alias]
+        if owned:
+            owned[0].objects.using(alias).exists()
+        else:
+            with connections[alias].cursor() as cursor:
+                cursor.execute("SELECT 1")
+    except DatabaseError as exc:
+        logger.error("health: database %r is down: %s", alias, exc)
+        return f"{type(exc).__name__}: {exc}"
+    return "ok"
+
+
+class HealthView(APIView):
+    """Check every database: 200 when all answer, 503 naming those that do not."""
+
+    @extend_schema(responses={200: HealthOut, 503: ErrorOut})
+    def get(self, request):
+        databases = {alias: check_database(alias) for alias in settings.DATABASES}
+        down = {alias: [state] for alias, state in databases.items() if state != "ok"}
+        if down:
+            body = envelope(f"database unavailable: {', '.join(down)}", down)
+            return Response(body, status=503, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+        return Response({"status": "ok", "databases": databases})
