@@ -9,6 +9,7 @@ from collections import defaultdict
 
 from django.db.models import Max, Min, Model, QuerySet
 
+from api.compiled import CompiledQuery
 from api.models import Order, Product, User
 from api.query_params import Lookup
 
@@ -27,20 +28,50 @@ def fields(model: type[Model]) -> list[str]:
     return [field.attname for field in model._meta.concrete_fields]
 
 
+# Sentinels that the compiled queries replace with real values.
+_LOW, _HIGH, _EQUAL = -(2**62) + 1, -(2**62) + 2, "\x00value"
+
+
+def _id_range(model: type[Model]) -> CompiledQuery:
+    return CompiledQuery(
+        model,
+        lambda low, high: (
+            model.objects.filter(id__gte=low, id__lt=high).order_by("id").values(*fields(model))
+        ),
+        _LOW,
+        _HIGH,
+    )
+
+
+def _users_where(column: str) -> CompiledQuery:
+    return CompiledQuery(
+        User,
+        lambda value: User.objects.filter(**{column: value}).order_by("id").values(*fields(User)),
+        _EQUAL,
+    )
+
+
+_LOOKUPS = {
+    "user_id": _id_range(User),
+    "product_id": _id_range(Product),
+    "order_id": _id_range(Order),
+    "email": _users_where("email"),
+    "organization_id": _users_where("organization_id"),
+}
+
+
 def lookup_rows(lookup: Lookup) -> list[dict]:
     """Rows for a ``type=get`` lookup, by id ascending.
 
     Id keys read the id range ``[value, value + count)`` (an index range scan on the
-    primary key); ``email`` reads at most one user; ``organization_id`` the first ``count``
-    users of that organisation. Raises `django.db.DatabaseError` if the database fails.
+    primary key); ``email`` reads at most one user (unique index); ``organization_id`` the
+    first ``count`` users of that organisation (its index). Raises
+    `django.db.DatabaseError` if the database fails.
     """
-    model = MODELS[KEY_MODELS[lookup.key]]
-    rows = model.objects.order_by("id").values(*fields(model))
+    query = _LOOKUPS[lookup.key]
     if lookup.key in ("user_id", "product_id", "order_id"):
-        rows = rows.filter(id__gte=lookup.value, id__lt=lookup.value + lookup.count)
-    else:
-        rows = rows.filter(**{lookup.key: lookup.value})[: lookup.count]
-    return list(rows)
+        return query.fetch(lookup.value, lookup.value + lookup.count)
+    return query.fetch(lookup.value, limit=lookup.count)
 
 
 def orders_with_products(user_ids: list[int]) -> dict[int, list[dict]]:

@@ -25,6 +25,7 @@ from api.query_params import (
     parse_lookup,
     query_type,
 )
+from api.renderers import JSONOnlyNegotiation
 from api.selectors import KEY_MODELS, lookup_rows, orders_with_products
 from api.serializers import BatchIn, BatchOut, ErrorOut, LookupOut
 from api.services.batch_insert import batch_insert
@@ -71,6 +72,8 @@ def batch_response(result: BatchResult, started: float) -> Response:
 
 class RunQueryView(APIView):
     """Look records up by an indexed key, or insert a batch concurrently."""
+
+    content_negotiation_class = JSONOnlyNegotiation
 
     @extend_schema(
         operation_id="run_query_get",

@@ -1,0 +1,88 @@
+"""ORM queries compiled once per database alias, then executed with new parameters.
+
+Building a QuerySet, compiling it to SQL and resolving its column converters costs about
+a millisecond per request on this 2-core machine: some 30 times the indexed SQLite lookup
+it produces. `CompiledQuery` keeps the ORM as the only author of the SQL (quoting, table
+names, dialect, and the converters that turn stored values into ``Decimal``, ``datetime``
+and ``bool``) but pays that cost once per alias instead of once per request.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from threading import Lock
+from typing import Any
+
+from django.db import connections, router
+from django.db.models import Model, QuerySet
+
+
+@dataclass(frozen=True)
+class _Plan:
+    sql: str
+    params: tuple
+    positions: tuple[int, ...]
+    names: tuple[str, ...]
+    converters: tuple[tuple[int, list, Any], ...]
+
+
+class CompiledQuery:
+    """A ``values()`` query on ``model`` whose parameters change per call.
+
+    ``build(*placeholders)`` must return the QuerySet; each placeholder is a sentinel that
+    appears exactly once among the compiled parameters, and `fetch` puts the real values
+    in its place.
+    """
+
+    def __init__(self, model: type[Model], build: Callable[..., QuerySet], *placeholders):
+        self.model = model
+        self._build = build
+        self._placeholders = placeholders
+        self._plans: dict[str, _Plan] = {}
+        self._lock = Lock()
+
+    def fetch(self, *values: Any, limit: int | None = None) -> list[dict]:
+        """Rows as dicts, at most ``limit`` of them, read from the model's read alias.
+
+        Raises `django.db.DatabaseError` when the database fails.
+        """
+        alias = router.db_for_read(self.model)
+        plan = self._plans.get(alias) or self._compile(alias)
+        params = list(plan.params)
+        for position, value in zip(plan.positions, values, strict=True):
+            params[position] = value
+        connection = connections[alias]
+        with connection.cursor() as cursor:
+            cursor.execute(plan.sql, params)
+            rows = cursor.fetchall() if limit is None else cursor.fetchmany(limit)
+        if plan.converters:
+            rows = [_convert(list(row), plan.converters, connection) for row in rows]
+        return [dict(zip(plan.names, row, strict=True)) for row in rows]
+
+    def _compile(self, alias: str) -> _Plan:
+        with self._lock:
+            queryset = self._build(*self._placeholders).using(alias)
+            compiler = queryset.query.get_compiler(using=alias)
+            sql, params = compiler.as_sql()
+            selected = [column for column, _, _ in compiler.select[: compiler.col_count]]
+            converters = tuple(
+                (position, functions, expression)
+                for position, (functions, expression) in compiler.get_converters(selected).items()
+            )
+            plan = _Plan(
+                sql=sql,
+                params=tuple(params),
+                positions=tuple(params.index(p) for p in self._placeholders),
+                names=tuple(queryset.query.values_select),
+                converters=converters,
+            )
+            self._plans[alias] = plan
+            return plan
+
+
+def _convert(row: list, converters, connection) -> list:
+    for position, functions, expression in converters:
+        value = row[position]
+        for function in functions:
+            value = function(value, expression, connection)
+        row[position] = value
+    return row
