@@ -29,7 +29,7 @@ def fields(model: type[Model]) -> list[str]:
 
 
 # Sentinels that the compiled queries replace with real values.
-_LOW, _HIGH, _EQUAL = -(2**62) + 1, -(2**62) + 2, "\x00value"
+_LOW, _HIGH, _NUMBER, _TEXT = -(2**62) + 1, -(2**62) + 2, -(2**62) + 3, "\x00value"
 
 
 def _id_range(model: type[Model]) -> CompiledQuery:
@@ -43,11 +43,11 @@ def _id_range(model: type[Model]) -> CompiledQuery:
     )
 
 
-def _users_where(column: str) -> CompiledQuery:
+def _users_where(column: str, placeholder: int | str) -> CompiledQuery:
     return CompiledQuery(
         User,
         lambda value: User.objects.filter(**{column: value}).order_by("id").values(*fields(User)),
-        _EQUAL,
+        placeholder,
     )
 
 
@@ -55,8 +55,8 @@ _LOOKUPS = {
     "user_id": _id_range(User),
     "product_id": _id_range(Product),
     "order_id": _id_range(Order),
-    "email": _users_where("email"),
-    "organization_id": _users_where("organization_id"),
+    "email": _users_where("email", _TEXT),
+    "organization_id": _users_where("organization_id", _NUMBER),
 }
 
 

@@ -2,7 +2,7 @@
 
 import json
 import sqlite3
-from contextlib import closing
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 import pytest
@@ -45,3 +45,16 @@ def sqlite_tables(alias: str) -> set[str]:
     """Table names found in the alias's SQLite file."""
     rows = raw_query(alias, "SELECT name FROM sqlite_master WHERE type = 'table'")
     return {name for (name,) in rows if not name.startswith("sqlite_")}
+
+
+@contextmanager
+def locked(alias: str, monkeypatch):
+    """Hold the alias's SQLite write lock from another connection; shorten its busy timeout."""
+    monkeypatch.setitem(connections.settings[alias]["OPTIONS"], "timeout", 0.2)
+    blocker = sqlite3.connect(sqlite_path(alias), isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()

@@ -1,16 +1,13 @@
 """The assignment data set through the concurrent insert service and ``insert_data``."""
 
-import sqlite3
-from contextlib import contextmanager
 from io import StringIO
 
 import pytest
 from django.core.management import CommandError, call_command
-from django.db import connections
 
 from api.models import Order, Product, User
 from api.services.batch_insert import batch_insert
-from api.tests.conftest import ROUTED, sqlite_path
+from api.tests.conftest import ROUTED, locked
 
 db = pytest.mark.django_db(databases=ROUTED, transaction=True)
 MODELS = {"users": User, "products": Product, "orders": Order}
@@ -82,19 +79,6 @@ def test_insert_data_reads_another_file(tmp_path):
         call_command("insert_data", "--file", str(batch))
     with pytest.raises(CommandError, match="cannot read"):
         call_command("insert_data", "--file", str(tmp_path / "missing.json"))
-
-
-@contextmanager
-def locked(alias: str, monkeypatch):
-    """Hold the alias's SQLite write lock from another connection; shorten its busy timeout."""
-    monkeypatch.setitem(connections.settings[alias]["OPTIONS"], "timeout", 0.2)
-    blocker = sqlite3.connect(sqlite_path(alias), isolation_level=None)
-    blocker.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    finally:
-        blocker.execute("ROLLBACK")
-        blocker.close()
 
 
 @db
