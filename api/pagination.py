@@ -9,6 +9,7 @@ from rest_framework.exceptions import NotFound
 from rest_framework.pagination import CursorPagination
 
 from api.errors import BadRequest
+from api.query_params import positive_int
 
 
 class KeysetPagination(CursorPagination):
@@ -18,6 +19,19 @@ class KeysetPagination(CursorPagination):
     page_size = 50
     page_size_query_param = "page_size"
     max_page_size = 1000
+
+    def get_page_size(self, request) -> int:
+        """``page_size`` from 1 to 1000; anything else is a `BadRequest`, not a silent default."""
+        if self.page_size_query_param not in request.query_params:
+            return self.page_size
+        return positive_int(request.query_params, self.page_size_query_param, self.max_page_size)
+
+    def get_schema_operation_parameters(self, view) -> list[dict]:
+        parameters = super().get_schema_operation_parameters(view)
+        for parameter in parameters:
+            if parameter["name"] == self.page_size_query_param:
+                parameter["schema"].update(minimum=1, maximum=self.max_page_size)
+        return parameters
 
     def decode_cursor(self, request):
         try:

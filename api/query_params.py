@@ -43,7 +43,7 @@ class Lookup:
 
 def query_type(params: QueryDict) -> str:
     """The ``type`` parameter: ``"get"`` or ``"insert"``; raises `BadRequest` otherwise."""
-    value = _single(params, "type")
+    value = single(params, "type")
     if value not in TYPES:
         raise BadRequest("type must be 'get' or 'insert'", {"type": [f"got {value!r}"]})
     return value
@@ -57,9 +57,9 @@ def parse_lookup(params: QueryDict) -> Lookup:
         message = f"give exactly one of {', '.join(LOOKUP_KEYS)}"
         raise BadRequest(message, {"key": [f"got {len(keys)}: {', '.join(keys) or 'none'}"]})
     key = keys[0]
-    value = _email(params) if key == "email" else _positive_int(params, key, MAX_ID)
-    count = _positive_int(params, "count", MAX_LOOKUP_COUNT) if "count" in params else 1
-    include = _single(params, "include") if "include" in params else None
+    value = _email(params) if key == "email" else positive_int(params, key, MAX_ID)
+    count = positive_int(params, "count", MAX_LOOKUP_COUNT) if "count" in params else 1
+    include = single(params, "include") if "include" in params else None
     if include is not None and (include not in INCLUDES or key not in USER_KEYS):
         raise BadRequest(
             "include=orders is the only include, and only for user lookups",
@@ -71,18 +71,20 @@ def parse_lookup(params: QueryDict) -> Lookup:
 def parse_insert_count(params: QueryDict) -> int | None:
     """``count`` of a ``type=insert`` query (synthetic records per model), or None."""
     _reject_unknown(params, INSERT_PARAMS)
-    return _positive_int(params, "count", MAX_SYNTHETIC_COUNT) if "count" in params else None
+    return positive_int(params, "count", MAX_SYNTHETIC_COUNT) if "count" in params else None
 
 
-def _single(params: QueryDict, name: str) -> str:
+def single(params: QueryDict, name: str) -> str:
+    """The one value of ``name``; raises `BadRequest` when it is missing or repeated."""
     values = params.getlist(name)
     if len(values) != 1:
         raise BadRequest(f"{name} must be given once", {name: [f"given {len(values)} times"]})
     return values[0]
 
 
-def _positive_int(params: QueryDict, name: str, maximum: int) -> int:
-    raw = _single(params, name)
+def positive_int(params: QueryDict, name: str, maximum: int) -> int:
+    """The one value of ``name`` as an integer in [1, maximum]; raises `BadRequest`."""
+    raw = single(params, name)
     if not _DIGITS.fullmatch(raw) or not 1 <= int(raw) <= maximum:
         raise BadRequest(
             f"{name} must be an integer from 1 to {maximum}", {name: [f"got {raw[:40]!r}"]}
@@ -91,7 +93,7 @@ def _positive_int(params: QueryDict, name: str, maximum: int) -> int:
 
 
 def _email(params: QueryDict) -> str:
-    raw = _single(params, "email").strip()
+    raw = single(params, "email").strip()
     try:
         validate_email(raw)
     except ValidationError as exc:

@@ -18,6 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from django.db import models
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.settings import api_settings
 
@@ -76,8 +78,59 @@ _NAME_MESSAGES = {"required": NAME_REQUIRED, "null": NAME_REQUIRED, "blank": NAM
 _MONEY = {"min_value": 0}
 
 
+class StrictCharField(serializers.CharField):
+    """Text must be a JSON string: ``0`` or ``true`` is not silently turned into text."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictEmailField(serializers.EmailField, StrictCharField):
+    pass
+
+
+class StrictIntegerField(serializers.IntegerField):
+    """Integers must be JSON integers, not ``"3"``, ``3.0`` or ``true``."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictBooleanField(serializers.BooleanField):
+    def to_internal_value(self, data):
+        if not isinstance(data, bool):
+            self.fail("invalid")
+        return data
+
+
+@extend_schema_field(
+    {"oneOf": [{"type": "number"}, {"type": "string", "format": "decimal"}]}, component_name=None
+)
+class MoneyField(serializers.DecimalField):
+    """A JSON number (``12.5``) or a decimal string (``"12.50"``); never ``true``."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
 class StrictInput(serializers.ModelSerializer):
-    """Reject keys the model does not accept instead of silently dropping them."""
+    """Reject unknown keys and loosely typed values instead of coercing them."""
+
+    serializer_field_mapping = {
+        **serializers.ModelSerializer.serializer_field_mapping,
+        models.CharField: StrictCharField,
+        models.EmailField: StrictEmailField,
+        models.IntegerField: StrictIntegerField,
+        models.BigIntegerField: StrictIntegerField,
+        models.BooleanField: StrictBooleanField,
+        models.DecimalField: MoneyField,
+    }
 
     def to_internal_value(self, data: Mapping) -> dict:
         unknown = {key: [UNKNOWN_FIELD] for key in data if key not in self.fields}
@@ -93,8 +146,8 @@ class StrictInput(serializers.ModelSerializer):
 class UserInput(StrictInput):
     """A user as submitted; ``email`` comes out stripped and lower-cased."""
 
-    id = serializers.IntegerField(**_ID_FIELD)
-    email = serializers.EmailField(
+    id = StrictIntegerField(**_ID_FIELD)
+    email = StrictEmailField(
         max_length=254,
         error_messages={
             "required": EMAIL_REQUIRED,
@@ -139,8 +192,8 @@ class UserInput(StrictInput):
 class ProductInput(StrictInput):
     """A product as submitted; ``price`` comes out as a two-place ``Decimal``."""
 
-    id = serializers.IntegerField(**_ID_FIELD)
-    price = serializers.DecimalField(
+    id = StrictIntegerField(**_ID_FIELD)
+    price = MoneyField(
         max_digits=12,
         decimal_places=2,
         min_value=0,
@@ -168,10 +221,10 @@ class ProductInput(StrictInput):
 class OrderInput(StrictInput):
     """An order as submitted; ``unit_price`` and ``total`` are computed, never accepted."""
 
-    id = serializers.IntegerField(**_ID_FIELD)
-    user_id = serializers.IntegerField(**_REFERENCE_FIELD)
-    product_id = serializers.IntegerField(**_REFERENCE_FIELD)
-    quantity = serializers.IntegerField(
+    id = StrictIntegerField(**_ID_FIELD)
+    user_id = StrictIntegerField(**_REFERENCE_FIELD)
+    product_id = StrictIntegerField(**_REFERENCE_FIELD)
+    quantity = StrictIntegerField(
         min_value=1,
         max_value=MAX_QUANTITY,
         error_messages={

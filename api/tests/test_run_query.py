@@ -24,7 +24,7 @@ def client() -> Client:
 
 
 @pytest.fixture
-def shop(db, django_db_blocker):
+def shop():
     """Users 10-14 (organisation 7 for 10-12), products 1-2, orders for users 10 and 11."""
     for i in range(10, 15):
         User.objects.create(

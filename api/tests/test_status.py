@@ -1,0 +1,44 @@
+"""``/api/stats/`` and ``/api/health/``."""
+
+import orjson
+import pytest
+from django.db import connections
+from django.test import Client
+
+from api.models import Order, User
+from api.tests.conftest import ALL_DATABASES
+
+db = pytest.mark.django_db(databases=ALL_DATABASES, transaction=True)
+
+
+@db
+def test_stats_reports_rows_and_id_ranges_per_database():
+    User.objects.create(id=4, name="A", email="a@example.com")
+    User.objects.create(id=9, name="B", email="b@example.com")
+    body = orjson.loads(Client().get("/api/stats/").content)
+    assert body["users"] == {"database": "users", "rows": 2, "min_id": 4, "max_id": 9}
+    assert body["orders"] == {"database": "orders", "rows": 0, "min_id": None, "max_id": None}
+    assert Order.objects.count() == 0
+
+
+@db
+def test_health_is_200_when_every_database_answers():
+    response = Client().get("/api/health/")
+    assert response.status_code == 200
+    assert orjson.loads(response.content)["databases"] == dict.fromkeys(ALL_DATABASES, "ok")
+
+
+@db
+def test_health_is_503_naming_the_database_that_is_down():
+    with connections["products"].cursor() as cursor:
+        cursor.execute("ALTER TABLE products RENAME TO products_away")
+    try:
+        response = Client().get("/api/health/")
+    finally:
+        with connections["products"].cursor() as cursor:
+            cursor.execute("ALTER TABLE products_away RENAME TO products")
+    assert response.status_code == 503
+    assert response["Retry-After"]
+    body = orjson.loads(response.content)
+    assert body["error"] == "database unavailable: products"
+    assert list(body["details"]) == ["products"]
