@@ -53,6 +53,12 @@ class ServiceUnavailable(ApiError):
     default_detail = DATABASE_UNAVAILABLE
 
 
+def database_unavailable(exc: DatabaseError) -> ServiceUnavailable:
+    """Log a database failure and turn it into the 503 the client sees."""
+    logger.error("database error: %s", exc, exc_info=exc)
+    return ServiceUnavailable(details={"database_error": f"{type(exc).__name__}: {exc}"})
+
+
 def envelope(message: str, details: dict | None = None) -> dict:
     """The body of every error response."""
     return {"error": message, "details": details or {}}
@@ -65,8 +71,7 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
     elif isinstance(exc, RequestDataTooBig):
         exc = PayloadTooLarge()
     elif isinstance(exc, DatabaseError):
-        logger.error("database error: %s", exc, exc_info=exc)
-        exc = ServiceUnavailable(details={"database_error": f"{type(exc).__name__}: {exc}"})
+        exc = database_unavailable(exc)
     if not isinstance(exc, exceptions.APIException):
         return None
 

@@ -1,0 +1,166 @@
+"""Benchmark: ``type=get`` by random user id under wrk, against the anchors, in one run.
+
+Serves three apps in turn with the project's own ``gunicorn.conf.py`` (same workers,
+threads and keep-alive for all) and loads each with wrk at the same connection count:
+
+- ``project``: ``data_project.wsgi`` over the million-row ``users`` database;
+- ``raw``: ``anchors/raw_wsgi.py:lookup``, one sqlite3 point lookup, on the same file;
+- ``naive``: ``anchors/naive/naive_app.py``, a seed-style Django + DRF ModelSerializer app,
+  on its own million-row table built by ``anchors/make_users_db.py``, twice: deployed as
+  the seeds deploy it (``gunicorn naive_app:application``, Gunicorn's defaults) and with
+  the project's ``gunicorn.conf.py``.
+
+Prints requests/s, p50 and p99 per app and the ratios project/raw (target >= 0.75) and
+project/naive (target >= 5, against the seed deployment; the same-settings ratio is shown
+too). Needs wrk (``apt-get install wrk``) and generated data
+(``manage.py generate_data``). Usage: ``python bench/lookup.py [--seconds 15]``.
+"""
+
+import argparse
+import os
+import re
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from contextlib import closing, contextmanager
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+GUNICORN = [PYTHON, "-m", "gunicorn", "-c", str(REPO / "gunicorn.conf.py")]
+LOOKUP = "/api/run-query/?count=1&type=get&user_id=1"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", default=os.environ.get("DATA_DIR", str(REPO / "var/db")))
+    parser.add_argument("--anchors", default=str(REPO.parent / "shared" / "anchors"))
+    parser.add_argument("--connections", type=int, default=100)
+    parser.add_argument("--seconds", type=int, default=15)
+    parser.add_argument("--rounds", type=int, default=2, help="alternate project/raw this often")
+    parser.add_argument("--skip-naive", action="store_true")
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        sys.exit("wrk not found: apt-get install wrk")
+
+    anchors = Path(args.anchors).resolve()
+    users_db = Path(args.data_dir).resolve() / "users.sqlite3"
+    rows, max_id = table_size(users_db)
+    if rows < 1000:
+        sys.exit(f"{users_db} holds {rows} users: run `manage.py generate_data` first")
+    print(
+        f"users: {rows} rows, max id {max_id}; wrk {args.connections} connections, "
+        f"{args.seconds} s; WEB_CONCURRENCY={os.environ.get('WEB_CONCURRENCY', 'default')} "
+        f"GUNICORN_THREADS={os.environ.get('GUNICORN_THREADS', 'default')}"
+    )
+
+    apps = {
+        "project": ([*GUNICORN, "data_project.wsgi"], REPO, {"DATA_DIR": str(users_db.parent)}),
+        "raw": (
+            [*GUNICORN, "raw_wsgi:lookup"],
+            anchors,
+            {"ANCHOR_DB": str(users_db), "ANCHOR_TABLE": "users"},
+        ),
+    }
+    results: dict[str, list[dict]] = {name: [] for name in apps}
+    for _ in range(args.rounds):
+        for name, (command, cwd, env) in apps.items():
+            results[name].append(serve_and_load(command, cwd, env, max_id, anchors, args))
+    if not args.skip_naive:
+        naive_db = Path("/tmp/anchor_users.sqlite3")
+        if table_size(naive_db)[0] < 1_000_000:
+            subprocess.run([PYTHON, str(anchors / "make_users_db.py"), str(naive_db)], check=True)
+        naive_env = {"ANCHOR_DB": str(naive_db)}
+        for name, config in (("naive", []), ("naive*", GUNICORN[3:5])):
+            command = [PYTHON, "-m", "gunicorn", *config, "naive_app:application"]
+            results[name] = [
+                serve_and_load(command, anchors / "naive", naive_env, 1_000_000, anchors, args)
+            ]
+
+    print("\nnaive = seed deployment (Gunicorn defaults); naive* = the project's gunicorn.conf.py")
+    print(f"{'app':<8} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}  errors")
+    best = {}
+    for name, runs in results.items():
+        for run in runs:
+            rps, p50, p99 = run["rps"], run["p50"], run["p99"]
+            print(f"{name:<8} {rps:>9.0f} {p50:>8.2f} {p99:>8.2f}  {run['errors']}")
+        best[name] = max(run["rps"] for run in runs)
+    print(f"\nproject / raw   = {best['project'] / best['raw']:.2f}  (target >= 0.75)")
+    if "naive" in best:
+        print(f"project / naive = {best['project'] / best['naive']:.2f}  (target >= 5)")
+        print(f"project / naive*= {best['project'] / best['naive*']:.2f}  (same Gunicorn settings)")
+    return 0
+
+
+def table_size(path: Path) -> tuple[int, int]:
+    if not path.exists():
+        return 0, 0
+    with closing(sqlite3.connect(path)) as conn:
+        try:
+            return conn.execute("SELECT count(*), coalesce(max(id), 0) FROM users").fetchone()
+        except sqlite3.OperationalError:
+            return 0, 0
+
+
+@contextmanager
+def gunicorn(command: list[str], cwd: Path, env: dict[str, str], port: int):
+    """Run ``command`` (a Gunicorn command line) on ``port`` until the block ends."""
+    bind = f"127.0.0.1:{port}"
+    environment = {**os.environ, **env, "BIND": bind, "GUNICORN_LOG_LEVEL": "warning"}
+    process = subprocess.Popen([*command, "--bind", bind], cwd=cwd, env=environment)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}{LOOKUP}", timeout=2).read()
+                break
+            except urllib.error.HTTPError:
+                break
+            except OSError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError(f"{command} did not start") from None
+                time.sleep(0.2)
+        yield
+    finally:
+        process.terminate()
+        process.wait(timeout=40)
+
+
+def serve_and_load(command, cwd, env, max_id, anchors, args, port: int = 18080) -> dict:
+    with gunicorn(command, cwd, env, port):
+        url = f"http://127.0.0.1:{port}"
+        wrk = ["wrk", "-t2", f"-c{args.connections}", "-s", str(anchors / "lua_random_user.lua")]
+        wrk_env = {**os.environ, "ANCHOR_N": str(max_id)}
+        subprocess.run([*wrk, "-d3s", url], env=wrk_env, capture_output=True, check=True)
+        out = subprocess.run(
+            [*wrk, f"-d{args.seconds}s", "--latency", url],
+            env=wrk_env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    return parse_wrk(out)
+
+
+def parse_wrk(out: str) -> dict:
+    def latency(label: str) -> float:
+        value, unit = re.search(rf"^\s+{label}%\s+([\d.]+)(us|ms|s)", out, re.M).groups()
+        return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+    errors = " ".join(
+        line.strip() for line in out.splitlines() if "Non-2xx" in line or "Socket errors" in line
+    )
+    return {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        "p50": latency("50"),
+        "p99": latency("99"),
+        "errors": errors or "none",
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,42 @@
+"""Gunicorn settings, read by ``gunicorn data_project.wsgi`` from the repository root.
+
+Every knob comes from the environment (``WEB_CONCURRENCY`` is the Heroku/Render/Gunicorn
+convention for the worker count) with defaults measured on the 2-core target machine.
+https://docs.gunicorn.org/en/stable/settings.html
+"""
+
+import multiprocessing
+import os
+
+
+def _env_int(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))
+
+
+bind = os.environ.get("BIND", "127.0.0.1:8000")
+
+# gthread: a pool of threads per worker keeps HTTP keep-alive connections open without a
+# thread each, so 1000 clients fit; each thread holds its own persistent SQLite connection.
+worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")
+workers = _env_int("WEB_CONCURRENCY", multiprocessing.cpu_count())
+threads = _env_int("GUNICORN_THREADS", 4)
+worker_connections = _env_int("GUNICORN_WORKER_CONNECTIONS", 1000)
+
+# Room in the accept queue for a 1000-user swarm that connects all at once.
+backlog = _env_int("GUNICORN_BACKLOG", 2048)
+keepalive = _env_int("GUNICORN_KEEPALIVE", 75)
+timeout = _env_int("GUNICORN_TIMEOUT", 30)
+graceful_timeout = _env_int("GUNICORN_GRACEFUL_TIMEOUT", 30)
+
+# Recycle workers now and then (leaks, fragmentation); jitter keeps them from restarting
+# together.
+max_requests = _env_int("GUNICORN_MAX_REQUESTS", 20000)
+max_requests_jitter = _env_int("GUNICORN_MAX_REQUESTS_JITTER", 2000)
+
+# Import the app once in the master; workers fork with it loaded. Safe: no database
+# connection is opened at import time.
+preload_app = True
+
+accesslog = "-" if os.environ.get("GUNICORN_ACCESS_LOG", "").lower() in {"1", "true"} else None
+errorlog = "-"
+loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
