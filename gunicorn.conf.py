@@ -37,6 +37,12 @@ max_requests_jitter = _env_int("GUNICORN_MAX_REQUESTS_JITTER", 2000)
 # connection is opened at import time.
 preload_app = True
 
+# Gunicorn 27's control socket lives at one path per user; two servers on one host (a
+# benchmark beside a test run) would fight over it. Opt in with GUNICORN_CONTROL_SOCKET.
+control_socket_disable = "GUNICORN_CONTROL_SOCKET" not in os.environ
+if not control_socket_disable:
+    control_socket = os.environ["GUNICORN_CONTROL_SOCKET"]
+
 accesslog = "-" if os.environ.get("GUNICORN_ACCESS_LOG", "").lower() in {"1", "true"} else None
 errorlog = "-"
 loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")

@@ -1,0 +1,98 @@
+"""Run Gunicorn and a headless Locust swarm against it, and always stop both.
+
+`serve` starts ``gunicorn -c gunicorn.conf.py data_project.wsgi`` in the background and
+stops it with SIGTERM (a graceful shutdown) when the block ends, whether the swarm
+finished, failed or was interrupted with Ctrl-C. `wait_healthy` polls ``/api/health/``.
+`swarm` runs Locust with the repository's ``locust.conf`` plus the run's own figures.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from django.conf import settings
+
+REPO = Path(settings.BASE_DIR)
+
+
+class ServerError(RuntimeError):
+    """Gunicorn did not become healthy, or died."""
+
+
+@contextmanager
+def serve(bind: str, *, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen]:
+    """Gunicorn with the project's config on ``bind`` for the duration of the block."""
+    command = [sys.executable, "-m", "gunicorn", "-c", str(REPO / "gunicorn.conf.py")]
+    environment = {**os.environ, **(env or {}), "BIND": bind}
+    process = subprocess.Popen([*command, "data_project.wsgi"], cwd=REPO, env=environment)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def wait_healthy(url: str, process: subprocess.Popen | None = None, timeout: float = 60) -> None:
+    """Return once ``url/api/health/`` answers 200; raises `ServerError` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise ServerError(f"gunicorn exited with status {process.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/api/health/", timeout=5) as response:
+                if response.status == 200:
+                    return
+        except urllib.error.HTTPError as exc:
+            last = f"HTTP {exc.code}: {exc.read()[:200]!r}"
+        except OSError as exc:
+            last = str(exc)
+        time.sleep(0.3)
+    raise ServerError(f"{url}/api/health/ not healthy after {timeout:.0f} s: {last}")
+
+
+def swarm(
+    url: str,
+    *,
+    users: int,
+    spawn_rate: float,
+    run_time: str,
+    reports: Path,
+    tags: list[str] | None = None,
+    processes: int | None = None,
+) -> int:
+    """Run headless Locust; returns its exit status (1 when any request failed).
+
+    Writes Locust's HTML report, ``locust_*.csv`` and ``locust.json`` into ``reports``.
+    """
+    reports.mkdir(parents=True, exist_ok=True)
+    command = [
+        sys.executable, "-m", "locust",
+        "--config", str(REPO / "locust.conf"),
+        "--locustfile", str(REPO / "locustfile.py"),
+        "--headless", "--only-summary",
+        "--host", url,
+        "--users", str(users),
+        "--spawn-rate", str(spawn_rate),
+        "--run-time", run_time,
+        "--csv", str(reports / "locust"),
+        "--html", str(reports / "locust.html"),
+        "--json-file", str(reports / "locust"),
+    ]  # fmt: skip
+    if tags:
+        command += ["--tags", *tags]
+    if processes:
+        command += ["--processes", str(processes)]
+    return subprocess.run(command, cwd=REPO).returncode

@@ -1,0 +1,104 @@
+"""The load-test summary: Locust's final statistics reduced to what a person reads first.
+
+Locust writes its final per-request statistics with ``--json-file`` (its CSV files are
+refreshed on a timer and can miss the last second). `summarize` keeps users, duration,
+requests per second, p50/p95/p99, max and failures, overall and per request kind. The
+percentiles follow Locust's own algorithm over its response-time histogram; Locust's
+``StatsEntry`` is not imported because importing ``locust`` monkey-patches the process
+with gevent, which breaks Django's per-thread database connections. `write_summary`
+stores ``summary.json`` and ``summary.md`` beside Locust's HTML report and CSVs.
+"""
+
+import json
+from collections import Counter
+from pathlib import Path
+
+TOTAL = "total"
+
+
+def read_stats(path: Path) -> list[dict]:
+    """Entries of Locust's ``--json-file`` output; raises `FileNotFoundError` if missing."""
+    return json.loads(Path(path).read_text())
+
+
+def percentile(histogram: Counter, fraction: float) -> int:
+    """The response time (ms) that ``fraction`` of the requests finished within.
+
+    ``histogram`` maps Locust's rounded response times to counts; same method as
+    ``locust.stats.calculate_response_time_percentile``.
+    """
+    count = sum(histogram.values())
+    within = int(count * fraction)
+    seen = 0
+    for time_ms in sorted(histogram, reverse=True):
+        seen += histogram[time_ms]
+        if count - seen <= within:
+            return time_ms
+    return 0
+
+
+def _figures(entries: list[dict]) -> dict:
+    histogram = Counter()
+    for entry in entries:
+        histogram.update({int(ms): n for ms, n in entry["response_times"].items()})
+    requests = sum(entry["num_requests"] for entry in entries)
+    started = min(entry["start_time"] for entry in entries)
+    ended = max(entry["last_request_timestamp"] or started for entry in entries)
+    return {
+        "requests": requests,
+        "failures": sum(entry["num_failures"] for entry in entries),
+        "rps": round(requests / max(ended - started, 1e-9), 1),
+        "p50_ms": percentile(histogram, 0.50),
+        "p95_ms": percentile(histogram, 0.95),
+        "p99_ms": percentile(histogram, 0.99),
+        "max_ms": round(max(entry["max_response_time"] or 0 for entry in entries)),
+    }
+
+
+def summarize(entries: list[dict], *, users: int, duration_s: float) -> dict:
+    """``{"users", "duration_s", "total": {...}, "kinds": {name: {...}}}`` from the entries.
+
+    Each figure set holds requests, failures, rps (requests over the time from the first
+    to the last request), p50_ms, p95_ms, p99_ms and max_ms. Raises `ValueError` when no
+    request was recorded.
+    """
+    if not any(entry["num_requests"] for entry in entries):
+        raise ValueError("Locust recorded no requests")
+    return {
+        "users": users,
+        "duration_s": round(duration_s, 1),
+        TOTAL: _figures(entries),
+        "kinds": {
+            entry["name"]: _figures([entry]) for entry in sorted(entries, key=lambda e: e["name"])
+        },
+    }
+
+
+def render_markdown(summary: dict) -> str:
+    """The summary as a Markdown table, one line per request kind and one for the total."""
+    total = summary[TOTAL]
+    verdict = "0 failures" if total["failures"] == 0 else f"**{total['failures']} failures**"
+    lines = [
+        "# Load test summary",
+        "",
+        f"{summary['users']} users, {summary['duration_s']} s: "
+        f"{total['rps']} requests/s, {verdict}.",
+        "",
+        "| request | requests | failures | req/s | p50 ms | p95 ms | p99 ms | max ms |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, f in [*summary["kinds"].items(), ("**total**", total)]:
+        lines.append(
+            f"| {name} | {f['requests']} | {f['failures']} | {f['rps']} | {f['p50_ms']} "
+            f"| {f['p95_ms']} | {f['p99_ms']} | {f['max_ms']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write_summary(summary: dict, reports: Path) -> tuple[Path, Path]:
+    """Write ``summary.json`` and ``summary.md`` into ``reports``; returns both paths."""
+    reports.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = reports / "summary.json", reports / "summary.md"
+    json_path.write_text(json.dumps(summary, indent=2) + "\n")
+    md_path.write_text(render_markdown(summary))
+    return json_path, md_path

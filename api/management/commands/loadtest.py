@@ -1,0 +1,86 @@
+"""``manage.py loadtest``: the main job, from an empty checkout to a report.
+
+Migrates every database, generates the million rows if the users table is empty, starts
+Gunicorn, waits for ``/api/health/``, runs the headless Locust swarm, stops Gunicorn (also
+on Ctrl-C or failure) and writes ``reports/``: Locust's HTML report and CSVs, plus
+``summary.json`` and ``summary.md``. Exits 1 when any request failed or the server died.
+"""
+
+import time
+from pathlib import Path
+
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError
+
+from api.loadtest import runner
+from api.loadtest.summary import read_stats, render_markdown, summarize, write_summary
+from api.selectors import row_counts
+
+
+class Command(BaseCommand):
+    help = "Serve with Gunicorn, swarm with Locust, and write reports/ (the main job)."
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--users", type=int, default=1000)
+        parser.add_argument("--spawn-rate", type=float, default=100)
+        parser.add_argument("--run-time", default="60s", help="Locust duration, e.g. 60s, 2m")
+        parser.add_argument("--rows", type=int, default=1_000_000, help="rows to generate if empty")
+        parser.add_argument("--bind", default="127.0.0.1:8000", help="address for Gunicorn")
+        parser.add_argument(
+            "--server-url", help="swarm this running server instead of starting Gunicorn"
+        )
+        parser.add_argument("--tags", nargs="*", help="Locust tags, e.g. user_id (lookups only)")
+        parser.add_argument("--processes", type=int, help="Locust worker processes (-1: per core)")
+        parser.add_argument("--reports", default="reports", help="folder for the reports")
+
+    def handle(self, *args, **options) -> None:
+        reports = Path(options["reports"])
+        if options["server_url"]:
+            url = options["server_url"].rstrip("/")
+            runner.wait_healthy(url)
+            status, duration = self._swarm(url, reports, options)
+        else:
+            self._prepare(options["rows"], options["verbosity"])
+            url = f"http://{options['bind']}"
+            with runner.serve(options["bind"]) as server:
+                runner.wait_healthy(url, server)
+                status, duration = self._swarm(url, reports, options)
+                server_died = server.poll() is not None
+            if server_died:
+                raise CommandError("gunicorn died during the swarm")
+        self._report(reports, options["users"], duration, status)
+
+    def _prepare(self, rows: int, verbosity: int) -> None:
+        """Migrate, then generate ``rows`` rows unless the databases already hold that many."""
+        call_command("migrate_all", verbosity=0)
+        stored = sum(row_counts().values())
+        if stored < rows:
+            self.stdout.write(f"{stored:,} rows stored: generating {rows:,} more.")
+            call_command("generate_data", rows=rows, verbosity=verbosity)
+
+    def _swarm(self, url: str, reports: Path, options: dict) -> tuple[int, float]:
+        started = time.monotonic()
+        status = runner.swarm(
+            url,
+            users=options["users"],
+            spawn_rate=options["spawn_rate"],
+            run_time=options["run_time"],
+            reports=reports,
+            tags=options["tags"],
+            processes=options["processes"],
+        )
+        return status, time.monotonic() - started
+
+    def _report(self, reports: Path, users: int, duration: float, status: int) -> None:
+        try:
+            entries = read_stats(reports / "locust.json")
+            summary = summarize(entries, users=users, duration_s=duration)
+        except (FileNotFoundError, ValueError) as exc:
+            raise CommandError(f"Locust left no statistics ({exc}); exit status {status}") from exc
+        write_summary(summary, reports)
+        self.stdout.write(render_markdown(summary))
+        self.stdout.write(f"Reports: {reports}/locust.html, {reports}/summary.md")
+        if summary["total"]["failures"] or status != 0:
+            raise CommandError(
+                f"{summary['total']['failures']} failed requests (Locust exit status {status})"
+            )
