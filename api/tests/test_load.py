@@ -1,0 +1,123 @@
+"""The main job: Gunicorn + a headless Locust swarm over generated data, and its report.
+
+These tests run the real thing in subprocesses (``manage.py loadtest``, Gunicorn with
+``gunicorn.conf.py``, Locust) against a small generated data set in a temporary DATA_DIR.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+from api.loadtest import runner
+from api.loadtest.summary import percentile, read_stats, render_markdown, summarize
+
+REPO = Path(settings.BASE_DIR)
+RECORDED = Path(__file__).parent / "data" / "locust.json"
+KINDS = {"get user by id", "get user with orders", "get user by email", "insert batch"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def manage(*args: str, env: dict, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=REPO,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> dict:
+    """A DATA_DIR with the four databases migrated and 3,000 generated rows."""
+    env = {"DATA_DIR": str(tmp_path_factory.mktemp("loaddb"))}
+    for command in (("migrate_all",), ("generate_data", "--rows", "3000", "--seed", "7")):
+        run = manage(*command, "--verbosity", "0", env=env)
+        assert run.returncode == 0, run.stderr
+    return env
+
+
+def test_percentiles_follow_locusts_histogram_method():
+    """99 requests at 10 ms and one at 500 ms: p50 and p95 are 10 ms, p99 is the outlier."""
+    histogram = Counter({10: 99, 500: 1})
+    assert (percentile(histogram, 0.5), percentile(histogram, 0.95)) == (10, 10)
+    assert percentile(histogram, 0.99) == 500
+    assert percentile(Counter(), 0.5) == 0
+
+
+def test_summary_of_a_recorded_run():
+    """A recorded Locust run gives totals that add up and a table with every request kind."""
+    entries = read_stats(RECORDED)
+    summary = summarize(entries, users=20, duration_s=6.4)
+    kinds, total = summary["kinds"], summary["total"]
+    assert set(kinds) == KINDS
+    assert total["requests"] == sum(k["requests"] for k in kinds.values()) > 0
+    assert total["failures"] == 0
+    for figures in [total, *kinds.values()]:
+        assert 0 < figures["p50_ms"] <= figures["p95_ms"] <= figures["p99_ms"] <= figures["max_ms"]
+    table = render_markdown(summary)
+    assert "20 users, 6.4 s" in table and "0 failures" in table
+    assert all(f"| {kind} |" in table for kind in KINDS)
+
+
+def test_summary_refuses_a_run_without_requests():
+    with pytest.raises(ValueError, match="no requests"):
+        summarize([], users=1, duration_s=1)
+
+
+def test_main_job_swarms_gunicorn_with_zero_failures(data_dir, tmp_path):
+    """``loadtest``: Gunicorn healthy, 20 users for 8 s, every task served, reports written."""
+    reports = tmp_path / "reports"
+    run = manage(
+        "loadtest",
+        *("--users", "20", "--spawn-rate", "10", "--run-time", "8s", "--rows", "3000"),
+        *("--bind", f"127.0.0.1:{free_port()}", "--reports", str(reports)),
+        env=data_dir,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    summary = json.loads((reports / "summary.json").read_text())
+    assert summary["total"]["failures"] == 0
+    assert {name for name, k in summary["kinds"].items() if k["requests"] > 0} == KINDS
+    assert (reports / "locust.html").stat().st_size > 10_000
+    assert "0 failures" in (reports / "summary.md").read_text()
+
+
+def test_main_job_fails_when_the_server_stops_mid_run(data_dir, tmp_path):
+    """A server that dies during the swarm turns into failed requests and exit status 1."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with runner.serve(f"127.0.0.1:{port}", env=data_dir) as server:
+        runner.wait_healthy(url, server)
+        swarm = subprocess.Popen(
+            [
+                *(sys.executable, "manage.py", "loadtest", "--server-url", url),
+                *("--users", "10", "--spawn-rate", "10", "--run-time", "8s"),
+                *("--reports", str(tmp_path)),
+            ],
+            cwd=REPO,
+            env={**os.environ, **data_dir},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        time.sleep(4)
+        server.terminate()
+        server.wait(timeout=40)
+    output, _ = swarm.communicate(timeout=120)
+    assert swarm.returncode == 1, output[-3000:]
+    assert "failed requests" in output
+    assert json.loads((tmp_path / "summary.json").read_text())["total"]["failures"] > 0
