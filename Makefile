@@ -50,9 +50,24 @@ lint: venv
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
+# The suite runs twice: on the SQLite default, then with the three routed aliases on
+# PostgreSQL when a server answers at PG_URL (REQUIRE_POSTGRES=1 makes that mandatory).
+PG_URL ?= postgres://postgres@127.0.0.1:5432
+PG_ENV = DATABASE_URL_USERS=$(PG_URL)/dp_users DATABASE_URL_PRODUCTS=$(PG_URL)/dp_products \
+	DATABASE_URL_ORDERS=$(PG_URL)/dp_orders
+PG_REACHABLE = $(PY) -c "import psycopg; psycopg.connect('$(PG_URL)/postgres', connect_timeout=3).close()"
+
 test: lint
 	$(PY) manage.py makemigrations --check --dry-run --verbosity 0
 	$(PY) -m pytest
+	@if $(PG_REACHABLE) 2>/dev/null; then \
+		echo "== the suite on PostgreSQL ($(PG_URL)) =="; \
+		$(PG_ENV) $(PY) -m pytest; \
+	elif [ -n "$(REQUIRE_POSTGRES)" ]; then \
+		echo "PostgreSQL at $(PG_URL) is required (REQUIRE_POSTGRES) but unreachable"; exit 1; \
+	else \
+		echo "PostgreSQL at $(PG_URL) unreachable: skipped the PostgreSQL run"; \
+	fi
 
 format: venv
 	$(PY) -m ruff check --fix .

@@ -4,11 +4,40 @@ Django consults every class in ``settings.DATABASE_ROUTERS`` for reads, writes, 
 and migrations. `DatabaseRouter` maps the three `api` models to their own aliases and keeps
 everything else (Django's contrib apps) in ``default``, so each table exists only in the
 database that owns it.
+
+With read replicas (``settings.DATABASE_REPLICAS``, from ``DATABASE_REPLICA_URLS_<ALIAS>``)
+reads go to a random replica of the model's alias, writes to the primary, and once the
+current request (or any other `primary_pinning` scope) has asked to write to an alias,
+its later reads of that alias go to the primary too, so it reads its own writes despite
+replication lag.
 """
 
+import random
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
+from django.conf import settings
 from django.db.models import Model
 
 DEFAULT_ALIAS = "default"
+
+_pinned: ContextVar[frozenset[str]] = ContextVar("primary_pinned", default=frozenset())
+
+
+@contextmanager
+def primary_pinning() -> Iterator[None]:
+    """A scope (one request) whose reads follow its writes to the primary."""
+    token = _pinned.set(frozenset())
+    try:
+        yield
+    finally:
+        _pinned.reset(token)
+
+
+def pinned_aliases() -> frozenset[str]:
+    """Aliases written in the current scope: their reads go to the primary."""
+    return _pinned.get()
 
 
 class DatabaseRouter:
@@ -23,12 +52,19 @@ class DatabaseRouter:
         return None
 
     def db_for_read(self, model: type[Model], **hints) -> str | None:
-        """Read a routed model from its own alias."""
-        return self._alias_for(model._meta.app_label, model._meta.model_name)
+        """Read from a replica of the model's alias, or its primary once written to."""
+        alias = self._alias_for(model._meta.app_label, model._meta.model_name)
+        replicas = getattr(settings, "DATABASE_REPLICAS", {}).get(alias)
+        if not replicas or alias in _pinned.get():
+            return alias
+        return random.choice(replicas)
 
     def db_for_write(self, model: type[Model], **hints) -> str | None:
-        """Write a routed model to its own alias."""
-        return self._alias_for(model._meta.app_label, model._meta.model_name)
+        """Write to the model's primary alias, and pin the scope's reads of it there."""
+        alias = self._alias_for(model._meta.app_label, model._meta.model_name)
+        if alias is not None and alias not in _pinned.get():
+            _pinned.set(_pinned.get() | {alias})
+        return alias
 
     def allow_relation(self, obj1: Model, obj2: Model, **hints) -> bool | None:
         """Allow relations only between objects that live in the same database."""
@@ -39,7 +75,10 @@ class DatabaseRouter:
         return (alias1 or DEFAULT_ALIAS) == (alias2 or DEFAULT_ALIAS)
 
     def allow_migrate(self, db: str, app_label: str, model_name: str | None = None, **hints):
-        """Create a routed model's table only in its alias, everything else only in default."""
+        """Create a routed model's table only in its alias, everything else only in default.
+
+        Replica aliases get nothing: they copy their primary.
+        """
         if app_label in self.route_app_labels:
             alias = self._alias_for(app_label, model_name)
             return alias is not None and db == alias

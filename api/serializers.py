@@ -84,11 +84,15 @@ class BatchOut(serializers.Serializer):
 
 
 class BatchIn(serializers.Serializer):
-    """The body of ``type=insert``: lists of raw records, checked by `api.validation`."""
+    """The body of ``type=insert``: lists of raw records, checked by `api.validation`.
 
-    users = serializers.ListField(child=serializers.DictField(), required=False)
-    products = serializers.ListField(child=serializers.DictField(), required=False)
-    orders = serializers.ListField(child=serializers.DictField(), required=False)
+    Records are validated one by one: a record that is not an object, or breaks a rule,
+    comes back ``rejected`` in a 200 response while the others are stored.
+    """
+
+    users = serializers.ListField(child=serializers.JSONField(), required=False)
+    products = serializers.ListField(child=serializers.JSONField(), required=False)
+    orders = serializers.ListField(child=serializers.JSONField(), required=False)
 
 
 class TableStatsOut(serializers.Serializer):

@@ -57,6 +57,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "api.middleware.primary_pinning_middleware",
     "django.middleware.security.SecurityMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -120,9 +121,33 @@ def sqlite_database(alias: str) -> dict:
     }
 
 
+# Servers: a dead host must fail fast (a 503), not hang a worker thread.
+DATABASE_CONNECT_TIMEOUT_S = int(os.environ.get("DATABASE_CONNECT_TIMEOUT", "5"))
+# Django's native psycopg pool (https://docs.djangoproject.com/en/5.2/ref/databases/
+# #connection-pool); it replaces persistent connections, so CONN_MAX_AGE becomes 0.
+DATABASE_POOL = env_bool("DATABASE_POOL", default=True)
+DATABASE_POOL_OPTIONS = {
+    "min_size": int(os.environ.get("DATABASE_POOL_MIN_SIZE", "2")),
+    "max_size": int(os.environ.get("DATABASE_POOL_MAX_SIZE", "8")),
+    # Seconds a request waits for a pooled connection; while the server is unreachable the
+    # pool keeps retrying for this long, so it bounds a dead server's 503 too.
+    "timeout": float(os.environ.get("DATABASE_POOL_TIMEOUT", DATABASE_CONNECT_TIMEOUT_S)),
+}
+
+
 def server_database(url: str) -> dict:
-    """A server alias from a ``DATABASE_URL_<ALIAS>`` URL (dj-database-url)."""
-    return dj_database_url.parse(url, conn_max_age=CONN_MAX_AGE, conn_health_checks=True)
+    """A server alias from a URL (dj-database-url), with connect timeout and optional pool."""
+    config = dj_database_url.parse(
+        url, conn_max_age=0 if DATABASE_POOL else CONN_MAX_AGE, conn_health_checks=True
+    )
+    if config["ENGINE"] == "django.db.backends.postgresql":
+        config["OPTIONS"] = {
+            "connect_timeout": DATABASE_CONNECT_TIMEOUT_S,
+            **config.get("OPTIONS", {}),
+        }
+        if DATABASE_POOL:
+            config["OPTIONS"]["pool"] = DATABASE_POOL_OPTIONS
+    return config
 
 
 DATABASES = {
@@ -136,6 +161,16 @@ DATABASES = {
 for _alias in ROUTED_ALIASES:
     # Routed stores never depend on default, so a test may create any subset of them.
     DATABASES[_alias].setdefault("TEST", {})["DEPENDENCIES"] = []
+
+# Read replicas: DATABASE_REPLICA_URLS_USERS=url1,url2 adds aliases users_replica1, ...
+# In tests each mirrors its primary (the same test database).
+DATABASE_REPLICAS: dict[str, list[str]] = {}
+for _alias in ROUTED_ALIASES:
+    for _number, _url in enumerate(env_list(f"DATABASE_REPLICA_URLS_{_alias.upper()}"), 1):
+        _replica = f"{_alias}_replica{_number}"
+        DATABASES[_replica] = {**server_database(_url), "TEST": {"MIRROR": _alias}}
+        DATABASE_REPLICAS.setdefault(_alias, []).append(_replica)
+
 DATABASE_ROUTERS = ["api.routers.DatabaseRouter"]
 
 # ------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.db import DatabaseError, IntegrityError, connections, router, transaction
-from django.db.models import Model, QuerySet
+from django.db.models import QuerySet
 
 from api.models import Order, Product, User
 from api.services.results import FAILED, INSERTED, REJECTED, BatchResult, RecordResult
@@ -73,16 +73,21 @@ def batch_insert(
     order_rejects, order_candidates = _check_all(OrderInput(), orders)
     user_refs = {c.data["user_id"] for c in order_candidates}
     product_refs = {c.data["product_id"] for c in order_candidates}
+    # Resolved here, in the caller's thread: every read and write of the workers goes to
+    # the primaries, and the caller's later reads of these aliases follow them there.
+    users_db, products_db, orders_db = map(router.db_for_write, (User, Product, Order))
 
     with ThreadPoolExecutor(max_workers=3, thread_name_prefix="batch-insert") as pool:
-        users_future = pool.submit(_in_worker, _store_users, user_candidates, user_refs)
-        products_future = pool.submit(_in_worker, _store_products, product_candidates, product_refs)
-        orders_future = pool.submit(
-            _in_worker, _store_orders, order_candidates, users_future, products_future
+        users_future = pool.submit(_in_worker, _store_users, users_db, user_candidates, user_refs)
+        products_future = pool.submit(
+            _in_worker, _store_products, products_db, product_candidates, product_refs
         )
-        stored_users = _outcome(users_future, user_candidates, User)
-        stored_products = _outcome(products_future, product_candidates, Product)
-        stored_orders = _outcome(orders_future, order_candidates, Order)
+        orders_future = pool.submit(
+            _in_worker, _store_orders, orders_db, order_candidates, users_future, products_future
+        )
+        stored_users = _outcome(users_future, user_candidates, users_db)
+        stored_products = _outcome(products_future, product_candidates, products_db)
+        stored_orders = _outcome(orders_future, order_candidates, orders_db)
 
     return BatchResult(
         users=_in_order(user_rejects, stored_users.results),
@@ -113,20 +118,18 @@ def _in_worker(work: Callable[..., Stored], *args: Any) -> Stored:
         connections.close_all()
 
 
-def _outcome(future: Future, candidates: list[Candidate], model: type[Model]) -> Stored:
+def _outcome(future: Future, candidates: list[Candidate], alias: str) -> Stored:
     try:
         return future.result()
     except DatabaseError as exc:
-        alias = router.db_for_write(model)
         logger.error("batch insert: database %r failed: %s", alias, exc, exc_info=exc)
         message = f"database {alias!r} unavailable ({type(exc).__name__}: {exc}); retry later"
         return Stored([_failed(c, message) for c in candidates], {})
 
 
-def _store_users(candidates: list[Candidate], referenced: set[int]) -> Stored:
+def _store_users(alias: str, candidates: list[Candidate], referenced: set[int]) -> Stored:
     if not candidates and not referenced:
         return Stored([], {})
-    alias = router.db_for_write(User)
     with transaction.atomic(using=alias):
         users = User.objects.using(alias)
         results = _store(users, candidates)
@@ -135,10 +138,9 @@ def _store_users(candidates: list[Candidate], referenced: set[int]) -> Stored:
     return Stored(results, known)
 
 
-def _store_products(candidates: list[Candidate], referenced: set[int]) -> Stored:
+def _store_products(alias: str, candidates: list[Candidate], referenced: set[int]) -> Stored:
     if not candidates and not referenced:
         return Stored([], {})
-    alias = router.db_for_write(Product)
     with transaction.atomic(using=alias):
         products = Product.objects.using(alias)
         results = _store(products, candidates)
@@ -147,7 +149,7 @@ def _store_products(candidates: list[Candidate], referenced: set[int]) -> Stored
 
 
 def _store_orders(
-    candidates: list[Candidate], users_future: Future, products_future: Future
+    alias: str, candidates: list[Candidate], users_future: Future, products_future: Future
 ) -> Stored:
     if not candidates:
         return Stored([], {})
@@ -168,7 +170,6 @@ def _store_orders(
         total = price * c.data["quantity"]
         valid.append(Candidate(c.index, {**c.data, "unit_price": price, "total": total}))
 
-    alias = router.db_for_write(Order)
     with transaction.atomic(using=alias):
         results += _store(Order.objects.using(alias), valid)
     return Stored(results, {})
@@ -214,7 +215,26 @@ def _store(queryset: QuerySet, candidates: list[Candidate]) -> list[RecordResult
                 inserted.append((c, obj))
         accepted = inserted
 
+    _advance_sequence(queryset, [c.data["id"] for c, _ in accepted if c.data.get("id")])
     return results + [RecordResult(c.index, INSERTED, obj.pk) for c, obj in accepted]
+
+
+def _advance_sequence(queryset: QuerySet, explicit_ids: list[int]) -> None:
+    """Move PostgreSQL's id sequence past explicit ids, so later automatic ids skip them.
+
+    PostgreSQL's sequence ignores ids given explicitly (SQLite's AUTOINCREMENT does not);
+    without this the next automatic id could be one just stored. Never moves it backwards.
+    """
+    connection = connections[queryset.db]
+    if not explicit_ids or connection.vendor != "postgresql":
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT setval(s::regclass,"
+            " GREATEST(%s, COALESCE(pg_sequence_last_value(s::regclass), 0)))"
+            " FROM pg_get_serial_sequence(%s, 'id') AS s",
+            [max(explicit_ids), queryset.model._meta.db_table],
+        )
 
 
 def _taken(queryset: QuerySet, records: list[dict]) -> Taken:

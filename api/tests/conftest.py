@@ -17,6 +17,12 @@ ROUTED = ["users", "products", "orders"]
 # The SQLite test databases are files under DATA_DIR (threads cannot share :memory:).
 Path(settings.DATA_DIR).mkdir(parents=True, exist_ok=True)
 
+ROUTED_VENDORS = {connections[alias].vendor for alias in ROUTED}
+sqlite_only = pytest.mark.skipif(
+    {"sqlite"} != ROUTED_VENDORS, reason="SQLite-specific: files, PRAGMAs or its write lock"
+)
+postgresql_only = pytest.mark.skipif({"postgresql"} != ROUTED_VENDORS, reason="PostgreSQL-specific")
+
 
 @pytest.fixture
 def assignment() -> dict[str, list]:

@@ -7,7 +7,7 @@ from django.core.management import CommandError, call_command
 
 from api.models import Order, Product, User
 from api.services.batch_insert import batch_insert
-from api.tests.conftest import ROUTED, locked
+from api.tests.conftest import ROUTED, locked, sqlite_only
 
 db = pytest.mark.django_db(databases=ROUTED, transaction=True)
 MODELS = {"users": User, "products": Product, "orders": Order}
@@ -81,6 +81,7 @@ def test_insert_data_reads_another_file(tmp_path):
         call_command("insert_data", "--file", str(tmp_path / "missing.json"))
 
 
+@sqlite_only
 @db
 def test_a_locked_database_fails_its_records_and_a_retry_completes(assignment, monkeypatch):
     """Orders locked past the timeout are ``failed``, not lost: a rerun stores them.
@@ -100,6 +101,7 @@ def test_a_locked_database_fails_its_records_and_a_retry_completes(assignment, m
     assert retry.summary()["orders"] == {"inserted": 7, "rejected": 3, "failed": 0}
 
 
+@sqlite_only
 @db
 def test_a_locked_users_database_fails_the_orders_that_need_it(assignment, monkeypatch):
     """Without the users database the orders cannot be checked, so they fail too."""
@@ -111,6 +113,7 @@ def test_a_locked_users_database_fails_the_orders_that_need_it(assignment, monke
     assert "cannot check references" in result.orders[0].reason
 
 
+@sqlite_only
 @db
 def test_insert_data_exits_non_zero_when_a_database_failed(monkeypatch):
     """The command reports the table and then fails with status 1."""

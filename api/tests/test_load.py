@@ -1,7 +1,8 @@
 """The main job: Gunicorn + a headless Locust swarm over generated data, and its report.
 
 These tests run the real thing in subprocesses (``manage.py loadtest``, Gunicorn with
-``gunicorn.conf.py``, Locust) against a small generated data set in a temporary DATA_DIR.
+``gunicorn.conf.py``, Locust) against a small generated data set in a temporary DATA_DIR:
+the main job is defined on the embedded SQLite default, so they run on SQLite only.
 """
 
 import json
@@ -18,6 +19,7 @@ from django.conf import settings
 
 from api.loadtest import runner
 from api.loadtest.summary import percentile, read_stats, render_markdown, summarize
+from api.tests.conftest import sqlite_only
 
 REPO = Path(settings.BASE_DIR)
 RECORDED = Path(__file__).parent / "data" / "locust.json"
@@ -79,6 +81,7 @@ def test_summary_refuses_a_run_without_requests():
         summarize([], users=1, duration_s=1)
 
 
+@sqlite_only
 def test_main_job_swarms_gunicorn_with_zero_failures(data_dir, tmp_path):
     """``loadtest``: Gunicorn healthy, 20 users for 8 s, every task served, reports written."""
     reports = tmp_path / "reports"
@@ -96,6 +99,7 @@ def test_main_job_swarms_gunicorn_with_zero_failures(data_dir, tmp_path):
     assert "0 failures" in (reports / "summary.md").read_text()
 
 
+@sqlite_only
 def test_main_job_fails_when_the_server_stops_mid_run(data_dir, tmp_path):
     """A server that dies during the swarm turns into failed requests and exit status 1."""
     port = free_port()

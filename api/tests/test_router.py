@@ -9,11 +9,13 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
-from django.db import router
+from django.db import connections, router
 
+from api.middleware import primary_pinning_middleware
 from api.models import Order, Product, User
-from api.routers import DatabaseRouter
-from api.tests.conftest import ALL_DATABASES, raw_query, sqlite_tables
+from api.routers import DatabaseRouter, pinned_aliases, primary_pinning
+from api.services.batch_insert import batch_insert
+from api.tests.conftest import ALL_DATABASES, raw_query, sqlite_only, sqlite_tables
 
 MODEL_TABLES = {"users": "users", "products": "products", "orders": "orders"}
 MODELS = {"users": User, "products": Product, "orders": Order}
@@ -64,9 +66,9 @@ def test_allow_relation_only_within_one_database():
 
 @pytest.mark.django_db(databases=ALL_DATABASES)
 @pytest.mark.parametrize("alias", ALL_DATABASES)
-def test_each_sqlite_file_holds_only_its_own_tables(alias):
-    """Introspecting every file: a model's table is only in its alias, contrib only in default."""
-    tables = sqlite_tables(alias) - {"django_migrations"}
+def test_each_database_holds_only_its_own_tables(alias):
+    """Introspecting every database: a model's table only in its alias, contrib only in default."""
+    tables = set(connections[alias].introspection.table_names()) - {"django_migrations"}
     for owner, table in MODEL_TABLES.items():
         assert (table in tables) is (alias == owner), (alias, table)
     has_contrib = {"auth_user", "auth_group", "django_content_type"} <= tables
@@ -75,6 +77,7 @@ def test_each_sqlite_file_holds_only_its_own_tables(alias):
         assert tables == {MODEL_TABLES[alias]}
 
 
+@sqlite_only
 @pytest.mark.django_db(databases=ALL_DATABASES, transaction=True)
 def test_orm_writes_without_using_land_in_the_routed_file():
     """A plain ``objects.create`` is committed to the model's own file and nowhere else."""
@@ -86,6 +89,7 @@ def test_orm_writes_without_using_land_in_the_routed_file():
     assert "users" not in sqlite_tables("products") | sqlite_tables("orders")
 
 
+@sqlite_only
 def test_migrate_all_creates_every_file_with_its_tables(tmp_path):
     """``manage.py migrate_all`` on an empty DATA_DIR builds four files, each with its tables."""
     env = {**os.environ, "DATA_DIR": str(tmp_path / "db")}
@@ -112,3 +116,51 @@ def test_migrate_all_creates_every_file_with_its_tables(tmp_path):
     names, _ = tables_and_mode("default")
     assert {"auth_user", "django_content_type"} <= names
     assert names.isdisjoint(MODEL_TABLES.values())
+
+
+REPLICAS = {"users": ["users_replica1", "users_replica2"]}
+
+
+def test_reads_go_to_a_replica_until_the_scope_writes(settings):
+    """Reads use a replica; after a write to the alias, that alias's reads use the primary."""
+    settings.DATABASE_REPLICAS = REPLICAS
+    with primary_pinning():
+        reads = {router.db_for_read(User) for _ in range(50)}
+        assert reads == set(REPLICAS["users"])
+        assert router.db_for_read(Product) == "products"
+        assert router.db_for_write(User) == "users"
+        assert router.db_for_read(User) == "users"
+        assert pinned_aliases() == {"users"}
+
+
+def test_pinning_ends_with_its_scope(settings):
+    """A new scope (the next request on the same thread) reads from replicas again."""
+    settings.DATABASE_REPLICAS = REPLICAS
+    with primary_pinning():
+        router.db_for_write(User)
+    with primary_pinning():
+        assert router.db_for_read(User) in REPLICAS["users"]
+
+
+def test_replicas_get_no_tables():
+    """Migrations never run on a replica alias; it copies its primary."""
+    assert router.allow_migrate("users_replica1", "api", model_name="user") is False
+
+
+@pytest.mark.django_db(databases=ALL_DATABASES, transaction=True)
+def test_batch_inserts_pin_their_callers_reads(settings):
+    """After an insert, the caller reads the three aliases from their primaries."""
+    settings.DATABASE_REPLICAS = REPLICAS
+    with primary_pinning():
+        batch_insert(users=[{"name": "Ann", "email": "ann@example.com"}])
+        assert pinned_aliases() == {"users", "products", "orders"}
+        assert router.db_for_read(User) == "users"
+
+
+def test_each_request_starts_unpinned_and_leaves_no_pins_behind():
+    """The middleware gives a request a clean scope and restores the thread's own after."""
+    with primary_pinning():
+        router.db_for_write(Order)
+        seen_by_request = primary_pinning_middleware(lambda request: pinned_aliases())(None)
+        assert seen_by_request == frozenset()
+        assert pinned_aliases() == {"orders"}

@@ -11,7 +11,7 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
 from api.models import Order, Product, User
-from api.tests.conftest import ALL_DATABASES, ROUTED, locked
+from api.tests.conftest import ALL_DATABASES, ROUTED, locked, sqlite_only
 
 URL = "/api/run-query/"
 reads = pytest.mark.django_db(databases=ROUTED)
@@ -262,6 +262,7 @@ def test_count_and_body_together_are_400(client):
     assert response.status_code == 400
 
 
+@sqlite_only
 @writes
 def test_a_locked_database_is_503_with_retry_after_and_per_record_failures(
     client, assignment, monkeypatch

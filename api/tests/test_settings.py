@@ -11,7 +11,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
 
-from api.tests.conftest import ALL_DATABASES
+from api.tests.conftest import ALL_DATABASES, sqlite_only
 
 SETTINGS_FILE = settings.BASE_DIR / "data_project" / "settings.py"
 DJANGO_ENV_VARS = [
@@ -21,6 +21,9 @@ DJANGO_ENV_VARS = [
     "DJANGO_ALLOWED_HOSTS",
     "DATA_DIR",
     *(f"DATABASE_URL_{alias.upper()}" for alias in ALL_DATABASES),
+    *(f"DATABASE_REPLICA_URLS_{alias.upper()}" for alias in ALL_DATABASES),
+    "DATABASE_POOL",
+    "DATABASE_CONNECT_TIMEOUT",
 ]
 
 
@@ -79,6 +82,7 @@ def test_production_requires_a_secret_key(monkeypatch):
         load_settings(monkeypatch, DJANGO_ENV="production")
 
 
+@sqlite_only
 @pytest.mark.django_db(databases=ALL_DATABASES)
 @pytest.mark.parametrize("alias", ["users", "products", "orders"])
 def test_sqlite_connections_are_tuned_for_concurrent_writers(alias):
@@ -120,3 +124,30 @@ def test_check_deploy_flags_the_local_defaults():
     run = run_check_deploy()
     assert run.returncode != 0
     assert "SECRET_KEY" in run.stderr
+
+
+PG_URL = "postgres://app@db.internal:5432/users"
+
+
+def test_server_aliases_fail_fast_and_can_pool(monkeypatch):
+    """A PostgreSQL alias has a connect timeout and Django's pool unless DATABASE_POOL=0."""
+    conf = load_settings(monkeypatch, DATABASE_URL_USERS=PG_URL, DATABASE_CONNECT_TIMEOUT="3")
+    users = conf["DATABASES"]["users"]
+    assert users["OPTIONS"]["connect_timeout"] == 3
+    assert users["OPTIONS"]["pool"]["max_size"] == 8
+    assert users["CONN_MAX_AGE"] == 0  # the pool replaces persistent connections
+
+    conf = load_settings(monkeypatch, DATABASE_URL_USERS=PG_URL, DATABASE_POOL="0")
+    users = conf["DATABASES"]["users"]
+    assert "pool" not in users["OPTIONS"] and users["CONN_MAX_AGE"] is None
+
+
+def test_replica_urls_add_mirrored_replica_aliases(monkeypatch):
+    """Each replica URL becomes ``<alias>_replicaN``, mirroring its primary in tests."""
+    replicas = "postgres://r1.internal/users,postgres://r2.internal/users"
+    conf = load_settings(
+        monkeypatch, DATABASE_URL_USERS=PG_URL, DATABASE_REPLICA_URLS_USERS=replicas
+    )
+    assert conf["DATABASE_REPLICAS"] == {"users": ["users_replica1", "users_replica2"]}
+    replica = conf["DATABASES"]["users_replica2"]
+    assert (replica["HOST"], replica["TEST"]) == ("r2.internal", {"MIRROR": "users"})
