@@ -14,7 +14,8 @@ LOCUST_PROCESSES ?= 4
 LOADTEST = $(PY) manage.py loadtest --users $(USERS) --spawn-rate $(SPAWN_RATE) \
 	--run-time $(RUN_TIME) --rows $(ROWS) --bind $(BIND)
 
-.PHONY: help venv demo loadtest loadtest-lookups loadtest-distributed test lint format migrate clean
+.PHONY: help venv demo loadtest loadtest-lookups loadtest-distributed bench-generate bench-lookup \
+	test lint format migrate clean
 
 help:
 	@echo "make demo      - the main job: assignment insert, 1M rows, Gunicorn + 1000-user Locust, reports/"
@@ -68,6 +69,13 @@ test: lint
 	else \
 		echo "PostgreSQL at $(PG_URL) unreachable: skipped the PostgreSQL run"; \
 	fi
+
+# Benchmarks against ../shared/anchors (not tests: they print ratios from one run).
+bench-generate: venv
+	$(PY) bench/generate.py --rounds 2
+
+bench-lookup: venv
+	$(PY) bench/lookup.py
 
 format: venv
 	$(PY) -m ruff check --fix .

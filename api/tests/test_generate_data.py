@@ -1,0 +1,422 @@
+"""``generate_data``: counts, determinism, valid and consistent rows, append, clear, failures.
+
+Small row counts and fixed seeds; the million-row timing lives in ``bench/generate.py``.
+On SQLite the command loads through forked worker processes by default: they write the
+pytest test database files (the loader takes each connection's ``settings_dict["NAME"]``).
+On PostgreSQL it loads through ``bulk_create`` in threads; tests marked `sqlite_only`
+check SQLite specifics (files, query plans, the write lock, AUTOINCREMENT).
+"""
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+from contextlib import closing
+from decimal import Decimal
+from io import StringIO
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.core.management import CommandError, call_command
+
+from api.models import Order, Product, User
+from api.services.generation import THREADS, Counts, data_generate
+from api.services.generation.loaders import OrmLoader, SqliteLoader
+from api.services.generation.orders import ORDER_COLUMNS
+from api.services.generation.products import PRODUCT_COLUMNS
+from api.services.generation.users import USER_COLUMNS
+from api.tests.conftest import ROUTED, locked, raw_query, sqlite_only
+from api.validation import OrderInput, ProductInput, UserInput, check_fields
+
+db = pytest.mark.django_db(databases=ROUTED, transaction=True, reset_sequences=True)
+REPO = Path(settings.BASE_DIR)
+MODELS = {"users": User, "products": Product, "orders": Order}
+INPUTS = {"users": UserInput, "products": ProductInput, "orders": OrderInput}
+
+
+def generate(*args: str) -> str:
+    """Run the command quietly except for its summary; return stdout."""
+    out = StringIO()
+    call_command("generate_data", *args, stdout=out, stderr=StringIO())
+    return out.getvalue()
+
+
+def counts() -> dict[str, int]:
+    return {name: model.objects.count() for name, model in MODELS.items()}
+
+
+def dump() -> dict[str, list[tuple]]:
+    """Every stored row of the three tables, every column, in id order."""
+    return {
+        name: list(model.objects.order_by("id").values_list()) for name, model in MODELS.items()
+    }
+
+
+def command_line_env(data_dir: Path) -> dict[str, str]:
+    """The environment for a ``manage.py`` subprocess on SQLite files in ``data_dir``."""
+    servers = ("DATABASE_URL_", "DATABASE_REPLICA_URLS_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(servers)}
+    return {**env, "DATA_DIR": str(data_dir)}
+
+
+def index_sql() -> dict[str, set]:
+    return {
+        alias: set(raw_query(alias, "SELECT name, sql FROM sqlite_master WHERE type = 'index'"))
+        for alias in ROUTED
+    }
+
+
+@db
+def test_rows_split_30_10_60_and_the_summary_reports_them():
+    """``--rows 1000`` stores 300 users, 100 products, 600 orders and says so."""
+    out = generate("--rows", "1000", "--seed", "3")
+    assert counts() == {"users": 300, "products": 100, "orders": 600}
+    assert "Generated 1,000 rows in" in out
+    assert "rows/s" in out
+    assert "users             300 rows  ids 1–300" in out
+
+
+@db
+def test_explicit_counts_replace_the_split():
+    """Explicit counts are exact; with ``--rows`` the others keep their share."""
+    generate("--users", "40", "--products", "5", "--orders", "12")
+    assert counts() == {"users": 40, "products": 5, "orders": 12}
+    generate("--rows", "100", "--users", "3", "--clear")
+    assert counts() == {"users": 3, "products": 10, "orders": 60}
+
+
+@db
+def test_quiet_with_verbosity_0():
+    """``-v 0`` prints neither bars nor summary."""
+    out, err = StringIO(), StringIO()
+    call_command("generate_data", "--rows", "50", "-v", "0", stdout=out, stderr=err)
+    assert out.getvalue() == err.getvalue() == ""
+    assert sum(counts().values()) == 50
+
+
+@db
+def test_same_seed_same_rows_in_any_mode_and_batch_size():
+    """Processes or threads, any batch size, SQLite or bulk_create loader: identical rows.
+
+    A different seed gives different rows.
+    """
+    generate("--rows", "400", "--seed", "11")
+    first = dump()
+    generate("--rows", "400", "--seed", "11", "--clear", "--parallel", "threads")
+    assert dump() == first
+    generate("--rows", "400", "--seed", "11", "--clear", "--batch-size", "7")
+    assert dump() == first
+    result = data_generate(
+        counts=Counts.split(400), seed=11, batch_size=50, clear=True, parallel=THREADS,
+        portable=True,
+    )  # fmt: skip
+    assert result.complete
+    assert dump() == first
+    generate("--rows", "400", "--seed", "12", "--clear")
+    assert dump()["users"] != first["users"]
+
+
+@db
+def test_every_generated_record_passes_the_validation_rules():
+    """Each user, product and order passes its input serializer's field rules."""
+    generate("--rows", "1500", "--seed", "5")
+    for name, model in MODELS.items():
+        serializer = INPUTS[name]()
+        fields = list(serializer.fields)
+        for record in model.objects.values(*fields):
+            _, errors = check_fields(serializer, record)
+            assert errors == {}, (name, record, errors)
+    assert set(User.objects.values_list("customer_type", flat=True)) == set(User.CustomerType)
+    assert set(Order.objects.values_list("status", flat=True)) <= set(Order.Status)
+
+
+@db
+def test_emails_are_unique_and_lower_case_and_values_realistic():
+    """No duplicate e-mail, all lower-case; phones carry the user's country code."""
+    generate("--users", "2000", "--seed", "9")
+    users = list(User.objects.values("email", "phone", "mobile", "country_code", "name"))
+    emails = [u["email"] for u in users]
+    assert len(set(emails)) == len(emails) == 2000
+    assert all(email == email.lower() for email in emails)
+    assert all(u["phone"].startswith(u["country_code"] + " ") for u in users)
+    assert all(u["mobile"] == "" or u["mobile"].startswith(u["country_code"]) for u in users)
+    assert len({u["name"] for u in users}) > 1500
+    assert len({u["country_code"] for u in users}) >= 8
+    discounts = User.objects.values_list("segment_discount", flat=True)
+    assert all(Decimal(0) <= d <= Decimal(100) for d in discounts)
+
+
+def assert_orders_consistent() -> None:
+    """Every order names a stored user and product, at its price, with an exact total."""
+    user_ids = set(User.objects.values_list("id", flat=True))
+    prices = dict(Product.objects.values_list("id", "price"))
+    for order in Order.objects.all():
+        assert order.user_id in user_ids
+        assert order.product_id in prices
+        assert order.unit_price == prices[order.product_id]
+        assert order.total == order.quantity * order.unit_price
+        assert order.total.as_tuple().exponent == -2
+
+
+@db
+def test_orders_reference_existing_users_and_products_and_totals_add_up():
+    """References exist, ``unit_price`` is the product's price, total = quantity × price."""
+    generate("--rows", "3000", "--seed", "2")
+    assert_orders_consistent()
+    created = list(Order.objects.order_by("id").values_list("created_at", flat=True))
+    assert created == sorted(created)
+    assert (created[-1] - created[0]).days > 365
+
+
+@db
+def test_clear_empties_the_tables_and_restarts_ids():
+    """``--clear`` replaces every row; ids start again at 1."""
+    generate("--rows", "200", "--seed", "1")
+    generate("--rows", "100", "--seed", "1", "--clear")
+    assert counts() == {"users": 30, "products": 10, "orders": 60}
+    for model in MODELS.values():
+        assert min(model.objects.values_list("id", flat=True)) == 1
+
+
+@db
+def test_appending_uses_fresh_ids_and_references_stored_rows():
+    """A second run appends after the stored ids and its orders may name stored rows."""
+    generate("--rows", "200", "--seed", "4")
+    out = generate("--rows", "200", "--seed", "4")
+    assert counts() == {"users": 120, "products": 40, "orders": 240}
+    assert "appended after 60 stored rows" in out
+    new_user_ids = sorted(User.objects.filter(id__gt=60).values_list("id", flat=True))
+    assert new_user_ids == list(range(61, 121))
+    new_orders = Order.objects.filter(id__gt=120)
+    assert new_orders.filter(user_id__lte=60).exists()
+    assert new_orders.filter(product_id__lte=20).exists()
+    assert_orders_consistent()
+    emails = list(User.objects.values_list("email", flat=True))
+    assert len(set(emails)) == len(emails)
+
+
+@sqlite_only
+@db
+def test_appending_never_reuses_the_id_of_a_deleted_row():
+    """New ids start after the highest id ever used (SQLite's AUTOINCREMENT counter)."""
+    generate("--users", "3")
+    User.objects.create(id=500, name="Deleted later", email="gone@example.com")
+    User.objects.filter(id=500).delete()
+    generate("--users", "3")
+    assert list(User.objects.order_by("id").values_list("id", flat=True)) == [
+        1,
+        2,
+        3,
+        501,
+        502,
+        503,
+    ]
+
+
+@db
+def test_an_email_already_stored_gets_a_variant_when_appending():
+    """A stored address equal to one the run would generate is not duplicated."""
+    generate("--users", "1", "--seed", "8")
+    local, domain = User.objects.get(id=1).email.split("@")
+    # An append with the same seed draws the same first user, with the next id: 101.
+    clash = f"{local.removesuffix('1')}101@{domain}"
+    User.objects.create(id=100, name="Early Bird", email=clash)
+    generate("--users", "1", "--seed", "8")
+    assert User.objects.get(id=101).email == f"{local.removesuffix('1')}101.1@{domain}"
+
+
+@sqlite_only
+@db
+def test_the_api_lookups_use_indexes_and_the_schema_is_unchanged():
+    """User by id, email, organization_id and orders by user_id are indexed lookups.
+
+    Indexes dropped for the load come back with the exact SQL migrations created; the
+    files stay in WAL mode and have fresh statistics.
+    """
+    before = index_sql()
+    generate("--rows", "3000", "--seed", "6")
+    assert index_sql() == before
+    plans = {
+        "users": [
+            "SELECT * FROM users WHERE id = 5",
+            "SELECT * FROM users WHERE email = 'x@example.com'",
+            "SELECT * FROM users WHERE organization_id = 5",
+        ],
+        "orders": ["SELECT * FROM orders WHERE user_id = 5"],
+    }
+    for alias, queries in plans.items():
+        for sql in queries:
+            detail = " ".join(row[-1] for row in raw_query(alias, f"EXPLAIN QUERY PLAN {sql}"))
+            assert "USING INDEX" in detail or "USING INTEGER PRIMARY KEY" in detail, detail
+        assert raw_query(alias, "PRAGMA journal_mode") == [("wal",)]
+        assert raw_query(alias, "SELECT count(*) FROM sqlite_stat1")[0][0] > 0
+
+
+def test_generated_columns_are_the_models_columns():
+    """Row tuples cover every column of each model, so a new field cannot be missed."""
+    for model, columns in ((User, USER_COLUMNS), (Product, PRODUCT_COLUMNS)):
+        assert set(columns) == {f.attname for f in model._meta.concrete_fields}
+    assert set(ORDER_COLUMNS) == {f.attname for f in Order._meta.concrete_fields}
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--rows", "-5"], "is negative"),
+        (["--users", "many"], "is not an integer"),
+        (["--batch-size", "0"], "must be between 1"),
+        (["--parallel", "fibers"], "invalid choice"),
+    ],
+)
+def test_bad_options_are_usage_errors(args, message):
+    """Malformed options are rejected by the parser with a clear message."""
+    with pytest.raises(CommandError, match=message):
+        call_command("generate_data", *args)
+
+
+def test_keyword_options_follow_the_same_rules():
+    """``call_command(..., rows=-3)`` bypasses the parser but not the rules: status 2."""
+    with pytest.raises(CommandError, match="--rows: '-3' is negative") as caught:
+        call_command("generate_data", rows=-3)
+    assert caught.value.returncode == 2
+    with pytest.raises(CommandError, match="--batch-size: must be between 1"):
+        call_command("generate_data", batch_size=10**9)
+
+
+@db
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--orders", "5"], "orders need at least one user and one product"),
+        (["--users", "0"], "nothing to generate"),
+    ],
+)
+def test_impossible_requests_exit_with_status_2(args, message):
+    """Orders with nothing to reference, or nothing at all: status 2, nothing written."""
+    with pytest.raises(CommandError, match=message) as caught:
+        call_command("generate_data", *args)
+    assert caught.value.returncode == 2
+    assert counts() == {"users": 0, "products": 0, "orders": 0}
+
+
+def test_bad_option_exits_2_from_the_command_line(tmp_path):
+    """On the command line a malformed option exits with status 2 and says why."""
+    run = subprocess.run(
+        [sys.executable, "manage.py", "generate_data", "--rows", "-1"],
+        cwd=REPO,
+        env=command_line_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 2
+    assert "--rows: '-1' is negative" in run.stderr
+
+
+def fail_orders(monkeypatch, *, after: int = 1) -> None:
+    """Make the orders loader raise on its ``after``-th batch, whichever loader it is."""
+    for cls in (SqliteLoader, OrmLoader):
+        write, calls = cls.write, []
+
+        def failing(self, rows, write=write, calls=calls):
+            if self.table == "orders":
+                calls.append(1)
+                if len(calls) >= after:
+                    raise RuntimeError("disk on fire")
+            write(self, rows)
+
+        monkeypatch.setattr(cls, "write", failing)
+
+
+@db
+def test_an_error_in_one_worker_rolls_every_table_back_and_exits_1(monkeypatch):
+    """A worker's exception is reported with its table; no database keeps any row."""
+    generate("--rows", "100", "--seed", "1")
+    before = dump()
+    fail_orders(monkeypatch, after=2)
+    with pytest.raises(CommandError) as caught:
+        generate("--rows", "1000", "--seed", "2", "--batch-size", "100")
+    assert caught.value.returncode == 1
+    message = str(caught.value)
+    assert "generate_data failed: the load is NOT complete; 0 rows stored" in message
+    assert "orders    failed and rolled back, unchanged" in message
+    assert "error in orders: RuntimeError: disk on fire" in message
+    assert dump() == before
+
+
+@sqlite_only
+@db
+def test_a_locked_database_rolls_every_table_back_and_exits_1(monkeypatch):
+    """A locked orders database fails the run: nothing is committed anywhere, status 1."""
+    generate("--rows", "100", "--seed", "1")
+    before = dump()
+    with locked("orders", monkeypatch), pytest.raises(CommandError) as caught:
+        generate("--rows", "1000", "--seed", "2")
+    assert caught.value.returncode == 1
+    message = str(caught.value)
+    assert "NOT complete; 0 rows stored" in message
+    assert "orders    failed and rolled back" in message
+    assert "users     rolled back, unchanged" in message
+    assert "locked" in message
+    assert dump() == before
+
+
+@db
+def test_an_interrupt_rolls_every_table_back_and_exits_130(monkeypatch):
+    """Ctrl-C during the load: every worker rolls back, the command says so, status 130."""
+    for cls in (SqliteLoader, OrmLoader):
+
+        def write_then_interrupt(self, rows, write=cls.write):
+            write(self, rows)
+            if self.table == "orders":
+                os.kill(os.getpid(), signal.SIGINT)
+
+        monkeypatch.setattr(cls, "write", write_then_interrupt)
+    with pytest.raises(CommandError) as caught:
+        generate("--rows", "5000", "--parallel", "threads")
+    assert caught.value.returncode == 130
+    assert "interrupted: the load is NOT complete; 0 rows stored" in str(caught.value)
+    assert counts() == {"users": 0, "products": 0, "orders": 0}
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+@sqlite_only
+def test_ctrl_c_on_the_command_line_loads_nothing(tmp_path):
+    """SIGINT to the process group mid-load: status 130, report, all three files unchanged."""
+    env = command_line_env(tmp_path)
+    manage = [sys.executable, "manage.py"]
+    subprocess.run([*manage, "migrate_all", "-v", "0"], cwd=REPO, env=env, check=True)
+    run = subprocess.Popen(
+        [*manage, "generate_data", "--rows", "600000", "--batch-size", "2000"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    seen = threading.Event()
+    stderr = []
+
+    def read_stderr():
+        while chunk := run.stderr.read1(4096):
+            stderr.append(chunk)
+            if b"rows/s" in chunk:
+                seen.set()
+
+    reader = threading.Thread(target=read_stderr)
+    reader.start()
+    assert seen.wait(60), b"".join(stderr)
+    os.killpg(run.pid, signal.SIGINT)
+    code = run.wait(60)
+    reader.join()
+    text = b"".join(stderr).decode()
+    assert code == 130, text[-3000:]
+    assert "interrupted: the load is NOT complete; 0 rows stored" in text
+    for alias in ROUTED:
+        with closing(sqlite3.connect(tmp_path / f"{alias}.sqlite3")) as conn:
+            assert conn.execute(f'SELECT count(*) FROM "{alias}"').fetchone() == (0,)
+            indexes = conn.execute("SELECT count(*) FROM sqlite_master WHERE type = 'index'")
+            assert indexes.fetchone()[0] >= 1

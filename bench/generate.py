@@ -1,0 +1,234 @@
+"""Benchmark ``manage.py generate_data`` against the anchors, in one run on one machine.
+
+    .venv/bin/python bench/generate.py [--rows 1000000] [--rounds 2] [--anchors DIR]
+
+Each round, in a fresh temporary DATA_DIR: ``manage.py migrate_all``, then the timed
+``manage.py generate_data --rows N`` (wall time of the whole command, Django start-up
+included; memory sampled over the command's process tree: the peak of the summed PSS
+(every 200 ms), the tree's real footprint with pages shared after fork counted once, the
+peak of the summed RSS (every 20 ms), which counts those shared pages once per process,
+and the largest single process's peak RSS as the kernel reports it), then the raw-sqlite3 anchor
+``make_users_db.py FILE N``, timed the same way. Once per run, the seed-style anchor
+``naive/naive_generate.py DIR 20000`` (Faker per row + ``bulk_create``), extrapolated
+linearly to N rows. The anchors are run from ``--anchors`` (default ``../shared/anchors``
+beside the repository), never copied.
+
+Targets (DESIGN.md): 1M rows ≤ 20 s wall, ≤ 500 MB peak RSS, ≤ 2.5 × the raw anchor.
+Timings on a shared 2-core machine are noisy: the load average is printed with each
+round; compare ratios from the same round.
+"""
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+TARGET_SECONDS, TARGET_RSS_MB, TARGET_RATIO = 20.0, 500.0, 2.5
+NAIVE_ROWS = 20_000
+SAMPLE_S = 0.02  # RSS (cheap: /proc/<pid>/status) every 20 ms
+PSS_EVERY = 10  # PSS (smaps_rollup, ~2 ms per 150 MB process) every 10th sample only
+
+
+@dataclass
+class Measured:
+    """One timed process: wall seconds; peak memory of its tree and of its largest process."""
+
+    seconds: float
+    tree_pss_mb: float
+    tree_rss_mb: float
+    max_process_rss_mb: float
+    stdout: str
+
+
+def measure(command: list[str], *, env: dict | None = None, cwd: Path = REPO) -> Measured:
+    """Run ``command`` to completion; fail loudly on a non-zero exit."""
+    peak = [0, 0]
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    done = threading.Event()
+    sampler = threading.Thread(target=_sample, args=(proc.pid, peak, done), daemon=True)
+    sampler.start()
+    reader = {}
+    threads = [
+        threading.Thread(target=lambda name=name: reader.update({name: getattr(proc, name).read()}))
+        for name in ("stdout", "stderr")
+    ]
+    for thread in threads:
+        thread.start()
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    done.set()
+    for thread in (*threads, sampler):
+        thread.join()
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed ({proc.returncode}):\n{reader['stderr']}")
+    pss, rss = peak[0] / 1024, peak[1] / 1024
+    return Measured(seconds, pss, rss, usage.ru_maxrss / 1024, reader["stdout"])
+
+
+def _sample(pid: int, peak: list[int], done: threading.Event) -> None:
+    """Track the largest summed PSS and RSS (KiB) of ``pid`` and its descendants.
+
+    Reading PSS walks the processes' page tables; sampling it every 20 ms cost the measured
+    command a quarter of a core, so it is read less often than RSS.
+    """
+    samples = 0
+    while not done.wait(SAMPLE_S):
+        tree = _tree(pid)
+        peak[1] = max(peak[1], sum(_field_kib(f"/proc/{p}/status", "VmRSS") for p in tree))
+        if samples % PSS_EVERY == 0:
+            pss = sum(_field_kib(f"/proc/{p}/smaps_rollup", "Pss") for p in tree)
+            peak[0] = max(peak[0], pss)
+        samples += 1
+
+
+def _tree(pid: int) -> list[int]:
+    pids, stack = [], [pid]
+    while stack:
+        current = stack.pop()
+        pids.append(current)
+        try:
+            for task in Path(f"/proc/{current}/task").iterdir():
+                stack.extend(int(c) for c in (task / "children").read_text().split())
+        except OSError:
+            continue
+    return pids
+
+
+def _field_kib(path: str, field: str) -> int:
+    """One ``<field>: <n> kB`` line of a /proc file; 0 once the process is gone."""
+    try:
+        for line in Path(path).read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key == field:
+                return int(value.split()[0])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def one_round(*, rows: int, anchors: Path, parallel: str, workdir: Path) -> dict:
+    """migrate_all, generate_data (timed) and the raw anchor (timed) in a fresh folder."""
+    data_dir = workdir / "data"
+    env = {**os.environ, "DATA_DIR": str(data_dir)}
+    manage = [sys.executable, str(REPO / "manage.py")]
+    subprocess.run([*manage, "migrate_all", "-v", "0"], cwd=REPO, env=env, check=True)
+    load = os.getloadavg()[0]
+    ours = measure([*manage, "generate_data", "--rows", str(rows), "--parallel", parallel], env=env)
+    anchor = measure(
+        [sys.executable, str(anchors / "make_users_db.py"), str(workdir / "anchor.db"), str(rows)]
+    )
+    return {
+        "load_average_1m": load,
+        "ours": asdict(ours),
+        "raw_anchor": asdict(anchor),
+        "ratio_vs_raw": ours.seconds / anchor.seconds,
+        "ours_rows_per_s": rows / ours.seconds,
+    }
+
+
+def naive_round(*, rows: int, anchors: Path, workdir: Path) -> dict:
+    """The seed-style generator on `NAIVE_ROWS` rows, extrapolated to ``rows``."""
+    folder = workdir / "naive"
+    folder.mkdir()
+    run = measure(
+        [sys.executable, str(anchors / "naive" / "naive_generate.py"), str(folder), str(NAIVE_ROWS)]
+    )
+    reported = float(re.search(r"seconds=([\d.]+)", run.stdout).group(1))
+    return {
+        "rows": NAIVE_ROWS,
+        "seconds": reported,
+        "wall_seconds": run.seconds,
+        "extrapolated_seconds": reported * rows / NAIVE_ROWS,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--parallel", choices=("processes", "threads"), default="processes")
+    parser.add_argument("--anchors", type=Path, default=REPO.parent / "shared" / "anchors")
+    parser.add_argument("--no-naive", action="store_true", help="skip the slow seed anchor")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+    if not (args.anchors / "make_users_db.py").exists():
+        parser.error(f"no anchors in {args.anchors} (use --anchors)")
+
+    results = {"rows": args.rows, "parallel": args.parallel, "cpus": os.cpu_count(), "rounds": []}
+    for number in range(1, args.rounds + 1):
+        with tempfile.TemporaryDirectory(prefix="bench_generate_") as tmp:
+            result = one_round(
+                rows=args.rows, anchors=args.anchors, parallel=args.parallel, workdir=Path(tmp)
+            )
+        results["rounds"].append(result)
+        print(render_round(number, result, rows=args.rows), flush=True)
+    if not args.no_naive:
+        with tempfile.TemporaryDirectory(prefix="bench_naive_") as tmp:
+            results["naive"] = naive_round(rows=args.rows, anchors=args.anchors, workdir=Path(tmp))
+    print(render_summary(results))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+def render_round(number: int, r: dict, *, rows: int) -> str:
+    ours, anchor = r["ours"], r["raw_anchor"]
+    return (
+        f"round {number} (load avg {r['load_average_1m']:.2f}): generate_data {rows:,} rows "
+        f"{ours['seconds']:.2f} s wall = {r['ours_rows_per_s']:,.0f} rows/s, "
+        f"peak memory {ours['tree_pss_mb']:.0f} MB PSS / {ours['tree_rss_mb']:.0f} MB RSS "
+        f"(process tree), {ours['max_process_rss_mb']:.0f} MB largest process; "
+        f"make_users_db.py {anchor['seconds']:.2f} s; "
+        f"ratio {r['ratio_vs_raw']:.2f}x"
+    )
+
+
+def _memory_verdict(pss: float, rss: float) -> str:
+    if rss <= TARGET_RSS_MB:
+        return "ok, even counting shared pages once per process (RSS)"
+    return (
+        "ok by PSS (RSS counts pages shared after fork per process)"
+        if pss <= TARGET_RSS_MB
+        else "MISSED"
+    )
+
+
+def render_summary(results: dict) -> str:
+    rounds = results["rounds"]
+    seconds = statistics.median(r["ours"]["seconds"] for r in rounds)
+    pss = max(r["ours"]["tree_pss_mb"] for r in rounds)
+    rss = max(r["ours"]["tree_rss_mb"] for r in rounds)
+    ratio = statistics.median(r["ratio_vs_raw"] for r in rounds)
+    lines = [
+        f"median generate_data: {seconds:.2f} s ({results['rows'] / seconds:,.0f} rows/s) "
+        f"[target <= {TARGET_SECONDS:.0f} s: {'ok' if seconds <= TARGET_SECONDS else 'MISSED'}]",
+        f"max peak memory (process tree): {pss:.0f} MB PSS, {rss:.0f} MB RSS "
+        f"[target <= {TARGET_RSS_MB:.0f} MB: {_memory_verdict(pss, rss)}]",
+        f"median ratio vs make_users_db.py: {ratio:.2f}x "
+        f"[target <= {TARGET_RATIO}x: {'ok' if ratio <= TARGET_RATIO else 'MISSED'}]",
+    ]
+    naive = results.get("naive")
+    if naive:
+        lines.append(
+            f"naive_generate.py: {naive['rows']:,} rows in {naive['seconds']:.2f} s "
+            f"({naive['rows'] / naive['seconds']:,.0f} rows/s) -> "
+            f"{naive['extrapolated_seconds']:.0f} s for {results['rows']:,} rows; "
+            f"generate_data is {naive['extrapolated_seconds'] / seconds:.1f}x faster"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
