@@ -14,7 +14,7 @@ LOCUST_PROCESSES ?= 4
 LOADTEST = $(PY) manage.py loadtest --users $(USERS) --spawn-rate $(SPAWN_RATE) \
 	--run-time $(RUN_TIME) --rows $(ROWS) --bind $(BIND)
 
-.PHONY: help venv demo loadtest loadtest-lookups loadtest-distributed bench-generate bench-lookup \
+.PHONY: help venv demo loadtest loadtest-lookups loadtest-distributed bench-generate bench-lookup bench-swarm \
 	test lint format migrate clean
 
 help:
@@ -76,6 +76,17 @@ bench-generate: venv
 
 bench-lookup: venv
 	$(PY) bench/lookup.py
+
+# The 1000-user swarm against the raw anchor; the anchor's ids run 1..1,000,000, so both
+# use a users table of a million rows (BENCH_DATA_DIR, generated on first use).
+BENCH_DATA_DIR ?= var/bench
+bench-swarm: venv
+	@if [ ! -f $(BENCH_DATA_DIR)/users.sqlite3 ]; then \
+		DATA_DIR=$(BENCH_DATA_DIR) $(PY) manage.py migrate_all --verbosity 0 && \
+		DATA_DIR=$(BENCH_DATA_DIR) $(PY) manage.py generate_data \
+			--users 1000000 --products 10000 --orders 10000; \
+	fi
+	$(PY) bench/swarm.py --data-dir $(BENCH_DATA_DIR) --mixed
 
 format: venv
 	$(PY) -m ruff check --fix .
