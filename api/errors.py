@@ -64,34 +64,43 @@ def envelope(message: str, details: dict | None = None) -> dict:
     return {"error": message, "details": details or {}}
 
 
-def exception_handler(exc: Exception, context: dict) -> Response | None:
-    """DRF ``EXCEPTION_HANDLER``: map ``exc`` to an enveloped response, or None to re-raise."""
+def as_api_exception(exc: Exception) -> exceptions.APIException | None:
+    """The API error ``exc`` stands for, or None when it is not one (a bug: re-raise)."""
     if isinstance(exc, Http404):
-        exc = exceptions.NotFound(NOT_FOUND)
-    elif isinstance(exc, RequestDataTooBig):
-        exc = PayloadTooLarge()
-    elif isinstance(exc, DatabaseError):
-        exc = database_unavailable(exc)
-    if not isinstance(exc, exceptions.APIException):
-        return None
+        return exceptions.NotFound(NOT_FOUND)
+    if isinstance(exc, RequestDataTooBig):
+        return PayloadTooLarge()
+    if isinstance(exc, DatabaseError):
+        return database_unavailable(exc)
+    return exc if isinstance(exc, exceptions.APIException) else None
 
+
+def error_response_parts(exc: exceptions.APIException) -> tuple[int, dict, dict[str, str]]:
+    """``(status, enveloped body, headers)`` of the response for ``exc``."""
     headers = {}
-    view = context.get("view")
-    if getattr(exc, "allow", None) and view is not None:
-        # DRF sets Allow from the view's headers after this handler; narrow it there.
-        view.headers["Allow"] = exc.allow
+    if getattr(exc, "allow", None):
+        headers["Allow"] = exc.allow
     if exc.status_code == status.HTTP_503_SERVICE_UNAVAILABLE:
         headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
-
     if isinstance(exc, exceptions.ValidationError):
         detail = exc.detail
-        message, details = (
-            "invalid input",
-            detail if isinstance(detail, dict) else {"input": detail},
-        )
+        body = envelope("invalid input", detail if isinstance(detail, dict) else {"input": detail})
     else:
-        message, details = str(exc.detail), getattr(exc, "details", {})
-    return Response(envelope(message, details), status=exc.status_code, headers=headers)
+        body = envelope(str(exc.detail), getattr(exc, "details", {}))
+    return exc.status_code, body, headers
+
+
+def exception_handler(exc: Exception, context: dict) -> Response | None:
+    """DRF ``EXCEPTION_HANDLER``: map ``exc`` to an enveloped response, or None to re-raise."""
+    api_exc = as_api_exception(exc)
+    if api_exc is None:
+        return None
+    status_code, body, headers = error_response_parts(api_exc)
+    view = context.get("view")
+    if "Allow" in headers and view is not None:
+        # DRF sets Allow from the view's headers after this handler; narrow it there.
+        view.headers["Allow"] = headers["Allow"]
+    return Response(body, status=status_code, headers=headers)
 
 
 def method_not_allowed(method: str, allow: str, message: str) -> exceptions.MethodNotAllowed:

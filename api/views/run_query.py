@@ -6,11 +6,10 @@ a 405 naming GET.
 
 from time import perf_counter
 
-from django.db import DatabaseError
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework.exceptions import APIException, NotFound
+from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -18,8 +17,8 @@ from api.batches import MAX_BATCH_RECORDS, InvalidBatch, parse_batch
 from api.errors import (
     RETRY_AFTER_SECONDS,
     BadRequest,
-    database_unavailable,
-    envelope,
+    as_api_exception,
+    error_response_parts,
     method_not_allowed,
 )
 from api.query_params import (
@@ -42,6 +41,16 @@ from api.services.synthetic import synthetic_insert
 
 ERRORS = {status: ErrorOut for status in (400, 405, 503)}
 TYPE_PARAM = OpenApiParameter("type", str, enum=[GET, INSERT], required=True)
+
+
+def lookup_response_body(params) -> dict:
+    """The body for a GET: a lookup, or `MethodNotAllowed` for ``type=insert``.
+
+    Raises `BadRequest` for malformed parameters and `NotFound` when nothing matches.
+    """
+    if query_type(params) == INSERT:
+        raise method_not_allowed("GET", "POST", "type=insert writes: use POST")
+    return lookup_body(parse_lookup(params))
 
 
 def lookup_body(lookup: Lookup) -> dict:
@@ -84,28 +93,25 @@ class RunQueryView(APIView):
     content_negotiation_class = JSONOnlyNegotiation
 
     def dispatch(self, request, *args, **kwargs):
-        """Answer a well-formed lookup without DRF's request machinery: the hottest path.
+        """Serve GET without DRF's request machinery: lookups are the hottest path.
 
         DRF's request wrapping, negotiation and response finalising cost about a third of a
-        lookup's server time. Anything but a successful lookup (a POST, a malformed query,
-        nothing found) takes DRF's full path, which produces the documented errors.
+        lookup's server time. GET answers (lookups and their errors) are built here with the
+        same envelope and statuses as DRF's exception handler; POST and the rest take DRF's
+        full path.
         """
-        if request.method == "GET":
-            try:
-                if query_type(request.GET) == GET:
-                    body = dumps(lookup_body(parse_lookup(request.GET)))
-                    return HttpResponse(body, content_type="application/json")
-            except APIException:
-                pass
-            except DatabaseError as exc:
-                error = database_unavailable(exc)
-                return HttpResponse(
-                    dumps(envelope(str(error.detail), error.details)),
-                    status=error.status_code,
-                    content_type="application/json",
-                    headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-                )
-        return super().dispatch(request, *args, **kwargs)
+        if request.method != "GET":
+            return super().dispatch(request, *args, **kwargs)
+        try:
+            body, status_code, headers = lookup_response_body(request.GET), 200, {}
+        except Exception as exc:
+            api_exc = as_api_exception(exc)
+            if api_exc is None:
+                raise
+            status_code, body, headers = error_response_parts(api_exc)
+        return HttpResponse(
+            dumps(body), status=status_code, content_type="application/json", headers=headers
+        )
 
     @extend_schema(
         operation_id="run_query_get",
@@ -121,9 +127,7 @@ class RunQueryView(APIView):
         "`count` users. `include=orders` adds each user's orders with their products.",
     )
     def get(self, request):
-        if query_type(request.query_params) == INSERT:
-            raise method_not_allowed("GET", "POST", "type=insert writes: use POST")
-        return Response(lookup_body(parse_lookup(request.query_params)))
+        return Response(lookup_response_body(request.query_params))
 
     @extend_schema(
         operation_id="run_query_insert",
