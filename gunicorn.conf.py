@@ -17,9 +17,16 @@ bind = os.environ.get("BIND", "127.0.0.1:8000")
 
 # gthread: a pool of threads per worker keeps HTTP keep-alive connections open without a
 # thread each, so 1000 clients fit; each thread holds its own persistent SQLite connection.
+# Measured on the 2-core machine (bench/lookup.py --shapes, wrk 100 connections, lookups by
+# id over 1M users; req/s, noisy, alternating runs):
+#   gthread 2x2  2133-2674   gthread 2x4  2245-2623   gthread 4x1 1921-2475
+#   gthread 4x2  2001-2085   sync 4       1877-2105   sync 2      2214
+#   gevent 2     fails: preload_app imports Django before gevent patches threading.
+# The work is CPU-bound under the GIL: one worker per core with two threads (one serving
+# while the other waits on SQLite or the socket) was as fast as any and had the best p99.
 worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")
 workers = _env_int("WEB_CONCURRENCY", multiprocessing.cpu_count())
-threads = _env_int("GUNICORN_THREADS", 4)
+threads = _env_int("GUNICORN_THREADS", 2)
 worker_connections = _env_int("GUNICORN_WORKER_CONNECTIONS", 1000)
 
 # Room in the accept queue for a 1000-user swarm that connects all at once.

@@ -43,6 +43,10 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=15)
     parser.add_argument("--rounds", type=int, default=2, help="alternate project/raw this often")
     parser.add_argument("--skip-naive", action="store_true")
+    parser.add_argument(
+        "--shapes",
+        help="compare Gunicorn shapes instead, e.g. gthread:2x4,gthread:4x1,sync:4,gevent:2",
+    )
     args = parser.parse_args()
     if not shutil.which("wrk"):
         sys.exit("wrk not found: apt-get install wrk")
@@ -66,6 +70,8 @@ def main() -> int:
             {"ANCHOR_DB": str(users_db), "ANCHOR_TABLE": "users"},
         ),
     }
+    if args.shapes:
+        return sweep(args.shapes.split(","), apps, max_id, anchors, args)
     results: dict[str, list[dict]] = {name: [] for name in apps}
     for _ in range(args.rounds):
         for name, (command, cwd, env) in apps.items():
@@ -93,6 +99,31 @@ def main() -> int:
     if "naive" in best:
         print(f"project / naive = {best['project'] / best['naive']:.2f}  (target >= 5)")
         print(f"project / naive*= {best['project'] / best['naive*']:.2f}  (same Gunicorn settings)")
+    return 0
+
+
+def sweep(shapes: list[str], apps: dict, max_id: int, anchors: Path, args) -> int:
+    """Project and raw anchor under each ``class:workers[xthreads]`` shape, one table."""
+    rows = []
+    for shape in shapes:
+        worker_class, _, size = shape.partition(":")
+        workers, _, threads = size.partition("x")
+        env = {
+            "GUNICORN_WORKER_CLASS": worker_class,
+            "WEB_CONCURRENCY": workers,
+            "GUNICORN_THREADS": threads or "1",
+        }
+        runs = {
+            name: serve_and_load(command, cwd, {**app_env, **env}, max_id, anchors, args)
+            for name, (command, cwd, app_env) in apps.items()
+        }
+        rows.append((shape, runs["project"], runs["raw"]))
+    print(f"\n{'shape':<14} {'project':>8} {'p99 ms':>8} {'raw':>8} {'p99 ms':>8} {'ratio':>6}")
+    for shape, project, raw in rows:
+        print(
+            f"{shape:<14} {project['rps']:>8.0f} {project['p99']:>8.1f} {raw['rps']:>8.0f} "
+            f"{raw['p99']:>8.1f} {project['rps'] / raw['rps']:>6.2f}"
+        )
     return 0
 
 
