@@ -1,12 +1,15 @@
 """``generate_data``: counts, determinism, valid and consistent rows, append, clear, failures.
 
 Small row counts and fixed seeds; the million-row timing lives in ``bench/generate.py``.
-On SQLite the command loads through forked worker processes by default: they write the
-pytest test database files (the loader takes each connection's ``settings_dict["NAME"]``).
-On PostgreSQL it loads through ``bulk_create`` in threads; tests marked `sqlite_only`
-check SQLite specifics (files, query plans, the write lock, AUTOINCREMENT).
+The command loads through forked worker processes by default, each on its own connection
+to the test database (the loaders take each alias's ``settings_dict``): ``executemany`` on
+SQLite, ``COPY`` on PostgreSQL. Tests marked `sqlite_only` check SQLite specifics (files,
+query plans, the write lock, AUTOINCREMENT); those marked `postgresql_only` check that
+``COPY`` stores exactly the rows the SQLite path stores, and leaves sequences, indexes,
+constraints and statistics right.
 """
 
+import json
 import os
 import signal
 import sqlite3
@@ -21,20 +24,22 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 from django.core.management import CommandError, call_command
+from django.db import connections
 
 from api.models import Order, Product, User
 from api.services.generation import THREADS, Counts, data_generate
-from api.services.generation.loaders import OrmLoader, SqliteLoader
+from api.services.generation.loaders import CopyLoader, OrmLoader, SqliteLoader
 from api.services.generation.orders import ORDER_COLUMNS
 from api.services.generation.products import PRODUCT_COLUMNS
 from api.services.generation.users import USER_COLUMNS
-from api.tests.conftest import ROUTED, locked, raw_query, sqlite_only
+from api.tests.conftest import ROUTED, locked, postgresql_only, raw_query, sqlite_only
 from api.validation import OrderInput, ProductInput, UserInput, check_fields
 
 db = pytest.mark.django_db(databases=ROUTED, transaction=True, reset_sequences=True)
 REPO = Path(settings.BASE_DIR)
 MODELS = {"users": User, "products": Product, "orders": Order}
 INPUTS = {"users": UserInput, "products": ProductInput, "orders": OrderInput}
+LOADER_CLASSES = (SqliteLoader, CopyLoader, OrmLoader)
 
 
 def generate(*args: str) -> str:
@@ -99,7 +104,7 @@ def test_quiet_with_verbosity_0():
 
 @db
 def test_same_seed_same_rows_in_any_mode_and_batch_size():
-    """Processes or threads, any batch size, SQLite or bulk_create loader: identical rows.
+    """Processes or threads, any batch size, fast or bulk_create loader: identical rows.
 
     A different seed gives different rows.
     """
@@ -117,6 +122,24 @@ def test_same_seed_same_rows_in_any_mode_and_batch_size():
     assert dump() == first
     generate("--rows", "400", "--seed", "12", "--clear")
     assert dump()["users"] != first["users"]
+
+
+POOLS_DIGEST = """
+import hashlib
+from api.services.generation.pools import build_brands, build_people
+print(hashlib.sha256(repr((build_people(seed=5), build_brands(seed=5))).encode()).hexdigest())
+"""
+
+
+def test_pools_are_the_same_in_every_process(tmp_path):
+    """The seeded pools do not depend on the process's hash seed (set order)."""
+    digests = set()
+    for hash_seed in ("1", "2"):
+        env = {**command_line_env(tmp_path), "PYTHONHASHSEED": hash_seed}
+        shell = [sys.executable, "manage.py", "shell", "-v", "0", "-c", POOLS_DIGEST]
+        run = subprocess.run(shell, cwd=REPO, env=env, check=True, capture_output=True, text=True)
+        digests.add(run.stdout.split()[-1])
+    assert len(digests) == 1
 
 
 @db
@@ -318,7 +341,7 @@ def test_bad_option_exits_2_from_the_command_line(tmp_path):
 
 def fail_orders(monkeypatch, *, after: int = 1) -> None:
     """Make the orders loader raise on its ``after``-th batch, whichever loader it is."""
-    for cls in (SqliteLoader, OrmLoader):
+    for cls in LOADER_CLASSES:
         write, calls = cls.write, []
 
         def failing(self, rows, write=write, calls=calls):
@@ -367,7 +390,7 @@ def test_a_locked_database_rolls_every_table_back_and_exits_1(monkeypatch):
 @db
 def test_an_interrupt_rolls_every_table_back_and_exits_130(monkeypatch):
     """Ctrl-C during the load: every worker rolls back, the command says so, status 130."""
-    for cls in (SqliteLoader, OrmLoader):
+    for cls in LOADER_CLASSES:
 
         def write_then_interrupt(self, rows, write=cls.write):
             write(self, rows)
@@ -420,3 +443,187 @@ def test_ctrl_c_on_the_command_line_loads_nothing(tmp_path):
             assert conn.execute(f'SELECT count(*) FROM "{alias}"').fetchone() == (0,)
             indexes = conn.execute("SELECT count(*) FROM sqlite_master WHERE type = 'index'")
             assert indexes.fetchone()[0] >= 1
+
+
+# PostgreSQL: COPY against the SQLite path; sequences, indexes and constraints afterwards.
+
+SQLITE_DUMP = """
+import json
+from api.tests.test_generate_data import dump
+print(json.dumps(dump(), default=str))
+"""
+
+
+def comparable(rows: dict[str, list[tuple]]) -> dict[str, list[list]]:
+    """Rows as JSON carries them: Decimal and datetime as their text, tuples as lists."""
+    return json.loads(json.dumps(rows, default=str))
+
+
+def sqlite_rows(data_dir: Path, runs: list[list[str]]) -> dict[str, list[list]]:
+    """The rows ``generate_data`` stores on SQLite files in ``data_dir`` after ``runs``."""
+    env = command_line_env(data_dir)
+    manage = [sys.executable, "manage.py"]
+    subprocess.run([*manage, "migrate_all", "-v", "0"], cwd=REPO, env=env, check=True)
+    for args in runs:
+        generate_run = [*manage, "generate_data", "-v", "0", *args]
+        subprocess.run(generate_run, cwd=REPO, env=env, check=True, timeout=120)
+    shell = [*manage, "shell", "-v", "0", "-c", SQLITE_DUMP]
+    dumped = subprocess.run(shell, cwd=REPO, env=env, check=True, capture_output=True, text=True)
+    return json.loads(dumped.stdout.splitlines()[-1])
+
+
+def pg_values(sql: str) -> dict[str, list[tuple]]:
+    """``sql`` (one ``%s``: the table name) run in each table's database."""
+    values = {}
+    for table in MODELS:
+        with connections[table].cursor() as cursor:
+            cursor.execute(sql, [table])
+            values[table] = cursor.fetchall()
+    return values
+
+
+def sequences() -> dict[str, int | None]:
+    """The last value each table's id sequence handed out (None: none yet)."""
+    last = pg_values("SELECT pg_sequence_last_value(pg_get_serial_sequence(%s, 'id')::regclass)")
+    return {table: rows[0][0] for table, rows in last.items()}
+
+
+def top_ids() -> dict[str, int | None]:
+    return {
+        name: model.objects.order_by("-id").values_list("id", flat=True).first()
+        for name, model in MODELS.items()
+    }
+
+
+def pg_indexes() -> dict[str, list[tuple]]:
+    """Each table's indexes with their definitions."""
+    return pg_values(
+        "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = %s ORDER BY indexname"
+    )
+
+
+def pg_schema() -> dict[str, list[tuple]]:
+    """Each table's indexes with their definitions, and its constraints."""
+    indexes = pg_indexes()
+    constraints = pg_values(
+        "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint"
+        " WHERE conrelid = %s::regclass ORDER BY conname"
+    )
+    return {table: indexes[table] + constraints[table] for table in MODELS}
+
+
+@postgresql_only
+@db
+def test_copy_stores_exactly_the_rows_the_sqlite_path_stores(tmp_path):
+    """Same runs, same seeds: every column of every row equals SQLite's, in processes.
+
+    The runs cover a load into empty tables, a small append (indexes kept) and a large
+    one (indexes rebuilt, e-mails checked against the stored users).
+    """
+    runs = [
+        ["--rows", "3000", "--seed", "21"],
+        ["--rows", "1000", "--seed", "22"],
+        ["--rows", "6000", "--seed", "23", "--batch-size", "700"],
+    ]
+    expected = sqlite_rows(tmp_path, runs)
+    for args in runs:
+        assert "(processes)" in generate(*args)
+    stored = comparable(dump())
+    assert {table: len(rows) for table, rows in stored.items()} == {
+        "users": 3000,
+        "products": 1000,
+        "orders": 6000,
+    }
+    assert stored == expected
+
+
+@postgresql_only
+@db
+def test_sequences_end_at_the_highest_id_and_never_move_back():
+    """After a load and an append each sequence stands at the highest id.
+
+    The API's next automatic id follows the generated ones; a sequence already past the
+    rows (a deleted row's id) is never moved back: appended ids start after it.
+    """
+    generate("--rows", "1000", "--seed", "3")
+    assert sequences() == top_ids() == {"users": 300, "products": 100, "orders": 600}
+    generate("--rows", "100", "--seed", "3")
+    assert sequences() == top_ids() == {"users": 330, "products": 110, "orders": 660}
+    deleted = User.objects.create(name="Gone Soon", email="gone@example.com")
+    assert deleted.id == 331
+    deleted.delete()
+    generate("--users", "5")
+    assert list(User.objects.filter(id__gt=330).values_list("id", flat=True)) == [
+        332,
+        333,
+        334,
+        335,
+        336,
+    ]
+    assert sequences()["users"] == 336
+    assert User.objects.create(name="Next One", email="next@example.com").id == 337
+
+
+@postgresql_only
+@db
+def test_indexes_are_rebuilt_exactly_when_the_load_dominates(monkeypatch):
+    """Loads into empty tables drop secondary indexes and the e-mail unique constraint;
+    a small append keeps every index; a large one keeps only the primary and unique keys.
+
+    Afterwards ``pg_indexes`` and ``pg_constraint`` are exactly as migrations left them,
+    every table has fresh statistics, and the API's lookups are index scans.
+    """
+    seen = {}
+
+    def finish(self, original=CopyLoader.finish):
+        self._end_copy()
+        rows = self.conn.execute(
+            "SELECT indexname FROM pg_indexes WHERE tablename = %s", [self.table]
+        )
+        seen[self.table] = {name for (name,) in rows}
+        original(self)
+
+    monkeypatch.setattr(CopyLoader, "finish", finish)
+    before = pg_schema()
+    every = {table: {name for name, _ in rows} for table, rows in pg_indexes().items()}
+    assert "users_email_key" in every["users"]
+    only_keys = {table: {f"{table}_pkey"} for table in MODELS}
+
+    generate("--rows", "3000", "--seed", "6", "--parallel", "threads")
+    assert seen == only_keys
+    assert pg_schema() == before
+    generate("--rows", "300", "--seed", "7", "--parallel", "threads")
+    assert seen == every
+    assert pg_schema() == before
+    generate("--rows", "4000", "--seed", "8", "--parallel", "threads")
+    assert seen == {**only_keys, "users": {"users_pkey", "users_email_key"}}
+    assert pg_schema() == before
+
+    analyzed = pg_values("SELECT count(*) FROM pg_stats WHERE tablename = %s")
+    assert all(rows[0][0] > 0 for rows in analyzed.values()), analyzed
+    email = User.objects.get(id=7).email
+    lookups = {
+        "users": [
+            f"SELECT * FROM users WHERE email = '{email}'",
+            "SELECT * FROM users WHERE organization_id = 5",
+        ],
+        "orders": ["SELECT * FROM orders WHERE user_id = 5"],
+    }
+    for alias, queries in lookups.items():
+        with connections[alias].cursor() as cursor:
+            for sql in queries:
+                cursor.execute(f"EXPLAIN {sql}")
+                plan = " ".join(line for (line,) in cursor.fetchall())
+                assert "Index" in plan, plan
+
+
+@postgresql_only
+@db
+def test_a_failed_load_leaves_rows_indexes_and_sequences_as_they_were(monkeypatch):
+    """A ``--clear`` load that fails mid-COPY restores rows, schema and sequences."""
+    generate("--rows", "100", "--seed", "1")
+    before = dump(), pg_schema(), sequences()
+    fail_orders(monkeypatch, after=2)
+    with pytest.raises(CommandError, match="disk on fire"):
+        generate("--rows", "2000", "--seed", "2", "--batch-size", "100", "--clear")
+    assert (dump(), pg_schema(), sequences()) == before

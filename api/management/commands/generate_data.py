@@ -80,7 +80,7 @@ class Command(BaseCommand):
             "--parallel",
             choices=(PROCESSES, THREADS),
             default=PROCESSES,
-            help="one worker per database as processes (default, faster; SQLite only) or threads",
+            help="one worker per database as processes (default, faster) or threads",
         )
 
     def handle(self, *args, **options) -> None:

@@ -4,7 +4,7 @@ Faker costs 20–500 µs per value; a million rows would spend minutes in it. In
 `build_people` and `build_brands` ask Faker (seeded, one instance per country) for a few
 hundred first names, last names, cities, companies and e-mail domains, and the row
 generators combine them with a seeded `random.Random`: about 1 µs per value, and the same
-seed always gives the same pools.
+seed always gives the same pools, in any process (whatever its hash seed).
 
 A person's name, city, phone prefixes and free-mail domain come from the same country, so
 a user looks like one person. E-mail local parts are ASCII letters (accents folded, other
@@ -96,6 +96,11 @@ def _faker(locale: str, *, seed: str) -> Faker:
     # Unweighted picks are 20× faster and, for pools, just as realistic.
     fake = Faker(locale, use_weighting=False)
     fake.seed_instance(seed)
+    # it_IT builds its list of cities from a set: its order, and so the seeded picks,
+    # changed with each process's hash seed (PYTHONHASHSEED). A sorted copy is stable.
+    for provider in fake.get_providers():
+        if isinstance(getattr(provider, "cities", None), list):
+            provider.cities = sorted(provider.cities)
     return fake
 
 
