@@ -26,7 +26,8 @@ the end (``--keep`` keeps them); existing ones are used, and their three tables 
 Each round runs ``migrate_all`` and the timed ``generate_data --rows N --clear`` (the
 ``COPY`` loader), and prints seconds and rows/s against the target of ≥ 100,000 rows/s
 (the ``bulk_create`` path it replaces loads about 13–14k rows/s). Memory is the client's
-process tree only; the server's backends are not counted. The anchors are not run.
+process tree only; the server's backends are not counted. The anchors are not run;
+instead a fixed pure-Python loop is timed before each round (the host's speed varies).
 """
 
 import argparse
@@ -51,6 +52,7 @@ TARGET_SECONDS, TARGET_RSS_MB, TARGET_RATIO = 20.0, 500.0, 2.5
 TARGET_POSTGRES_ROWS_PER_S = 100_000
 ROUTED = ("users", "products", "orders")
 LOAD_POLL_S = 5
+CPU_REFERENCE_LOOPS = 5_000_000
 NAIVE_ROWS = 20_000
 SAMPLE_S = 0.02  # RSS (cheap: /proc/<pid>/status) every 20 ms
 PSS_EVERY = 10  # PSS (smaps_rollup, ~2 ms per 150 MB process) every 10th sample only
@@ -173,6 +175,21 @@ def naive_round(*, rows: int, anchors: Path, workdir: Path) -> dict:
     }
 
 
+def cpu_reference() -> float:
+    """Seconds for a fixed pure-Python loop (median of 3): how fast the host is right now.
+
+    On the shared 2-core machine this swung from 0.31 to 0.52 s within a minute, idle:
+    a slow round with a slow reference is the host, not the code.
+    """
+    times = []
+    for _ in range(3):
+        started, x = time.perf_counter(), 0
+        for i in range(CPU_REFERENCE_LOOPS):
+            x += i * i % 7
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
 def wait_for_quiet(max_load: float | None) -> None:
     """Sleep until the 1-minute load average is below ``max_load`` (if given)."""
     while max_load is not None and os.getloadavg()[0] >= max_load:
@@ -187,10 +204,15 @@ def postgres_round(*, rows: int, prefix: str, parallel: str, workdir: Path) -> d
     env.update({f"DATABASE_URL_{alias.upper()}": prefix + alias for alias in ROUTED})
     manage = [sys.executable, str(REPO / "manage.py")]
     subprocess.run([*manage, "migrate_all", "-v", "0"], cwd=REPO, env=env, check=True)
-    load = os.getloadavg()[0]
+    load, reference = os.getloadavg()[0], cpu_reference()
     command = [*manage, "generate_data", "--rows", str(rows), "--clear", "--parallel", parallel]
     ours = measure(command, env=env)
-    return {"load_average_1m": load, "ours": asdict(ours), "ours_rows_per_s": rows / ours.seconds}
+    return {
+        "load_average_1m": load,
+        "cpu_reference_s": reference,
+        "ours": asdict(ours),
+        "ours_rows_per_s": rows / ours.seconds,
+    }
 
 
 def create_databases(prefix: str) -> list[str]:
@@ -198,7 +220,8 @@ def create_databases(prefix: str) -> list[str]:
     names = [urlsplit(prefix + alias).path.lstrip("/") for alias in ROUTED]
     with psycopg.connect(_maintenance_url(prefix), autocommit=True) as conn:
         rows = conn.execute("SELECT datname FROM pg_database WHERE datname = ANY(%s)", [names])
-        missing = [name for name in names if name not in {name for (name,) in rows}]
+        existing = {name for (name,) in rows}
+        missing = [name for name in names if name not in existing]
         for name in missing:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     return missing
@@ -332,7 +355,8 @@ def render_postgres_round(number: int, r: dict, *, rows: int) -> str:
     tables = [line for line in ours["stdout"].splitlines() if line.startswith("  ")]
     return "\n".join(
         [
-            f"round {number} (load avg {r['load_average_1m']:.2f}): generate_data {rows:,} rows "
+            f"round {number} (load avg {r['load_average_1m']:.2f}, CPU reference "
+            f"{r['cpu_reference_s']:.2f} s): generate_data {rows:,} rows "
             f"on PostgreSQL {ours['seconds']:.2f} s wall = {r['ours_rows_per_s']:,.0f} rows/s, "
             f"client peak memory {ours['tree_pss_mb']:.0f} MB PSS / {ours['tree_rss_mb']:.0f} MB "
             "RSS (process tree)",

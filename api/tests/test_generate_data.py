@@ -21,13 +21,14 @@ from decimal import Decimal
 from io import StringIO
 from pathlib import Path
 
+import psycopg
 import pytest
 from django.conf import settings
 from django.core.management import CommandError, call_command
 from django.db import connections
 
 from api.models import Order, Product, User
-from api.services.generation import THREADS, Counts, data_generate
+from api.services.generation import THREADS, Counts, data_generate, loaders
 from api.services.generation.loaders import CopyLoader, OrmLoader, SqliteLoader
 from api.services.generation.orders import ORDER_COLUMNS
 from api.services.generation.products import PRODUCT_COLUMNS
@@ -627,3 +628,25 @@ def test_a_failed_load_leaves_rows_indexes_and_sequences_as_they_were(monkeypatc
     with pytest.raises(CommandError, match="disk on fire"):
         generate("--rows", "2000", "--seed", "2", "--batch-size", "100", "--clear")
     assert (dump(), pg_schema(), sequences()) == before
+
+
+@postgresql_only
+@db
+def test_a_lock_held_elsewhere_fails_the_run_instead_of_waiting_forever(monkeypatch):
+    """A table locked by another session past the lock timeout: status 1, nothing stored.
+
+    Without a timeout two runs at once could wait for each other forever, each holding a
+    table that the other needs.
+    """
+    generate("--rows", "100", "--seed", "1")
+    before = dump()
+    monkeypatch.setattr(loaders, "LOCK_TIMEOUT_S", 0.2)
+    params = CopyLoader(alias="orders", model=Order, columns=ORDER_COLUMNS).params
+    with psycopg.connect(**params) as blocker:
+        blocker.execute("LOCK TABLE orders IN ACCESS SHARE MODE")
+        with pytest.raises(CommandError) as caught:
+            generate("--rows", "1000", "--seed", "2", "--clear")
+    assert caught.value.returncode == 1
+    assert "orders    failed and rolled back" in str(caught.value)
+    assert "lock timeout" in str(caught.value)
+    assert dump() == before
