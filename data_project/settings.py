@@ -66,6 +66,9 @@ MIDDLEWARE = [
 
 ROOT_URLCONF = "data_project.urls"
 WSGI_APPLICATION = "data_project.wsgi.application"
+# Successful GET /api/run-query/ lookups answered ahead of Django's request cycle, with the
+# same signals, host check, body and headers (api.fast_path); 0 sends them through it.
+LOOKUP_FAST_PATH = env_bool("LOOKUP_FAST_PATH", default=True)
 
 TEMPLATES = [
     {

@@ -1,9 +1,17 @@
-"""WSGI entry point: ``gunicorn data_project.wsgi``."""
+"""WSGI entry point: ``gunicorn data_project.wsgi``.
+
+Django's handler, with successful lookups answered ahead of its request cycle
+(`api.fast_path`; ``LOOKUP_FAST_PATH=0`` turns that off). Set up as
+`django.core.wsgi.get_wsgi_application` does.
+"""
 
 import os
 
-from django.core.wsgi import get_wsgi_application
+import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "data_project.settings")
+django.setup(set_prefix=False)
 
-application = get_wsgi_application()
+from api.fast_path import LookupFastPathHandler  # noqa: E402  (needs the apps loaded)
+
+application = LookupFastPathHandler()
