@@ -3,6 +3,7 @@
 import json
 import sqlite3
 from contextlib import closing, contextmanager
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from django.conf import settings
 from django.db import connections
 
 from api.batches import ASSIGNMENT_FILE, read_batch
+from api.models import Order, Product, User
 
 ALL_DATABASES = ["default", "users", "products", "orders"]
 ROUTED = ["users", "products", "orders"]
@@ -22,6 +24,27 @@ sqlite_only = pytest.mark.skipif(
     {"sqlite"} != ROUTED_VENDORS, reason="SQLite-specific: files, PRAGMAs or its write lock"
 )
 postgresql_only = pytest.mark.skipif({"postgresql"} != ROUTED_VENDORS, reason="PostgreSQL-specific")
+
+
+@pytest.fixture
+def shop():
+    """Users 10-14 (organisation 7 for 10-12), products 1-2, orders for users 10 and 11."""
+    for i in range(10, 15):
+        User.objects.create(
+            id=i, name=f"User {i}", email=f"user{i}@example.com", organization_id=7 if i < 13 else 8
+        )
+    Product.objects.create(id=1, name="Lamp", price=Decimal("12.50"))
+    Product.objects.create(id=2, name="Desk", price=Decimal("99.00"))
+    for id_, user, product, quantity in [(1, 10, 1, 2), (2, 10, 2, 1), (3, 11, 1, 4)]:
+        price = Product.objects.get(id=product).price
+        Order.objects.create(
+            id=id_,
+            user_id=user,
+            product_id=product,
+            quantity=quantity,
+            unit_price=price,
+            total=price * quantity,
+        )
 
 
 @pytest.fixture

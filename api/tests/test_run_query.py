@@ -2,7 +2,6 @@
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from decimal import Decimal
 
 import orjson
 import pytest
@@ -21,27 +20,6 @@ writes = pytest.mark.django_db(databases=ALL_DATABASES, transaction=True)
 @pytest.fixture
 def client() -> Client:
     return Client()
-
-
-@pytest.fixture
-def shop():
-    """Users 10-14 (organisation 7 for 10-12), products 1-2, orders for users 10 and 11."""
-    for i in range(10, 15):
-        User.objects.create(
-            id=i, name=f"User {i}", email=f"user{i}@example.com", organization_id=7 if i < 13 else 8
-        )
-    Product.objects.create(id=1, name="Lamp", price=Decimal("12.50"))
-    Product.objects.create(id=2, name="Desk", price=Decimal("99.00"))
-    for id_, user, product, quantity in [(1, 10, 1, 2), (2, 10, 2, 1), (3, 11, 1, 4)]:
-        price = Product.objects.get(id=product).price
-        Order.objects.create(
-            id=id_,
-            user_id=user,
-            product_id=product,
-            quantity=quantity,
-            unit_price=price,
-            total=price * quantity,
-        )
 
 
 def get(client: Client, query: str):
@@ -87,6 +65,21 @@ def test_every_lookup_key(client, shop, query, model, ids):
     assert response.status_code == 200
     assert body["model"] == model
     assert [row["id"] for row in body["results"]] == ids
+
+
+@reads
+def test_an_execute_wrapper_sees_the_lookup_query(client, shop):
+    """Instrumentation hooked on the connection sees the compiled lookup statement."""
+    seen = []
+
+    def wrapper(execute, sql, params, many, context):
+        seen.append((sql, list(params)))
+        return execute(sql, params, many, context)
+
+    with connections["users"].execute_wrapper(wrapper):
+        _, body = get(client, "type=get&user_id=12&count=2")
+    assert [u["id"] for u in body["results"]] == [12, 13]
+    assert [params for sql, params in seen if "users" in sql] == [[12, 14]]
 
 
 @reads

@@ -1,0 +1,216 @@
+"""The WSGI handler's lookup fast path answers exactly as Django's request cycle would.
+
+Each test calls the real handlers in-process through WSGI: `LookupFastPathHandler` (what
+Gunicorn serves) against Django's plain `WSGIHandler`, on the same data. A spy on
+``get_response`` (Django's middleware chain and view) tells which path answered.
+Transactional: both handlers close connections after a request, as in production.
+"""
+
+import sys
+from io import BytesIO
+
+import orjson
+import pytest
+from django.core import signals
+from django.core.handlers.wsgi import WSGIHandler
+from django.db import connections
+
+from api.fast_path import LookupFastPathHandler, query_params
+from api.tests.conftest import ALL_DATABASES
+
+URL = "/api/run-query/"
+pytestmark = pytest.mark.django_db(databases=ALL_DATABASES, transaction=True)
+
+FOUND = [
+    "count=1&type=get&user_id=12",
+    "type=get&user_id=10&count=3&include=orders",
+    "type=get&email=USER11@Example.com",
+    "type=get&organization_id=7&count=2",
+    "type=get&product_id=1&count=2",
+    "type=get&order_id=2",
+    "type=get&user_id=%31%30",  # percent-encoded "10"
+]
+
+
+def environ(query: str, *, method: str = "GET", path: str = URL, **extra) -> dict:
+    """A WSGI environ as Gunicorn builds it (the query string decoded as latin-1)."""
+    return {
+        "REQUEST_METHOD": method,
+        "PATH_INFO": path,
+        "QUERY_STRING": query,
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "8000",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "HTTP_HOST": "127.0.0.1:8000",
+        "wsgi.url_scheme": "http",
+        "wsgi.input": BytesIO(b""),
+        "wsgi.errors": sys.stderr,
+        **extra,
+    }
+
+
+def call(app, env: dict) -> tuple[str, list[tuple[str, str]], dict | bytes]:
+    """``(status, sorted headers, body)`` of one WSGI call; JSON without ``elapsed_ms``.
+
+    ``Content-Length``, when sent, is checked against the body and then shown as
+    ``"matches"``: ``elapsed_ms`` varies the length between two calls.
+    """
+    answer = {}
+
+    def start_response(status, headers, exc_info=None):
+        answer.update(status=status, headers=headers)
+
+    chunks = app(env, start_response)
+    try:
+        body = b"".join(chunks)
+    finally:
+        getattr(chunks, "close", lambda: None)()
+    headers = dict(answer["headers"])
+    if "Content-Length" in headers:
+        assert int(headers["Content-Length"]) == len(body)
+        headers["Content-Length"] = "matches"
+    if headers.get("Content-Type") == "application/json":
+        body = orjson.loads(body)
+        body.pop("elapsed_ms", None)
+    return answer["status"], sorted(headers.items()), body
+
+
+@pytest.fixture
+def handler(monkeypatch) -> LookupFastPathHandler:
+    """The project's handler; ``handler.django_calls`` lists the paths Django answered."""
+    app = LookupFastPathHandler()
+    app.django_calls = []
+    get_response = app.get_response
+
+    def spy(request):
+        app.django_calls.append(request.get_full_path())
+        return get_response(request)
+
+    monkeypatch.setattr(app, "get_response", spy)
+    return app
+
+
+@pytest.mark.parametrize("query", FOUND)
+def test_a_successful_lookup_is_answered_as_django_answers_it(handler, shop, query):
+    """Same status, headers (security headers, Content-Length) and body, without Django."""
+    fast = call(handler, environ(query))
+    assert fast == call(WSGIHandler(), environ(query))
+    assert fast[0] == "200 OK" and fast[2]["results"]
+    assert ("Content-Length", "matches") in fast[1]
+    assert handler.django_calls == []
+
+
+@pytest.mark.parametrize(
+    "query,extra,status",
+    [
+        ("type=get&user_id=abc", {}, "400 Bad Request"),
+        ("type=get&user_id=1&email=a@b.co", {}, "400 Bad Request"),
+        ("type=get&user_id=\xff", {}, "400 Bad Request"),  # not UTF-8
+        ("type=get&user_id=999", {}, "404 Not Found"),
+        ("type=insert", {}, "405 Method Not Allowed"),
+        ("type=get&user_id=12", {"HTTP_HOST": "evil.example"}, "400 Bad Request"),
+        ("type=get&user_id=12", {"REQUEST_METHOD": "HEAD"}, "200 OK"),
+        ("type=get&user_id=12", {"PATH_INFO": "/api/run-query"}, "301 Moved Permanently"),
+    ],
+)
+def test_everything_else_is_left_to_django(handler, shop, query, extra, status):
+    """Errors, other hosts, methods and paths: Django's own answer, logging included."""
+    answer = call(handler, environ(query, **extra))
+    assert answer == call(WSGIHandler(), environ(query, **extra))
+    assert answer[0] == status
+    assert status.startswith(("200", "301")) or "error" in answer[2]
+    assert len(handler.django_calls) == 1
+
+
+def test_https_behind_a_proxy_gets_djangos_hsts_header(shop, settings):
+    settings.SECURE_HSTS_SECONDS = 3600
+    settings.SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    env = {"HTTP_X_FORWARDED_PROTO": "https"}
+    fast = call(LookupFastPathHandler(), environ("type=get&user_id=12", **env))
+    assert fast == call(WSGIHandler(), environ("type=get&user_id=12", **env))
+    assert ("Strict-Transport-Security", "max-age=3600; includeSubDomains") in fast[1]
+    plain = call(LookupFastPathHandler(), environ("type=get&user_id=12"))
+    assert "Strict-Transport-Security" not in dict(plain[1])
+
+
+def test_the_https_redirect_is_left_to_django(shop, settings):
+    settings.SECURE_SSL_REDIRECT = True
+    app = LookupFastPathHandler()
+    status, headers, _ = call(app, environ("type=get&user_id=12"))
+    assert status == "301 Moved Permanently"
+    assert dict(headers)["Location"] == "https://127.0.0.1:8000/api/run-query/?type=get&user_id=12"
+    secure = call(app, environ("type=get&user_id=12", HTTP_X_FORWARDED_PROTO="https"))
+    assert secure[0] == "200 OK"
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"LOOKUP_FAST_PATH": False},
+        {"PREPEND_WWW": True},
+        {"MIDDLEWARE": ["django.middleware.gzip.GZipMiddleware"]},  # added to the list
+    ],
+)
+def test_settings_it_cannot_honour_turn_the_fast_path_off(shop, settings, change):
+    for name, value in change.items():
+        setattr(settings, name, getattr(settings, name) + value if name == "MIDDLEWARE" else value)
+    app = LookupFastPathHandler()
+    assert not app.fast_path
+    calls = []
+    app.get_response = lambda request, original=app.get_response: (
+        calls.append(1) or original(request)
+    )
+    call(app, environ("type=get&user_id=12"))
+    assert calls == [1]
+
+
+def test_request_signals_are_sent_when_anything_else_listens(shop):
+    """An APM or audit hook on the request signals hears fast lookups too."""
+    heard = []
+
+    def receiver(sender, **kwargs):
+        heard.append(sender)
+
+    assert not LookupFastPathHandler().send_signals  # only Django's own housekeeping
+    signals.request_started.connect(receiver)
+    signals.request_finished.connect(receiver)
+    try:
+        app = LookupFastPathHandler()
+        assert call(app, environ("type=get&user_id=12"))[0] == "200 OK"
+    finally:
+        signals.request_started.disconnect(receiver)
+        signals.request_finished.disconnect(receiver)
+    assert heard == [LookupFastPathHandler, LookupFastPathHandler]
+
+
+def test_a_connection_past_its_max_age_is_closed_after_the_lookup(handler, shop, monkeypatch):
+    """As after any Django request: ``CONN_MAX_AGE=0`` closes it (returns it to the pool)."""
+    users = connections["users"]
+    call(handler, environ("type=get&user_id=12"))
+    if users.settings_dict["CONN_MAX_AGE"] != 0:
+        assert users.connection is not None  # persistent (SQLite): kept for the next request
+        monkeypatch.setitem(users.settings_dict, "CONN_MAX_AGE", 0)
+        users.close()
+    call(handler, environ("type=get&user_id=12"))
+    assert users.connection is None
+    assert handler.django_calls == []
+
+
+def test_a_database_error_is_left_to_django_which_answers_503(handler, shop):
+    """The failed lookup runs again on Django's path: its 503, Retry-After and log."""
+    with connections["users"].cursor() as cursor:
+        cursor.execute("ALTER TABLE users RENAME TO users_away")
+    try:
+        status, headers, body = call(handler, environ("type=get&user_id=12"))
+    finally:
+        with connections["users"].cursor() as cursor:
+            cursor.execute("ALTER TABLE users_away RENAME TO users")
+    assert status == "503 Service Unavailable"
+    assert dict(headers)["Retry-After"] == "5" and body["error"]
+    assert handler.django_calls == [f"{URL}?type=get&user_id=12"]
+
+
+def test_query_params_read_like_djangos_querydict():
+    params = query_params(environ("type=get&email=a%2Bb%40c.co&x=&x=2&y"))
+    assert params.getlist("email") == ["a+b@c.co"]
+    assert params.getlist("x") == ["", "2"] and params.getlist("y") == [""]
