@@ -18,10 +18,12 @@ Locust, every in-process microsecond cost about two of server CPU.
   and `XFrameOptionsMiddleware` (``process_response`` on a probe response, once per
   scheme), ``Content-Length`` as `CommonMiddleware` sets it;
 - the same connection housekeeping: ``close_if_unusable_or_obsolete()``, which Django's
-  ``request_finished`` signal runs on every connection, runs on the read aliases (broken
-  connections closed, pooled ones returned, the next use health-checked). The signals
-  themselves are sent instead when anything but Django's own housekeeping listens to them
-  (an APM, say) or ``DEBUG`` logs queries.
+  ``request_finished`` signal runs on every connection, runs on the read aliases where it
+  can do anything after a successful lookup: connections with a maximum age (``0`` for
+  pooled ones, which it returns to the pool) or health checks (reset for the next use).
+  Persistent SQLite connections need none. A failed lookup is Django's, and so is its
+  housekeeping. The signals themselves are sent instead when anything but Django's own
+  housekeeping listens to them (an APM, say) or ``DEBUG`` logs queries.
 
 Everything else is Django's: other paths and methods, a host that is not allowed, a
 request that ``SECURE_SSL_REDIRECT`` redirects, a user agent to check against
@@ -115,7 +117,12 @@ class LookupFastPathHandler(WSGIHandler):
             for signal in (signals.request_started, signals.request_finished)
         )
         # Lookups read the routed aliases and their replicas, never ``default``.
-        self.read_aliases = tuple(alias for alias in settings.DATABASES if alias != DEFAULT_ALIAS)
+        self.housekeeping_aliases = tuple(
+            alias
+            for alias, database in connections.settings.items()
+            if alias != DEFAULT_ALIAS
+            and (database["CONN_MAX_AGE"] is not None or database["CONN_HEALTH_CHECKS"])
+        )
         self.proxy_header = (settings.SECURE_PROXY_SSL_HEADER or (None,))[0]
         self._clients: dict[tuple, tuple[bool, bool]] = {}
         self._headers: dict[bool, list[tuple[str, str]]] = {}  # by is_secure()
@@ -139,7 +146,7 @@ class LookupFastPathHandler(WSGIHandler):
             if self.send_signals:
                 signals.request_finished.send(sender=self.__class__)
             else:
-                for alias in self.read_aliases:
+                for alias in self.housekeeping_aliases:
                     connections[alias].close_if_unusable_or_obsolete()
         if answer is None:
             return super().__call__(environ, start_response)

@@ -113,7 +113,8 @@ def sqlite_database(alias: str) -> dict:
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": DATA_DIR / f"{alias}.sqlite3",
         "CONN_MAX_AGE": CONN_MAX_AGE,
-        "CONN_HEALTH_CHECKS": True,
+        # A file has no server to lose: Django's SQLite is_usable() is always true.
+        "CONN_HEALTH_CHECKS": False,
         "OPTIONS": {
             "transaction_mode": "IMMEDIATE",
             "timeout": SQLITE_BUSY_TIMEOUT_S,
