@@ -40,7 +40,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="project/anchor pairs to run")
     parser.add_argument("--mixed", action="store_true", help="also run the default mixed swarm")
     args = parser.parse_args()
-    reports = Path(args.reports)
+    reports = Path(args.reports).resolve()  # the anchor runs from its own folder
     swarm = ["--users", str(args.users), "--spawn-rate", str(args.spawn_rate)]
     env = {**os.environ, "DATA_DIR": args.data_dir}
 
