@@ -15,18 +15,22 @@ def _env_int(name: str, default: int) -> int:
 
 bind = os.environ.get("BIND", "127.0.0.1:8000")
 
-# gthread: a pool of threads per worker keeps HTTP keep-alive connections open without a
+# gthread: each worker keeps its idle HTTP keep-alive connections in a poller instead of a
 # thread each, so 1000 clients fit; each thread holds its own persistent SQLite connection.
-# Measured on the 2-core machine (bench/lookup.py --shapes, wrk 100 connections, lookups by
-# id over 1M users; req/s, noisy, alternating runs):
-#   gthread 2x2  2133-2674   gthread 2x4  2245-2623   gthread 4x1 1921-2475
-#   gthread 4x2  2001-2085   sync 4       1877-2105   sync 2      2214
-#   gevent 2     fails: preload_app imports Django before gevent patches threading.
-# The work is CPU-bound under the GIL: one worker per core with two threads (one serving
-# while the other waits on SQLite or the socket) was as fast as any and had the best p99.
+# Measured on the 2-core machine over 1M users, lookups by id (req/s; the machine is noisy,
+# so alternating runs in one session):
+#   wrk, 100 connections (bench/lookup.py --shapes):
+#     gthread 2x1 4163   2x2 3786   4x1 6460 (p99 43 ms)   4x2 7104 (p99 56 ms)
+#     (before the lookup fast path: 2x2 2133-2674, 4x1 1921-2475, sync 4 1877-2105;
+#      gevent fails: preload_app imports Django before gevent patches threading)
+#   Locust, 1000 users (bench/swarm.py, 3 rounds each):
+#     2x2 3155-3439 (p99 870-1000 ms)   2x1 3728-3946 (p99 540-590)   4x1 3614-3946 (p99 310-390)
+# Lookups are CPU-bound under the GIL: a second thread per worker only adds GIL contention
+# under a swarm, while more single-threaded workers than cores keep both cores busy while
+# one worker waits on its socket or SQLite. Default: two workers per core, one thread.
 worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")
-workers = _env_int("WEB_CONCURRENCY", multiprocessing.cpu_count())
-threads = _env_int("GUNICORN_THREADS", 2)
+workers = _env_int("WEB_CONCURRENCY", 2 * multiprocessing.cpu_count())
+threads = _env_int("GUNICORN_THREADS", 1)
 worker_connections = _env_int("GUNICORN_WORKER_CONNECTIONS", 1000)
 
 # Room in the accept queue for a 1000-user swarm that connects all at once.
