@@ -24,7 +24,7 @@ bind = os.environ.get("BIND", "127.0.0.1:8000")
 #     (before the lookup fast path: 2x2 2133-2674, 4x1 1921-2475, sync 4 1877-2105;
 #      gevent fails: preload_app imports Django before gevent patches threading)
 #   Locust, 1000 users (bench/swarm.py, 3 rounds each):
-#     2x2 3155-3439 (p99 870-1000 ms)   2x1 3728-3946 (p99 540-590)   4x1 3614-3946 (p99 310-390)
+#     2x2 3155-3439 (p99 670-960 ms)   2x1 3728-3946 (p99 540-590)   4x1 3614-3946 (p99 310-390)
 # Lookups are CPU-bound under the GIL: a second thread per worker only adds GIL contention
 # under a swarm, while more single-threaded workers than cores keep both cores busy while
 # one worker waits on its socket or SQLite. Default: two workers per core, one thread.
