@@ -238,19 +238,32 @@ def _maintenance_url(prefix: str) -> str:
     return urlunsplit(urlsplit(prefix + "x")._replace(path="/postgres"))
 
 
+def run_rounds(args: argparse.Namespace, results: dict, one_round_in, render) -> None:
+    """``args.rounds`` rounds of ``one_round_in(workdir)``, each once the load settles.
+
+    Appends each result to ``results["rounds"]`` and prints ``render(number, result)``.
+    """
+    for number in range(1, args.rounds + 1):
+        wait_for_quiet(args.max_load)
+        with tempfile.TemporaryDirectory(prefix="bench_generate_") as tmp:
+            result = one_round_in(Path(tmp))
+        results["rounds"].append(result)
+        print(render(number, result, rows=args.rows), flush=True)
+
+
 def run_postgres(args: argparse.Namespace) -> dict:
     results = {"rows": args.rows, "parallel": args.parallel, "cpus": os.cpu_count()}
     results.update(backend="postgresql", rounds=[])
     created = create_databases(args.postgres)
     try:
-        for number in range(1, args.rounds + 1):
-            wait_for_quiet(args.max_load)
-            with tempfile.TemporaryDirectory(prefix="bench_generate_pg_") as tmp:
-                result = postgres_round(
-                    rows=args.rows, prefix=args.postgres, parallel=args.parallel, workdir=Path(tmp)
-                )
-            results["rounds"].append(result)
-            print(render_postgres_round(number, result, rows=args.rows), flush=True)
+        run_rounds(
+            args,
+            results,
+            lambda workdir: postgres_round(
+                rows=args.rows, prefix=args.postgres, parallel=args.parallel, workdir=workdir
+            ),
+            render_postgres_round,
+        )
     finally:
         if created and not args.keep:
             drop_databases(args.postgres, created)
@@ -287,14 +300,14 @@ def main() -> None:
         parser.error(f"no anchors in {args.anchors} (use --anchors)")
 
     results = {"rows": args.rows, "parallel": args.parallel, "cpus": os.cpu_count(), "rounds": []}
-    for number in range(1, args.rounds + 1):
-        wait_for_quiet(args.max_load)
-        with tempfile.TemporaryDirectory(prefix="bench_generate_") as tmp:
-            result = one_round(
-                rows=args.rows, anchors=args.anchors, parallel=args.parallel, workdir=Path(tmp)
-            )
-        results["rounds"].append(result)
-        print(render_round(number, result, rows=args.rows), flush=True)
+    run_rounds(
+        args,
+        results,
+        lambda workdir: one_round(
+            rows=args.rows, anchors=args.anchors, parallel=args.parallel, workdir=workdir
+        ),
+        render_round,
+    )
     if not args.no_naive:
         with tempfile.TemporaryDirectory(prefix="bench_naive_") as tmp:
             results["naive"] = naive_round(rows=args.rows, anchors=args.anchors, workdir=Path(tmp))
