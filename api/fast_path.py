@@ -125,6 +125,10 @@ class LookupFastPathHandler(WSGIHandler):
             and (database["CONN_MAX_AGE"] is not None or database["CONN_HEALTH_CHECKS"])
         )
         self.proxy_header = (settings.SECURE_PROXY_SSL_HEADER or (None,))[0]
+        # Read once, as Django's own middleware reads its settings when it is built.
+        self.ssl_redirect = settings.SECURE_SSL_REDIRECT
+        self.check_user_agent = bool(settings.DISALLOWED_USER_AGENTS)
+        self.max_fields = settings.DATA_UPLOAD_MAX_NUMBER_FIELDS
         self._clients: dict[tuple, tuple[bool, bool]] = {}
         self._headers: dict[bool, list[tuple[str, str]]] = {}  # by is_secure()
         self._header_middleware = (
@@ -161,12 +165,12 @@ class LookupFastPathHandler(WSGIHandler):
             allowed, secure = self._client(environ)
             if (
                 not allowed
-                or (settings.SECURE_SSL_REDIRECT and not secure)
-                or (settings.DISALLOWED_USER_AGENTS and "HTTP_USER_AGENT" in environ)
+                or (self.ssl_redirect and not secure)
+                or (self.check_user_agent and "HTTP_USER_AGENT" in environ)
             ):
                 return None
             with primary_pinning():
-                body = dumps(lookup_response_body(query_params(environ)))
+                body = dumps(lookup_response_body(query_params(environ, self.max_fields)))
         except Exception:  # Django answers it again, with its errors and logging
             return None
         return body, self._headers.get(secure) or self._probe_headers(environ, secure)
@@ -197,17 +201,29 @@ class LookupFastPathHandler(WSGIHandler):
         return headers
 
 
-def query_params(environ) -> MultiValueDict:
-    """The query string as ``request.GET`` holds it, in 3.4 µs where a `QueryDict` takes 9.
+def query_params(environ, max_fields: int | None = None) -> MultiValueDict:
+    """The query string as ``request.GET`` holds it, in 1.5 µs where a `QueryDict` takes 9.
 
-    Raises `UnicodeDecodeError` for a query that is not UTF-8 and `ValueError` past
-    ``DATA_UPLOAD_MAX_NUMBER_FIELDS``: Django then answers as it would.
+    ``max_fields`` defaults to ``DATA_UPLOAD_MAX_NUMBER_FIELDS``. Raises
+    `UnicodeDecodeError` for a query that is not UTF-8 and `ValueError` past
+    ``max_fields``: Django then answers as it would.
     """
-    # PEP 3333: the server decoded the raw bytes as latin-1.
-    query = environ.get("QUERY_STRING", "").encode("iso-8859-1").decode()
+    if max_fields is None:
+        max_fields = settings.DATA_UPLOAD_MAX_NUMBER_FIELDS
+    query = environ.get("QUERY_STRING", "")
     params: dict[str, list[str]] = {}
-    for key, value in parse_qsl(
-        query, keep_blank_values=True, max_num_fields=settings.DATA_UPLOAD_MAX_NUMBER_FIELDS
-    ):
-        params.setdefault(key, []).append(value)
+    if query.isascii() and "%" not in query and "+" not in query:
+        # Nothing to decode or unquote (the load test's queries): parse_qsl's result
+        # without its per-field unquoting, which costs more than the rest of the parse.
+        if max_fields is not None and query.count("&") >= max_fields:
+            raise ValueError("Max number of fields exceeded")
+        for pair in query.split("&"):
+            if pair:
+                key, _, value = pair.partition("=")
+                params.setdefault(key, []).append(value)
+    else:
+        # PEP 3333: the server decoded the raw bytes as latin-1.
+        query = query.encode("iso-8859-1").decode()
+        for key, value in parse_qsl(query, keep_blank_values=True, max_num_fields=max_fields):
+            params.setdefault(key, []).append(value)
     return MultiValueDict(params)

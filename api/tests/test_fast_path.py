@@ -14,6 +14,7 @@ import pytest
 from django.core import signals
 from django.core.handlers.wsgi import WSGIHandler
 from django.db import connections
+from django.http import QueryDict
 
 from api.fast_path import LookupFastPathHandler, query_params
 from api.tests.conftest import ALL_DATABASES
@@ -214,3 +215,25 @@ def test_query_params_read_like_djangos_querydict():
     params = query_params(environ("type=get&email=a%2Bb%40c.co&x=&x=2&y"))
     assert params.getlist("email") == ["a+b@c.co"]
     assert params.getlist("x") == ["", "2"] and params.getlist("y") == [""]
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "count=1&type=get&user_id=12",  # plain: split without unquoting
+        "a=1&&b=2&a=3&c&d=&=e&f==g",
+        "",
+        "email=a%2Bb%40c.co&name=J+Doe",  # unquoted by parse_qsl
+        "city=São+Paulo".encode().decode("iso-8859-1"),  # UTF-8 as the server passes it
+    ],
+)
+def test_query_params_equal_a_querydict_of_the_same_query(query):
+    raw = query.encode("iso-8859-1")
+    assert dict(query_params(environ(query)).lists()) == dict(QueryDict(raw).lists())
+
+
+@pytest.mark.parametrize("query", ["a=1&b=2&c=3", "a=1&b=%32&c=3"])
+def test_query_params_refuse_more_fields_than_allowed(query):
+    assert query_params(environ(query), max_fields=3)
+    with pytest.raises(ValueError):
+        query_params(environ(query), max_fields=2)
