@@ -5,12 +5,16 @@ import runpy
 import secrets
 import subprocess
 import sys
+from datetime import datetime
+from decimal import Decimal
 
 import pytest
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
+from django.db.models import Max
 
+from api.models import Order, User
 from api.tests.conftest import ALL_DATABASES, sqlite_only
 
 SETTINGS_FILE = settings.BASE_DIR / "data_project" / "settings.py"
@@ -94,6 +98,23 @@ def test_sqlite_connections_are_tuned_for_concurrent_writers(alias):
         assert cursor.fetchone()[0] == 1  # NORMAL
         cursor.execute("PRAGMA busy_timeout")
         assert cursor.fetchone()[0] == int(settings.SQLITE_BUSY_TIMEOUT_S * 1000)
+
+
+@pytest.mark.django_db(databases=ALL_DATABASES)
+def test_the_orm_reads_typed_values_on_every_backend(shop):
+    """Aware datetimes, bools and two-place Decimals, also where SQLite has no column type.
+
+    The SQLite aliases leave type detection to the ORM's converters (``detect_types: 0``).
+    """
+    user = User.objects.values("created_at", "is_active", "credit_limit").get(id=10)
+    newest = User.objects.aggregate(newest=Max("created_at"))["newest"]
+    for value in (user["created_at"], newest, User.objects.get(id=10).created_at):
+        assert isinstance(value, datetime) and value.utcoffset() is not None
+    assert user["is_active"] is True
+    assert User.objects.filter(is_active=True).count() == 5
+    total = Order.objects.values_list("total", flat=True).get(id=1)
+    assert isinstance(total, Decimal) and total == Decimal("25.00")
+    assert str(total) == "25.00"
 
 
 def run_check_deploy(**env: str) -> subprocess.CompletedProcess:

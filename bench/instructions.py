@@ -1,0 +1,119 @@
+"""Benchmark: CPU instructions per ``type=get`` lookup, in-process, against the raw anchor.
+
+Wall-clock figures on the shared 2-core machine swing by ±15% between two runs of the
+same server; instruction counts do not. Each app answers random lookups by user id
+through its WSGI callable, in one process run under ``valgrind --tool=callgrind``, and
+the count of a run with no lookups is subtracted, so start-up and warm-up (connections,
+compiled queries) are left out:
+
+- ``project``: ``data_project.wsgi.application``, the lookup fast path;
+- ``django``: the same with ``LOOKUP_FAST_PATH=0``, Django's full request cycle;
+- ``raw``: ``anchors/raw_wsgi.py:lookup`` on the same users file.
+
+Prints instructions per lookup and each app's count relative to the raw anchor. Server
+time under load also holds Gunicorn's own work, which is the same for every app: see
+``bench/lookup.py`` (wrk) and ``bench/swarm.py`` (Locust) for requests per second. Needs
+valgrind (``apt-get install valgrind``) and generated data.
+Usage: ``python bench/instructions.py [--lookups 1000] [--apps project,django,raw]``.
+"""
+
+import argparse
+import io
+import os
+import random
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+WARM_UP = 200
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", default=os.environ.get("DATA_DIR", str(REPO / "var/db")))
+    parser.add_argument("--anchors", default=str(REPO.parent / "shared" / "anchors"))
+    parser.add_argument("--lookups", type=int, default=1000)
+    parser.add_argument("--apps", default="project,django,raw")
+    parser.add_argument("--child", nargs=2, metavar=("APP", "LOOKUPS"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    users_db = Path(args.data_dir).resolve() / "users.sqlite3"
+    if args.child:
+        return run_lookups(args.child[0], int(args.child[1]), users_db, Path(args.anchors))
+    if not shutil.which("valgrind"):
+        sys.exit("valgrind not found: apt-get install valgrind")
+    if not users_db.exists():
+        sys.exit(f"{users_db} is missing: run `manage.py generate_data` first")
+
+    counts = {}
+    for app in args.apps.split(","):
+        empty, full = (count(app, lookups, args) for lookups in (0, args.lookups))
+        counts[app] = (full - empty) / args.lookups
+    print(f"\n{args.lookups} lookups by random user id, {users_db}")
+    print(f"{'app':<8} {'instructions':>13} {'x raw':>6}")
+    for app, per_lookup in counts.items():
+        ratio = f"{per_lookup / counts['raw']:>6.2f}" if "raw" in counts else ""
+        print(f"{app:<8} {per_lookup:>13,.0f} {ratio}")
+    return 0
+
+
+def count(app: str, lookups: int, args) -> int:
+    """Instructions of one child process answering ``lookups`` lookups, per callgrind."""
+    command = [
+        *("valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"),
+        *(sys.executable, __file__, "--data-dir", args.data_dir, "--anchors", args.anchors),
+        *("--child", app, str(lookups)),
+    ]
+    env = {**os.environ, "LOOKUP_FAST_PATH": "0" if app == "django" else "1"}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    found = re.search(r"Collected : (\d+)", done.stderr)
+    if done.returncode or not found:
+        sys.exit(f"{app}: the child failed\n{done.stderr[-2000:]}")
+    return int(found.group(1))
+
+
+def run_lookups(app: str, lookups: int, users_db: Path, anchors: Path) -> int:
+    """In the child: warm up, then answer ``lookups`` random lookups; 1 if one failed."""
+    if app == "raw":
+        os.environ.update(ANCHOR_DB=str(users_db), ANCHOR_TABLE="users")
+        sys.path.insert(0, str(anchors.resolve()))
+        from raw_wsgi import lookup as application
+    else:
+        os.environ["DATA_DIR"] = str(users_db.parent)
+        sys.path.insert(0, str(REPO))
+        from data_project.wsgi import application
+    import sqlite3
+
+    with sqlite3.connect(users_db) as connection:
+        (max_id,) = connection.execute("SELECT max(id) FROM users").fetchone()
+    ids = random.Random(7).choices(range(1, max_id + 1), k=WARM_UP + lookups)
+    statuses = []
+
+    def start_response(status, headers, exc_info=None):
+        statuses.append(status)
+
+    for user_id in ids:
+        b"".join(application(environ(user_id), start_response))
+    return 0 if set(statuses) == {"200 OK"} else 1
+
+
+def environ(user_id: int) -> dict:
+    """A WSGI environ as Gunicorn builds it for the anchors' lookup URL."""
+    return {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": "/api/run-query/",
+        "QUERY_STRING": f"count=1&type=get&user_id={user_id}",
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "8000",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "HTTP_HOST": "127.0.0.1:8000",
+        "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(b""),
+        "wsgi.errors": sys.stderr,
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(main())
