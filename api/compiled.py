@@ -33,7 +33,7 @@ class _Plan:
     params: tuple
     positions: tuple[int, ...]
     names: tuple[str, ...]
-    converters: tuple[tuple[int, list, Any], ...]
+    converters: tuple[tuple[int, Callable, Any], ...]  # (position, function, expression)
 
 
 class CompiledQuery:
@@ -68,9 +68,16 @@ class CompiledQuery:
                 rows = cursor.fetchall() if limit is None else cursor.fetchmany(limit)
         else:
             rows = _fetch_dbapi(connection, plan.dbapi_sql, params, limit)
-        if plan.converters:
-            rows = [_convert(list(row), plan.converters, connection) for row in rows]
-        return [dict(zip(plan.names, row, strict=True)) for row in rows]
+        names, converters = plan.names, plan.converters
+        if not converters:
+            return [dict(zip(names, row, strict=True)) for row in rows]
+        results = []
+        for stored in rows:
+            row = list(stored)
+            for position, function, expression in converters:
+                row[position] = function(row[position], expression, connection)
+            results.append(dict(zip(names, row, strict=True)))
+        return results
 
     def _compile(self, alias: str) -> _Plan:
         with self._lock:
@@ -78,9 +85,11 @@ class CompiledQuery:
             compiler = queryset.query.get_compiler(using=alias)
             sql, params = compiler.as_sql()
             selected = [column for column, _, _ in compiler.select[: compiler.col_count]]
+            # Flat, in the compiler's order: a column's functions run one after another.
             converters = tuple(
-                (position, functions, expression)
+                (position, function, expression)
                 for position, (functions, expression) in compiler.get_converters(selected).items()
+                for function in functions
             )
             plan = _Plan(
                 sql=sql,
@@ -116,12 +125,3 @@ def _fetch_dbapi(connection, sql: str, params: list, limit: int | None) -> list[
             return cursor.fetchall() if limit is None else cursor.fetchmany(limit)
         finally:
             cursor.close()
-
-
-def _convert(row: list, converters, connection) -> list:
-    for position, functions, expression in converters:
-        value = row[position]
-        for function in functions:
-            value = function(value, expression, connection)
-        row[position] = value
-    return row

@@ -68,7 +68,7 @@ def parse_lookup(params: QueryDict) -> Lookup:
             "include=orders is the only include, and only for user lookups",
             {"include": [f"got {include!r} with {key}"]},
         )
-    return Lookup(key, value, count, include_orders=include == "orders")
+    return Lookup(key, value, count, include == "orders")
 
 
 def parse_insert_count(params: QueryDict) -> int | None:
@@ -106,8 +106,9 @@ def _email(params: QueryDict) -> str:
 
 
 def _reject_unknown(params: QueryDict, allowed: set[str]) -> None:
-    unknown = sorted(set(params) - allowed)
-    if unknown:
-        raise BadRequest(
-            f"unknown parameter: {', '.join(unknown)}", {key: ["unknown"] for key in unknown}
-        )
+    if params.keys() <= allowed:
+        return
+    unknown = sorted(params.keys() - allowed)
+    raise BadRequest(
+        f"unknown parameter: {', '.join(unknown)}", {key: ["unknown"] for key in unknown}
+    )
