@@ -14,8 +14,8 @@ LOCUST_PROCESSES ?= 4
 LOADTEST = $(PY) manage.py loadtest --users $(USERS) --spawn-rate $(SPAWN_RATE) \
 	--run-time $(RUN_TIME) --rows $(ROWS) --bind $(BIND)
 
-.PHONY: help venv demo loadtest loadtest-lookups loadtest-distributed bench-generate bench-lookup bench-swarm \
-	test lint format migrate clean
+.PHONY: help venv demo loadtest loadtest-lookups loadtest-distributed bench-generate bench-lookup \
+	bench-instructions bench-swarm test lint format migrate clean
 
 help:
 	@echo "make demo      - the main job: assignment insert, 1M rows, Gunicorn + 1000-user Locust, reports/"
@@ -76,6 +76,10 @@ bench-generate: venv
 
 bench-lookup: venv
 	$(PY) bench/lookup.py
+
+# Instructions per lookup under callgrind (needs valgrind): repeatable where req/s is not.
+bench-instructions: venv
+	$(PY) bench/instructions.py
 
 # The 1000-user swarm against the raw anchor; the anchor's ids run 1..1,000,000, so both
 # use a users table of a million rows (BENCH_DATA_DIR, generated on first use).
