@@ -202,7 +202,7 @@ class LookupFastPathHandler(WSGIHandler):
 
 
 def query_params(environ, max_fields: int | None = None) -> MultiValueDict:
-    """The query string as ``request.GET`` holds it, in 1.5 µs where a `QueryDict` takes 9.
+    """The query string as ``request.GET`` holds it, in a sixth of a `QueryDict`'s time.
 
     ``max_fields`` defaults to ``DATA_UPLOAD_MAX_NUMBER_FIELDS``. Raises
     `UnicodeDecodeError` for a query that is not UTF-8 and `ValueError` past
