@@ -2,8 +2,9 @@
 
 `ApiUser` is a FastHttpUser whose tasks are weighted like real traffic: mostly lookups by
 user id, some with the user's orders, some by e-mail, and a few small insert batches.
-Ids come from the real ranges that ``/api/stats/`` reports when the test starts, and
-e-mails from a page of ``/api/users/``. A request succeeds only when its status is right
+Ids come from the real ranges that ``/api/stats/`` reports when the test starts (less
+the ids it reports missing, such as the assignment's rejected records), and e-mails from
+a page of ``/api/users/``. A request succeeds only when its status is right
 AND its body says what was asked for (the returned id or e-mail matches), so a fast
 error page can never count as throughput.
 
@@ -11,6 +12,7 @@ Tags select a traffic shape: ``locust --tags user_id`` runs the lookup-by-id tas
 Defaults (1000 users, spawn rate 100, run time, report paths) live in ``locust.conf``.
 """
 
+import bisect
 import json
 import random
 import urllib.request
@@ -19,6 +21,7 @@ import orjson
 from locust import FastHttpUser, events, tag, task
 
 ID_RANGES: dict[str, tuple[int, int]] = {}
+MISSING_IDS: dict[str, list[list[int]]] = {}  # [first, last] ranges, lowest first
 EMAILS: list[str] = []
 INSERT_BATCH = 2
 
@@ -33,12 +36,23 @@ def read_id_ranges(environment, **kwargs) -> None:
         if table["min_id"] is None:
             raise RuntimeError(f"no {model} in the database: run manage.py generate_data")
         ID_RANGES[model] = (table["min_id"], table["max_id"])
+        MISSING_IDS[model] = table["missing_ids"]
     with urllib.request.urlopen(f"{host}/api/users/?page_size=1000", timeout=30) as response:
         EMAILS[:] = [user["email"] for user in json.load(response)["results"]]
 
 
+def random_id(model: str) -> int:
+    """An id drawn uniformly from the stored ids of ``model`` (redrawn inside a gap)."""
+    missing = MISSING_IDS[model]
+    while True:
+        drawn = random.randint(*ID_RANGES[model])
+        gap = bisect.bisect_right(missing, drawn, key=lambda ids: ids[0]) - 1
+        if gap < 0 or drawn > missing[gap][1]:
+            return drawn
+
+
 def random_user_id() -> int:
-    return random.randint(*ID_RANGES["users"])
+    return random_id("users")
 
 
 class ApiUser(FastHttpUser):

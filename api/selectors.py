@@ -7,7 +7,8 @@ with one query per database (``orders_with_products``), never one query per row.
 
 from collections import defaultdict
 
-from django.db.models import Max, Min, Model, QuerySet
+from django.db.models import F, Max, Min, Model, QuerySet, Window
+from django.db.models.functions import Lag
 
 from api.compiled import CompiledQuery
 from api.models import Order, Product, User
@@ -105,14 +106,37 @@ def row_counts() -> dict[str, int]:
     return {name: model.objects.count() for name, model in MODELS.items()}
 
 
-def table_stats() -> dict[str, dict]:
-    """Per model: ``{"rows": int, "min_id": int | None, "max_id": int | None}``.
+MAX_REPORTED_GAPS = 100
 
-    ``min_id``/``max_id`` come from the primary-key index; the load test draws ids from
-    them. Raises `django.db.DatabaseError` when a database fails.
+
+def table_stats() -> dict[str, dict]:
+    """Per model: ``{"rows", "min_id", "max_id", "missing_ids"}``.
+
+    ``min_id``/``max_id`` (None for an empty table) come from the primary-key index; the
+    load test draws ids between them and skips ``missing_ids`` (see `missing_id_ranges`).
+    Raises `django.db.DatabaseError` when a database fails.
     """
     stats = {}
     for name, model in MODELS.items():
         ids = model.objects.aggregate(min_id=Min("id"), max_id=Max("id"))
-        stats[name] = {"rows": model.objects.count(), **ids}
+        rows = model.objects.count()
+        dense = rows == 0 or rows == ids["max_id"] - ids["min_id"] + 1
+        missing = [] if dense else missing_id_ranges(model)
+        stats[name] = {"rows": rows, **ids, "missing_ids": missing}
     return stats
+
+
+def missing_id_ranges(model: type[Model]) -> list[list[int]]:
+    """``[[first, last], ...]``: ids absent between the lowest and highest, lowest first.
+
+    At most `MAX_REPORTED_GAPS` ranges. One scan of the primary-key index (each id beside
+    the one before it), so `table_stats` asks only when the count says ids are missing:
+    rejected records with explicit ids, deleted rows.
+    """
+    gaps = (
+        model.objects.annotate(previous=Window(Lag("id"), order_by="id"))
+        .filter(id__gt=F("previous") + 1)
+        .order_by("id")
+        .values_list("previous", "id")[:MAX_REPORTED_GAPS]
+    )
+    return [[previous + 1, next_id - 1] for previous, next_id in gaps]

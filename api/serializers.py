@@ -100,6 +100,10 @@ class TableStatsOut(serializers.Serializer):
     rows = serializers.IntegerField()
     min_id = serializers.IntegerField(allow_null=True)
     max_id = serializers.IntegerField(allow_null=True)
+    missing_ids = serializers.ListField(
+        child=serializers.ListField(child=serializers.IntegerField(), min_length=2, max_length=2),
+        help_text="[first, last] ranges of ids absent between min_id and max_id (at most 100)",
+    )
 
 
 class StatsOut(serializers.Serializer):

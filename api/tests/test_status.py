@@ -15,10 +15,32 @@ db = pytest.mark.django_db(databases=ALL_DATABASES, transaction=True)
 def test_stats_reports_rows_and_id_ranges_per_database():
     User.objects.create(id=4, name="A", email="a@example.com")
     User.objects.create(id=9, name="B", email="b@example.com")
+    User.objects.create(id=10, name="C", email="c@example.com")
+    User.objects.create(id=12, name="D", email="d@example.com")
     body = orjson.loads(Client().get("/api/stats/").content)
-    assert body["users"] == {"database": "users", "rows": 2, "min_id": 4, "max_id": 9}
-    assert body["orders"] == {"database": "orders", "rows": 0, "min_id": None, "max_id": None}
+    assert body["users"] == {
+        "database": "users",
+        "rows": 4,
+        "min_id": 4,
+        "max_id": 12,
+        "missing_ids": [[5, 8], [11, 11]],
+    }
+    assert body["orders"] == {
+        "database": "orders",
+        "rows": 0,
+        "min_id": None,
+        "max_id": None,
+        "missing_ids": [],
+    }
     assert Order.objects.count() == 0
+
+
+@db
+def test_stats_report_no_missing_ids_for_a_dense_table():
+    for id_ in (3, 4, 5):
+        User.objects.create(id=id_, name="A", email=f"a{id_}@example.com")
+    body = orjson.loads(Client().get("/api/stats/").content)
+    assert body["users"]["missing_ids"] == [] and body["users"]["rows"] == 3
 
 
 @db
