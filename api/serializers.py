@@ -9,6 +9,7 @@ from rest_framework import serializers
 
 from api.models import Order, Product, User
 from api.query_params import LOOKUP_KEYS
+from api.selectors import MAX_REPORTED_GAPS
 from api.services.results import STATUSES
 
 
@@ -102,7 +103,10 @@ class TableStatsOut(serializers.Serializer):
     max_id = serializers.IntegerField(allow_null=True)
     missing_ids = serializers.ListField(
         child=serializers.ListField(child=serializers.IntegerField(), min_length=2, max_length=2),
-        help_text="[first, last] ranges of ids absent between min_id and max_id (at most 100)",
+        help_text=(
+            "[first, last] ranges of ids absent between min_id and max_id "
+            f"(at most {MAX_REPORTED_GAPS})"
+        ),
     )
 
 
