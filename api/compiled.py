@@ -21,6 +21,8 @@ from typing import Any
 from django.db import connections, router
 from django.db.models import Model, QuerySet
 
+from api.sqlite_converters import faster_converter
+
 # Backends whose DB-API cursor takes the compiled SQL as it is (PostgreSQL: "format"
 # placeholders) or once translated by the backend's own cursor (SQLite: "qmark").
 DBAPI_VENDORS = ("sqlite", "postgresql")
@@ -86,8 +88,9 @@ class CompiledQuery:
             sql, params = compiler.as_sql()
             selected = [column for column, _, _ in compiler.select[: compiler.col_count]]
             # Flat, in the compiler's order: a column's functions run one after another.
+            connection = connections[alias]
             converters = tuple(
-                (position, function, expression)
+                (position, faster_converter(function, expression, connection), expression)
                 for position, (functions, expression) in compiler.get_converters(selected).items()
                 for function in functions
             )

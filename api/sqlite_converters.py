@@ -1,0 +1,112 @@
+"""Django's SQLite column converters for money and timestamps, in a fraction of the time.
+
+A lookup by user id reads four ``DecimalField`` columns and a ``DateTimeField``, and
+Django's SQLite backend converts each stored value in Python: a money value goes from a
+float through a 15-digit Decimal context, then is quantized; a timestamp is parsed and
+made aware with ``datetime.replace``, which alone costs five parses. Under callgrind
+these converters took 28k of a lookup's 263k instructions more than the ones here
+(``bench/instructions.py``), which is a tenth of its server time. The converters here give the
+same values (equal, with the same exponent, so they print the same) for the values
+SQLite hands back for what Django wrote, and call Django's own converter for any other
+value, so that what Django would do with it (round, raise) still happens.
+
+`faster_converter` swaps one of Django's converters for its equivalent here, or returns
+it unchanged; `api.compiled` asks it once per compiled column.
+"""
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from decimal import Context, Decimal
+from typing import Any
+
+from django.conf import settings
+from django.db.models import DecimalField
+from django.db.models.expressions import Col
+
+# SQLite keeps 15 significant digits of a REAL; Django's converter rounds to as many.
+SQLITE_DIGITS = 15
+
+Converter = Callable[[Any, Any, Any], Any]
+
+
+def faster_converter(function: Converter, expression, connection) -> Converter:
+    """``function``, or a faster one that converts every value to the same result.
+
+    Only Django's own SQLite converters for a ``DecimalField`` column and for a
+    ``DateTimeField`` are swapped; anything else (another backend, a field's own
+    converter, an annotation) is returned as it is.
+    """
+    if connection.vendor != "sqlite":
+        return function
+    operations = connection.ops
+    if getattr(function, "__func__", None) is type(operations).convert_datetimefield_value:
+        return datetime_converter(function)
+    if (
+        isinstance(expression, Col)
+        and isinstance(expression.output_field, DecimalField)
+        and getattr(function, "__code__", None)
+        is operations.get_decimalfield_converter(expression).__code__
+    ):
+        return decimal_converter(expression.output_field, function)
+    return function
+
+
+def decimal_converter(field: DecimalField, djangos: Converter) -> Converter:
+    """Django's ``DecimalField`` converter for SQLite, without its detour for most values.
+
+    Django turns a stored float into ``Context(prec=15).create_decimal_from_float(value)``
+    quantized to ``decimal_places``, and an integer (SQLite stores a Decimal with zero
+    cents as one) likewise. When the float is the one nearest a decimal ``n`` ×
+    10**-places (``n / 10**places == value``, both sides correctly rounded) and ``n`` has
+    no more digits than 15 or ``max_digits``, that decimal is what Django's
+    15-digit rounding gives (the float lies within half a unit in its last place of it,
+    and a 15-digit step is wider than a float's), and its quantize changes nothing. So
+    the result is that decimal, made by one exact multiplication. Any other value, and
+    zero (whose sign the float keeps), goes to Django's converter.
+    """
+    places = field.decimal_places
+    scale = 10**places
+    limit = 10 ** min(SQLITE_DIGITS, field.max_digits)  # of the unscaled integer n
+    multiply = Context(prec=field.max_digits).multiply  # exact below `limit`
+    unit = Decimal(1).scaleb(-places)  # 0.01: n × unit is the decimal, exponent -places
+    one = Decimal(1).quantize(unit)  # 1.00: an integer × one has the exponent too
+
+    def converter(value, expression, connection):
+        if value.__class__ is float:
+            scaled = value * scale
+            if -limit < scaled < limit:  # not inf or nan, which round() refuses
+                n = round(scaled)
+                if n and -limit < n < limit and n / scale == value:
+                    return multiply(n, unit)
+        elif value.__class__ is int and -limit < value * scale < limit:
+            return multiply(value, one)
+        return djangos(value, expression, connection)
+
+    return converter
+
+
+def datetime_converter(djangos: Converter) -> Converter:
+    """Django's ``DateTimeField`` converter for SQLite, for UTC connections.
+
+    Django parses the stored text with ``datetime.fromisoformat`` and, with ``USE_TZ``,
+    attaches the connection's time zone to a naive result (``timezone.make_aware``, that
+    is ``replace(tzinfo=...)``, which alone costs five parses). When that zone is UTC,
+    parsing the text with ``+00:00`` appended gives the same aware datetime, with
+    ``datetime.UTC`` as its ``tzinfo``. Text that does not parse so (an offset of its
+    own, another format) or parses without that ``tzinfo`` (a bare date, whose offset
+    Python drops) goes to Django's converter, as does every value of a
+    connection with another time zone or without ``USE_TZ``.
+    """
+    fromisoformat = datetime.fromisoformat
+
+    def converter(value, expression, connection):
+        if value.__class__ is str and settings.USE_TZ and connection.timezone is UTC:
+            try:
+                parsed = fromisoformat(value + "+00:00")
+            except ValueError:
+                parsed = None
+            if parsed is not None and parsed.tzinfo is UTC:
+                return parsed
+        return djangos(value, expression, connection)
+
+    return converter

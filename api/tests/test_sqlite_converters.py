@@ -1,0 +1,171 @@
+"""The faster SQLite converters give what Django's give, value for value, error for error."""
+
+import sqlite3
+from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
+
+import pytest
+from django.db import connections
+from django.db.models import DecimalField
+from django.db.models.expressions import Col
+from django.db.utils import ConnectionHandler
+from django.test import override_settings
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from api.models import Order, Product, User
+from api.selectors import _LOOKUPS
+from api.sqlite_converters import SQLITE_DIGITS, decimal_converter, faster_converter
+
+MONEY_FIELDS = [
+    field
+    for model in (User, Product, Order)
+    for field in model._meta.concrete_fields
+    if isinstance(field, DecimalField)
+]
+EXAMPLES = settings(max_examples=400, derandomize=True, deadline=None)
+
+
+@pytest.fixture(scope="module")
+def sqlite():
+    """A Django SQLite connection (its operations and time zone; no query is run)."""
+    handler = ConnectionHandler({"default": {"ENGINE": "django.db.backends.sqlite3"}})
+    yield handler["default"]
+    handler.close_all()
+
+
+def outcome(converter, value, expression, connection):
+    """What a converter did: the value with its exact digits and type, or the error type."""
+    try:
+        result = converter(value, expression, connection)
+    except Exception as exc:
+        return ("raised", type(exc))
+    if isinstance(result, Decimal):
+        return ("decimal", result.as_tuple(), str(result))
+    if isinstance(result, datetime):
+        return ("datetime", result, result.tzinfo, result.isoformat())
+    return ("other", result)
+
+
+def converters_for(field, connection):
+    expression = Col(field.model._meta.db_table, field)
+    djangos = connection.ops.get_decimalfield_converter(expression)
+    return expression, djangos, faster_converter(djangos, expression, connection)
+
+
+def stored(text: str):
+    """What SQLite hands back for Django's text of a Decimal in a ``decimal`` column."""
+    with sqlite3.connect(":memory:") as connection:
+        connection.execute("CREATE TABLE t (money decimal)")
+        connection.execute("INSERT INTO t VALUES (?)", (text,))
+        return connection.execute("SELECT money FROM t").fetchone()[0]
+
+
+@pytest.mark.parametrize("field", MONEY_FIELDS, ids=lambda field: field.name)
+def test_the_money_converter_is_swapped_for_djangos_own(sqlite, field):
+    _, djangos, faster = converters_for(field, sqlite)
+    assert faster is not djangos
+
+
+@EXAMPLES
+@given(data=st.data())
+def test_money_as_django_writes_it_reads_back_the_same_without_djangos_detour(sqlite, data):
+    """Every Decimal Django can store converts as in Django; up to 15 digits, the fast way.
+
+    Up to the 15 digits a REAL keeps it comes back digit for digit, and Django's converter
+    is left only zero, whose sign a stored float keeps (``-0.00``).
+    """
+    field = data.draw(st.sampled_from(MONEY_FIELDS))
+    limit = Decimal(10) ** (field.max_digits - field.decimal_places)
+    written = data.draw(
+        st.decimals(
+            min_value=-limit + 1,
+            max_value=limit - 1,
+            places=field.decimal_places,
+            allow_nan=False,
+            allow_infinity=False,
+        )
+    )
+    value = stored(str(written))
+    expression, djangos, _ = converters_for(field, sqlite)
+    fallbacks = []
+
+    def counted(*args):
+        fallbacks.append(args[0])
+        return djangos(*args)
+
+    faster = decimal_converter(field, counted)
+    assert outcome(faster, value, expression, sqlite) == outcome(djangos, value, expression, sqlite)
+    if len(written.as_tuple().digits) <= SQLITE_DIGITS:  # what a REAL keeps
+        assert faster(value, expression, sqlite).as_tuple() == written.as_tuple()
+        zero_float = written.is_zero() and isinstance(value, float)
+        assert fallbacks == ([value] * 2 if zero_float else [])
+
+
+@EXAMPLES
+@given(
+    field=st.sampled_from(MONEY_FIELDS),
+    value=st.one_of(
+        st.none(),
+        st.floats(),
+        st.floats(min_value=-1e16, max_value=1e16),
+        st.integers(),
+        st.integers(min_value=-(10**16), max_value=10**16),
+        st.decimals(places=2, allow_nan=False, allow_infinity=False).map(float),
+        st.sampled_from([0.0, -0.0, 0, 1.005, 1.015, 2.675, 1e-05, -1e-05, 5e-324, 1e13]),
+        st.text(max_size=20),
+    ),
+)
+def test_any_stored_value_converts_as_django_converts_it(sqlite, field, value):
+    """Floats Django never wrote, huge integers, text: the same result or the same error."""
+    expression, djangos, faster = converters_for(field, sqlite)
+    assert outcome(faster, value, expression, sqlite) == outcome(djangos, value, expression, sqlite)
+
+
+DATETIME_CONVERTER = "convert_datetimefield_value"
+
+
+@EXAMPLES
+@given(
+    moment=st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30)),
+    form=st.sampled_from(["str", "isoformat", "minutes", "aware", "zulu", "date"]),
+    offset=st.integers(min_value=-23 * 60, max_value=23 * 60),
+)
+def test_timestamps_convert_as_django_converts_them(sqlite, moment, form, offset):
+    """Django's text (``str(datetime)``), other ISO forms and aware text: the same datetime."""
+    text = {
+        "str": str(moment),
+        "isoformat": moment.isoformat(),
+        "minutes": moment.isoformat(" ", timespec="minutes"),
+        "aware": moment.replace(tzinfo=timezone(timedelta(minutes=offset))).isoformat(),
+        "zulu": moment.isoformat() + "Z",
+        "date": moment.date().isoformat(),
+    }[form]
+    djangos = getattr(sqlite.ops, DATETIME_CONVERTER)
+    faster = faster_converter(djangos, None, sqlite)
+    assert faster is not djangos
+    assert outcome(faster, text, None, sqlite) == outcome(djangos, text, None, sqlite)
+
+
+@given(text=st.text(max_size=30))
+@EXAMPLES
+def test_text_that_is_no_timestamp_fails_as_in_django(sqlite, text):
+    djangos = getattr(sqlite.ops, DATETIME_CONVERTER)
+    faster = faster_converter(djangos, None, sqlite)
+    assert outcome(faster, text, None, sqlite) == outcome(djangos, text, None, sqlite)
+
+
+def test_timestamps_stay_naive_without_use_tz(sqlite):
+    djangos = getattr(sqlite.ops, DATETIME_CONVERTER)
+    faster = faster_converter(djangos, None, sqlite)
+    with override_settings(USE_TZ=False):
+        assert faster("2023-01-02 00:06:47", None, sqlite) == datetime(2023, 1, 2, 0, 6, 47)
+    assert faster("2023-01-02 00:06:47", None, sqlite).tzinfo is UTC
+
+
+@pytest.mark.django_db(databases=["users"])
+def test_the_lookup_plans_use_them_on_sqlite_and_leave_other_backends_alone():
+    query = _LOOKUPS["user_id"]
+    query.fetch(1, 2)
+    modules = {function.__module__ for _, function, _ in query._plans["users"].converters}
+    assert ("api.sqlite_converters" in modules) == (connections["users"].vendor == "sqlite")
