@@ -49,7 +49,6 @@ from django.http import HttpResponse
 from django.middleware.clickjacking import XFrameOptionsMiddleware
 from django.middleware.security import SecurityMiddleware
 from django.urls import reverse
-from django.utils.datastructures import MultiValueDict
 
 from api.renderers import dumps
 from api.routers import DEFAULT_ALIAS, primary_pinning
@@ -201,8 +200,10 @@ class LookupFastPathHandler(WSGIHandler):
         return headers
 
 
-def query_params(environ, max_fields: int | None = None) -> MultiValueDict:
-    """The query string as ``request.GET`` holds it, in a sixth of a `QueryDict`'s time.
+def query_params(environ, max_fields: int | None = None) -> dict[str, list[str]]:
+    """The query string's parameters, each with its values in order: `api.query_params.Params`.
+
+    Equal to ``as_params(request.GET)`` in a sixth of a `QueryDict`'s time.
 
     ``max_fields`` defaults to ``DATA_UPLOAD_MAX_NUMBER_FIELDS``. Raises
     `UnicodeDecodeError` for a query that is not UTF-8 and `ValueError` past
@@ -226,4 +227,4 @@ def query_params(environ, max_fields: int | None = None) -> MultiValueDict:
         query = query.encode("iso-8859-1").decode()
         for key, value in parse_qsl(query, keep_blank_values=True, max_num_fields=max_fields):
             params.setdefault(key, []).append(value)
-    return MultiValueDict(params)
+    return params

@@ -9,7 +9,7 @@ from rest_framework.exceptions import NotFound
 from rest_framework.pagination import CursorPagination
 
 from api.errors import BadRequest
-from api.query_params import positive_int
+from api.query_params import as_params, positive_int
 
 
 class KeysetPagination(CursorPagination):
@@ -24,7 +24,8 @@ class KeysetPagination(CursorPagination):
         """``page_size`` from 1 to 1000; anything else is a `BadRequest`, not a silent default."""
         if self.page_size_query_param not in request.query_params:
             return self.page_size
-        return positive_int(request.query_params, self.page_size_query_param, self.max_page_size)
+        params = as_params(request.query_params)
+        return positive_int(params, self.page_size_query_param, self.max_page_size)
 
     def get_schema_operation_parameters(self, view) -> list[dict]:
         parameters = super().get_schema_operation_parameters(view)

@@ -123,6 +123,11 @@ def test_nothing_found_is_404_with_an_error_body(client, shop, query):
     ("type=get&user_id=-1", "user_id"),
     ("type=get&user_id=0", "user_id"),
     ("type=get&user_id=1.5", "user_id"),
+    ("type=get&user_id=%2B1", "user_id"),  # int() takes a sign,
+    ("type=get&user_id=%201", "user_id"),  # spaces,
+    ("type=get&user_id=1_0", "user_id"),  # underscores
+    ("type=get&user_id=%D9%A1", "user_id"),  # and other scripts' digits (Arabic-Indic 1)
+    ("type=get&user_id=00000000000000000001", "user_id"),  # 20 digits
     ("type=get&user_id=99999999999999999999", "user_id"),
     ("type=get&user_id=", "user_id"),
     ("type=get&user_id=1&count=0", "count"),

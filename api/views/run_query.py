@@ -28,6 +28,8 @@ from api.query_params import (
     MAX_LOOKUP_COUNT,
     MAX_SYNTHETIC_COUNT,
     Lookup,
+    Params,
+    as_params,
     parse_insert_count,
     parse_lookup,
     query_type,
@@ -43,7 +45,7 @@ ERRORS = {status: ErrorOut for status in (400, 405, 503)}
 TYPE_PARAM = OpenApiParameter("type", str, enum=[GET, INSERT], required=True)
 
 
-def lookup_response_body(params) -> dict:
+def lookup_response_body(params: Params) -> dict:
     """The body for a GET: a lookup, or `MethodNotAllowed` for ``type=insert``.
 
     Raises `BadRequest` for malformed parameters and `NotFound` when nothing matches.
@@ -103,7 +105,7 @@ class RunQueryView(APIView):
         if request.method != "GET":
             return super().dispatch(request, *args, **kwargs)
         try:
-            body, status_code, headers = lookup_response_body(request.GET), 200, {}
+            body, status_code, headers = lookup_response_body(as_params(request.GET)), 200, {}
         except Exception as exc:
             api_exc = as_api_exception(exc)
             if api_exc is None:
@@ -127,7 +129,7 @@ class RunQueryView(APIView):
         "`count` users. `include=orders` adds each user's orders with their products.",
     )
     def get(self, request):
-        return Response(lookup_response_body(request.query_params))
+        return Response(lookup_response_body(as_params(request.query_params)))
 
     @extend_schema(
         operation_id="run_query_insert",
@@ -146,9 +148,10 @@ class RunQueryView(APIView):
         "record comes back `inserted`, `rejected` (with reasons) or `failed` (503).",
     )
     def post(self, request):
-        if query_type(request.query_params) == GET:
+        params = as_params(request.query_params)
+        if query_type(params) == GET:
             raise method_not_allowed("POST", "GET", "type=get reads: use GET")
-        count = parse_insert_count(request.query_params)
+        count = parse_insert_count(params)
         started = perf_counter()
         if count is not None:
             if request.data:
