@@ -13,6 +13,7 @@ something observes queries (``DEBUG`` logging them, an ``execute_wrapper``) the 
 goes through Django's cursor so that it sees them.
 """
 
+from asyncio import _get_running_loop  # asyncio's own test: the running loop, or None
 from collections.abc import Callable
 from dataclasses import dataclass
 from threading import Lock
@@ -116,11 +117,21 @@ def _dbapi_sql(alias: str, sql: str) -> str | None:
 
 
 def _fetch_dbapi(connection, sql: str, params: list, limit: int | None) -> list[tuple]:
-    """What ``connection.cursor()`` and its ``execute`` do, without their wrapper layers."""
-    connection.close_if_health_check_failed()
-    connection.ensure_connection()
+    """What ``connection.cursor()`` and its ``execute`` do, without their wrapper layers.
+
+    Django's checks are called only when they can act: a health check not yet done, no
+    connection yet, a broken transaction, or an event loop running in this thread (when
+    ``ensure_connection`` refuses, as `SynchronousOnlyOperation`, to block it). Each is a
+    Python call, and ``ensure_connection``'s guard alone reads ``os.environ`` and raises
+    and catches an exception on every query.
+    """
+    if connection.health_check_enabled and not connection.health_check_done:
+        connection.close_if_health_check_failed()
+    if connection.connection is None or _get_running_loop() is not None:
+        connection.ensure_connection()
     connection.validate_thread_sharing()
-    connection.validate_no_broken_transaction()
+    if connection.needs_rollback:
+        connection.validate_no_broken_transaction()
     with connection.wrap_database_errors:
         cursor = connection.connection.cursor()
         try:

@@ -14,9 +14,12 @@ replication lag.
 
 import random
 from contextvars import ContextVar
+from functools import cache
 
 from django.conf import settings
+from django.core.signals import setting_changed
 from django.db.models import Model
+from django.dispatch import receiver
 
 DEFAULT_ALIAS = "default"
 
@@ -39,6 +42,22 @@ class primary_pinning:  # lower case, like contextlib.suppress: used as a functi
         _pinned.reset(self._token)
 
 
+@cache
+def replicas_by_alias() -> dict[str, list[str]]:
+    """``settings.DATABASE_REPLICAS``: ``{alias: [replica alias, ...]}``, read once.
+
+    Every read asks for it, and each attribute read of ``settings`` (a `LazyObject`) is a
+    Python call; the cache is dropped when the setting changes (``override_settings``).
+    """
+    return getattr(settings, "DATABASE_REPLICAS", {})
+
+
+@receiver(setting_changed)
+def _forget_replicas(*, setting: str, **kwargs) -> None:
+    if setting == "DATABASE_REPLICAS":
+        replicas_by_alias.cache_clear()
+
+
 def pinned_aliases() -> frozenset[str]:
     """Aliases written in the current scope: their reads go to the primary."""
     return _pinned.get()
@@ -58,7 +77,7 @@ class DatabaseRouter:
     def db_for_read(self, model: type[Model], **hints) -> str | None:
         """Read from a replica of the model's alias, or its primary once written to."""
         alias = self._alias_for(model._meta.app_label, model._meta.model_name)
-        replicas = getattr(settings, "DATABASE_REPLICAS", {}).get(alias)
+        replicas = replicas_by_alias().get(alias)
         if not replicas or alias in _pinned.get():
             return alias
         return random.choice(replicas)

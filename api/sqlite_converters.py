@@ -19,7 +19,6 @@ from datetime import UTC, datetime
 from decimal import Context, Decimal
 from typing import Any
 
-from django.conf import settings
 from django.db.models import DecimalField
 from django.db.models.expressions import Col
 
@@ -96,11 +95,17 @@ def datetime_converter(djangos: Converter) -> Converter:
     own, another format) or parses without that ``tzinfo`` (a bare date, whose offset
     Python drops) goes to Django's converter, as does every value of a
     connection with another time zone or without ``USE_TZ``.
+
+    ``connection.timezone`` is None without ``USE_TZ``, and Django recomputes it for
+    the connections of ``django.db.connections`` (the only ones `api.compiled` uses)
+    when ``USE_TZ`` or ``TIME_ZONE`` change, so it alone tells: reading ``settings``
+    (a `LazyObject`, whose every attribute read is a Python call) cost half the
+    converter.
     """
     fromisoformat = datetime.fromisoformat
 
     def converter(value, expression, connection):
-        if value.__class__ is str and settings.USE_TZ and connection.timezone is UTC:
+        if value.__class__ is str and connection.timezone is UTC:
             try:
                 parsed = fromisoformat(value + "+00:00")
             except ValueError:

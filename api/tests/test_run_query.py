@@ -1,15 +1,19 @@
 """``/api/run-query/``: lookups, inserts, and a clear 4xx for every malformed request."""
 
+import asyncio
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import orjson
 import pytest
+from django.core.exceptions import SynchronousOnlyOperation
 from django.db import connections
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
 from api.models import Order, Product, User
+from api.query_params import Lookup
+from api.selectors import lookup_rows
 from api.tests.conftest import ALL_DATABASES, ROUTED, locked, sqlite_only
 
 URL = "/api/run-query/"
@@ -80,6 +84,18 @@ def test_an_execute_wrapper_sees_the_lookup_query(client, shop):
         _, body = get(client, "type=get&user_id=12&count=2")
     assert [u["id"] for u in body["results"]] == [12, 13]
     assert [params for sql, params in seen if "users" in sql] == [[12, 14]]
+
+
+@reads
+def test_a_lookup_from_async_code_is_refused_as_django_refuses_queries(client, shop):
+    """Inside an event loop a lookup raises `SynchronousOnlyOperation`, connected or not."""
+    get(client, "type=get&user_id=12")  # the connection is open: only the guard can refuse
+
+    async def lookup():
+        return lookup_rows(Lookup("user_id", 12))
+
+    with pytest.raises(SynchronousOnlyOperation):
+        asyncio.run(lookup())
 
 
 @reads

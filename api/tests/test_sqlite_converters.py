@@ -155,12 +155,19 @@ def test_text_that_is_no_timestamp_fails_as_in_django(sqlite, text):
     assert outcome(faster, text, None, sqlite) == outcome(djangos, text, None, sqlite)
 
 
-def test_timestamps_stay_naive_without_use_tz(sqlite):
-    djangos = getattr(sqlite.ops, DATETIME_CONVERTER)
-    faster = faster_converter(djangos, None, sqlite)
+def test_timestamps_stay_naive_without_use_tz():
+    # Django's own handler: it resets the cached zone of its connections when USE_TZ changes.
+    connection = connections["default"]
+    if connection.vendor != "sqlite":
+        pytest.skip("SQLite converters")
+    djangos = getattr(connection.ops, DATETIME_CONVERTER)
+    faster = faster_converter(djangos, None, connection)
+    assert faster("2023-01-02 00:06:47", None, connection).tzinfo is UTC  # caches the zone
     with override_settings(USE_TZ=False):
-        assert faster("2023-01-02 00:06:47", None, sqlite) == datetime(2023, 1, 2, 0, 6, 47)
-    assert faster("2023-01-02 00:06:47", None, sqlite).tzinfo is UTC
+        naive = faster("2023-01-02 00:06:47", None, connection)
+        assert naive == djangos("2023-01-02 00:06:47", None, connection)
+        assert naive == datetime(2023, 1, 2, 0, 6, 47) and naive.tzinfo is None
+    assert faster("2023-01-02 00:06:47", None, connection).tzinfo is UTC
 
 
 @pytest.mark.django_db(databases=["users"])
