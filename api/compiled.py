@@ -22,7 +22,7 @@ from typing import Any
 from django.db import connections, router
 from django.db.models import Model, QuerySet
 
-from api.sqlite_converters import faster_converter
+from api.sqlite_converters import RowConverter, faster_converter, row_converter
 
 # Backends whose DB-API cursor takes the compiled SQL as it is (PostgreSQL: "format"
 # placeholders) or once translated by the backend's own cursor (SQLite: "qmark").
@@ -37,6 +37,7 @@ class _Plan:
     positions: tuple[int, ...]
     names: tuple[str, ...]
     converters: tuple[tuple[int, Callable, Any], ...]  # (position, function, expression)
+    convert: RowConverter | None  # all of them on one row; None when there are none
 
 
 class CompiledQuery:
@@ -71,14 +72,13 @@ class CompiledQuery:
                 rows = cursor.fetchall() if limit is None else cursor.fetchmany(limit)
         else:
             rows = _fetch_dbapi(connection, plan.dbapi_sql, params, limit)
-        names, converters = plan.names, plan.converters
-        if not converters:
+        names, convert = plan.names, plan.convert
+        if convert is None:
             return [dict(zip(names, row, strict=True)) for row in rows]
         results = []
         for stored in rows:
             row = list(stored)
-            for position, function, expression in converters:
-                row[position] = function(row[position], expression, connection)
+            convert(row, connection)
             results.append(dict(zip(names, row, strict=True)))
         return results
 
@@ -102,6 +102,7 @@ class CompiledQuery:
                 positions=tuple(params.index(p) for p in self._placeholders),
                 names=tuple(queryset.query.values_select),
                 converters=converters,
+                convert=row_converter(converters) if converters else None,
             )
             self._plans[alias] = plan
             return plan

@@ -15,7 +15,12 @@ from hypothesis import strategies as st
 
 from api.models import Order, Product, User
 from api.selectors import _LOOKUPS
-from api.sqlite_converters import SQLITE_DIGITS, decimal_converter, faster_converter
+from api.sqlite_converters import (
+    SQLITE_DIGITS,
+    decimal_converter,
+    faster_converter,
+    row_converter,
+)
 
 MONEY_FIELDS = [
     field
@@ -120,6 +125,52 @@ def test_any_stored_value_converts_as_django_converts_it(sqlite, field, value):
     """Floats Django never wrote, huge integers, text: the same result or the same error."""
     expression, djangos, faster = converters_for(field, sqlite)
     assert outcome(faster, value, expression, sqlite) == outcome(djangos, value, expression, sqlite)
+
+
+USER_MONEY = [field for field in MONEY_FIELDS if field.model is User]
+
+
+def tag(value, expression, connection):
+    """A second converter on a column: it must see the first one's result."""
+    return ("tagged", value)
+
+
+def converted(row_function, values, connection):
+    """The outcome of ``row_function(row, connection)`` on a list of ``values``."""
+    row = list(values)
+    try:
+        row_function(row, connection)
+    except Exception as exc:
+        return ("raised", type(exc))
+    return [outcome(lambda value, *_: value, value, None, connection) for value in row]
+
+
+@EXAMPLES
+@given(
+    values=st.lists(
+        st.one_of(
+            st.floats(),
+            st.integers(),
+            st.decimals(places=2, allow_nan=False, allow_infinity=False).map(float),
+        ),
+        min_size=len(USER_MONEY) + 1,
+        max_size=len(USER_MONEY) + 1,
+    )
+)
+def test_a_whole_row_converts_as_djangos_converters_one_by_one(sqlite, values):
+    """Money columns (one also tagged afterwards) and a tagged column, as Django runs them."""
+    columns = [converters_for(field, sqlite) for field in USER_MONEY]
+    last = len(columns) - 1
+    extra = [(last, tag, None), (last + 1, tag, None)]
+    faster = [(p, fast, expression) for p, (expression, _, fast) in enumerate(columns)]
+    djangos = [(p, django, expression) for p, (expression, django, _) in enumerate(columns)]
+
+    def one_by_one(row, connection):
+        for position, function, expression in djangos + extra:
+            row[position] = function(row[position], expression, connection)
+
+    expected = converted(one_by_one, values, sqlite)
+    assert converted(row_converter(faster + extra), values, sqlite) == expected
 
 
 DATETIME_CONVERTER = "convert_datetimefield_value"
