@@ -19,6 +19,7 @@ from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Context, Decimal
+from functools import partial
 from typing import Any, NamedTuple
 
 from django.db.models import DecimalField
@@ -29,20 +30,26 @@ SQLITE_DIGITS = 15
 
 Converter = Callable[[Any, Any, Any], Any]
 RowConverter = Callable[[list, Any], None]
+# The converters `_convert_row` runs inline, by the kind in their ``inline`` attribute.
+MONEY, FLAG, TIMESTAMP = "money", "flag", "timestamp"
+fromisoformat = datetime.fromisoformat
 
 
 def faster_converter(function: Converter, expression, connection) -> Converter:
     """``function``, or a faster one that converts every value to the same result.
 
-    Only Django's own SQLite converters for a ``DecimalField`` column and for a
-    ``DateTimeField`` are swapped; anything else (another backend, a field's own
+    Only Django's own SQLite converters for a ``DecimalField``, a ``DateTimeField`` and a
+    ``BooleanField`` column are swapped; anything else (another backend, a field's own
     converter, an annotation) is returned as it is.
     """
     if connection.vendor != "sqlite":
         return function
     operations = connection.ops
-    if getattr(function, "__func__", None) is type(operations).convert_datetimefield_value:
+    method = getattr(function, "__func__", None)
+    if method is type(operations).convert_datetimefield_value:
         return datetime_converter(function)
+    if method is type(operations).convert_booleanfield_value:
+        return boolean_converter()
     if (
         isinstance(expression, Col)
         and isinstance(expression.output_field, DecimalField)
@@ -79,10 +86,22 @@ def decimal_converter(field: DecimalField, djangos: Converter) -> Converter:
 
     def converter(value, expression, connection):
         row = [value]
-        _convert_money(((0, *money, expression),), row, connection)
+        _convert_row(((0, *money, expression),), (), (), (), row, connection)
         return row[0]
 
-    converter.money = money
+    converter.inline = (MONEY, money)
+    return converter
+
+
+def boolean_converter() -> Converter:
+    """Django's ``BooleanField`` converter for SQLite: 1 and 0 (and their equals) to bool."""
+
+    def converter(value, expression, connection):
+        row = [value]
+        _convert_row((), (0,), (), (), row, connection)
+        return row[0]
+
+    converter.inline = (FLAG, None)
     return converter
 
 
@@ -97,9 +116,15 @@ class Money(NamedTuple):
     djangos: Converter
 
 
-def _convert_money(columns, row: list, connection) -> None:
-    """Convert ``row``'s money columns in place: ``(position, *Money, expression)`` each."""
-    for position, scale, limit, multiply, unit, one, djangos, expression in columns:
+def _convert_row(money, flags, timestamps, others, row: list, connection) -> None:
+    """Convert ``row`` in place: the columns of each kind, then any other converters.
+
+    ``money``: ``(position, *Money, expression)`` each; ``flags``: positions;
+    ``timestamps``: ``(position, Django's converter, expression)``; ``others``:
+    ``(position, function, expression)``, called in order. One Python call for a row:
+    under a swarm each call cost more than its arithmetic.
+    """
+    for position, scale, limit, multiply, unit, one, djangos, expression in money:
         value = row[position]
         if value.__class__ is float:
             scaled = value * scale
@@ -112,6 +137,24 @@ def _convert_money(columns, row: list, connection) -> None:
             row[position] = multiply(value, one)
             continue
         row[position] = djangos(value, expression, connection)
+    for position in flags:
+        value = row[position]
+        if value in (1, 0):  # what Django's convert_booleanfield_value does
+            row[position] = bool(value)
+    utc = connection.timezone is UTC if timestamps else False
+    for position, djangos, expression in timestamps:
+        value = row[position]
+        if utc and value.__class__ is str:
+            try:
+                parsed = fromisoformat(value + "+00:00")
+            except ValueError:
+                parsed = None
+            if parsed is not None and parsed.tzinfo is UTC:
+                row[position] = parsed
+                continue
+        row[position] = djangos(value, expression, connection)
+    for position, function, expression in others:
+        row[position] = function(row[position], expression, connection)
 
 
 def row_converter(converters) -> RowConverter:
@@ -124,21 +167,19 @@ def row_converter(converters) -> RowConverter:
     arithmetic. The other converters run as Django runs them, in order.
     """
     per_column = Counter(position for position, _, _ in converters)
-    money = tuple(
-        (position, *function.money, expression)
-        for position, function, expression in converters
-        if per_column[position] == 1 and hasattr(function, "money")
-    )
-    inline = {column[0] for column in money}
-    others = tuple(converter for converter in converters if converter[0] not in inline)
-
-    def convert(row: list, connection) -> None:
-        if money:
-            _convert_money(money, row, connection)
-        for position, function, expression in others:
-            row[position] = function(row[position], expression, connection)
-
-    return convert
+    kinds: dict[str, list] = {MONEY: [], FLAG: [], TIMESTAMP: []}
+    others = []
+    for position, function, expression in converters:
+        kind, spec = getattr(function, "inline", (None, None))
+        if kind is None or per_column[position] > 1:
+            others.append((position, function, expression))
+        elif kind == MONEY:
+            kinds[MONEY].append((position, *spec, expression))
+        elif kind == FLAG:
+            kinds[FLAG].append(position)
+        else:
+            kinds[TIMESTAMP].append((position, spec, expression))
+    return partial(_convert_row, *map(tuple, kinds.values()), tuple(others))
 
 
 def datetime_converter(djangos: Converter) -> Converter:
@@ -159,16 +200,11 @@ def datetime_converter(djangos: Converter) -> Converter:
     (a `LazyObject`, whose every attribute read is a Python call) cost half the
     converter.
     """
-    fromisoformat = datetime.fromisoformat
 
     def converter(value, expression, connection):
-        if value.__class__ is str and connection.timezone is UTC:
-            try:
-                parsed = fromisoformat(value + "+00:00")
-            except ValueError:
-                parsed = None
-            if parsed is not None and parsed.tzinfo is UTC:
-                return parsed
-        return djangos(value, expression, connection)
+        row = [value]
+        _convert_row((), (), ((0, djangos, expression),), (), row, connection)
+        return row[0]
 
+    converter.inline = (TIMESTAMP, djangos)
     return converter

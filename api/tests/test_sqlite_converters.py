@@ -173,6 +173,16 @@ def test_a_whole_row_converts_as_djangos_converters_one_by_one(sqlite, values):
     assert converted(row_converter(faster + extra), values, sqlite) == expected
 
 
+@EXAMPLES
+@given(value=st.one_of(st.none(), st.integers(), st.floats(), st.booleans(), st.text(max_size=5)))
+def test_flags_convert_as_django_converts_them(sqlite, value):
+    djangos = sqlite.ops.convert_booleanfield_value
+    faster = faster_converter(djangos, None, sqlite)
+    assert faster is not djangos
+    assert outcome(faster, value, None, sqlite) == outcome(djangos, value, None, sqlite)
+    assert type(faster(value, None, sqlite)) is type(djangos(value, None, sqlite))
+
+
 DATETIME_CONVERTER = "convert_datetimefield_value"
 
 
