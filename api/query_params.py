@@ -66,7 +66,8 @@ def query_type(params: Params) -> str:
 
 def parse_lookup(params: Params) -> Lookup:
     """Parse a ``type=get`` query; raises `BadRequest` naming each wrong parameter."""
-    _reject_unknown(params, GET_PARAMS)
+    if not params.keys() <= GET_PARAMS:
+        raise _unknown(params, GET_PARAMS)
     found = params.keys() & LOOKUP_KEY_SET
     if len(found) != 1:
         keys = [key for key in LOOKUP_KEYS if key in found]
@@ -86,7 +87,8 @@ def parse_lookup(params: Params) -> Lookup:
 
 def parse_insert_count(params: Params) -> int | None:
     """``count`` of a ``type=insert`` query (synthetic records per model), or None."""
-    _reject_unknown(params, INSERT_PARAMS)
+    if not params.keys() <= INSERT_PARAMS:
+        raise _unknown(params, INSERT_PARAMS)
     return positive_int(params, "count", MAX_SYNTHETIC_COUNT) if "count" in params else None
 
 
@@ -122,10 +124,8 @@ def _email(params: Params) -> str:
     return raw.lower()
 
 
-def _reject_unknown(params: Params, allowed: set[str]) -> None:
-    if params.keys() <= allowed:
-        return
+def _unknown(params: Params, allowed: set[str]) -> BadRequest:
     unknown = sorted(params.keys() - allowed)
-    raise BadRequest(
+    return BadRequest(
         f"unknown parameter: {', '.join(unknown)}", {key: ["unknown"] for key in unknown}
     )

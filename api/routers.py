@@ -23,7 +23,9 @@ from django.dispatch import receiver
 
 DEFAULT_ALIAS = "default"
 
-_pinned: ContextVar[frozenset[str]] = ContextVar("primary_pinned", default=frozenset())
+# The aliases written in the current scope. A scope sets it to an empty set and resets
+# its token on the way out (`primary_pinning`, or the lookup fast path directly).
+PINNED_ALIASES: ContextVar[frozenset[str]] = ContextVar("primary_pinned", default=frozenset())
 
 
 class primary_pinning:  # lower case, like contextlib.suppress: used as a function
@@ -36,10 +38,10 @@ class primary_pinning:  # lower case, like contextlib.suppress: used as a functi
     __slots__ = ("_token",)
 
     def __enter__(self) -> None:
-        self._token = _pinned.set(frozenset())
+        self._token = PINNED_ALIASES.set(frozenset())
 
     def __exit__(self, *exc_info) -> None:
-        _pinned.reset(self._token)
+        PINNED_ALIASES.reset(self._token)
 
 
 @cache
@@ -60,7 +62,7 @@ def _forget_replicas(*, setting: str, **kwargs) -> None:
 
 def pinned_aliases() -> frozenset[str]:
     """Aliases written in the current scope: their reads go to the primary."""
-    return _pinned.get()
+    return PINNED_ALIASES.get()
 
 
 class DatabaseRouter:
@@ -69,24 +71,30 @@ class DatabaseRouter:
     route_app_labels = {"api"}
     model_aliases = {"user": "users", "product": "products", "order": "orders"}
 
-    def _alias_for(self, app_label: str, model_name: str | None) -> str | None:
-        if app_label in self.route_app_labels:
-            return self.model_aliases.get(model_name or "")
+    @classmethod
+    def _alias_for(cls, app_label: str, model_name: str | None) -> str | None:
+        if app_label in cls.route_app_labels:
+            return cls.model_aliases.get(model_name or "")
         return None
+
+    @classmethod
+    @cache  # per model class: every read asks, and a model's alias never changes
+    def _model_alias(cls, model: type[Model]) -> str | None:
+        return cls._alias_for(model._meta.app_label, model._meta.model_name)
 
     def db_for_read(self, model: type[Model], **hints) -> str | None:
         """Read from a replica of the model's alias, or its primary once written to."""
-        alias = self._alias_for(model._meta.app_label, model._meta.model_name)
+        alias = self._model_alias(model)
         replicas = replicas_by_alias().get(alias)
-        if not replicas or alias in _pinned.get():
+        if not replicas or alias in PINNED_ALIASES.get():
             return alias
         return random.choice(replicas)
 
     def db_for_write(self, model: type[Model], **hints) -> str | None:
         """Write to the model's primary alias, and pin the scope's reads of it there."""
         alias = self._alias_for(model._meta.app_label, model._meta.model_name)
-        if alias is not None and alias not in _pinned.get():
-            _pinned.set(_pinned.get() | {alias})
+        if alias is not None and alias not in PINNED_ALIASES.get():
+            PINNED_ALIASES.set(PINNED_ALIASES.get() | {alias})
         return alias
 
     def allow_relation(self, obj1: Model, obj2: Model, **hints) -> bool | None:
