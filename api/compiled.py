@@ -16,7 +16,7 @@ goes through Django's cursor so that it sees them.
 from asyncio import _get_running_loop  # asyncio's own test: the running loop, or None
 from collections.abc import Callable
 from dataclasses import dataclass
-from threading import Lock
+from threading import Lock, local
 from typing import Any
 
 from django.db import connections, router
@@ -65,7 +65,7 @@ class CompiledQuery:
         params = list(plan.params)
         for position, value in zip(plan.positions, values, strict=True):
             params[position] = value
-        connection = connections[alias]
+        connection = thread_connection(alias)
         if plan.dbapi_sql is None or connection.queries_logged or connection.execute_wrappers:
             with connection.cursor() as cursor:
                 cursor.execute(plan.sql, params)
@@ -106,6 +106,27 @@ class CompiledQuery:
             )
             self._plans[alias] = plan
             return plan
+
+
+_by_thread = local()
+
+
+def thread_connection(alias: str):
+    """``connections[alias]``, remembered per thread.
+
+    In a thread with no event loop running, Django's handler keeps one connection per
+    alias and thread for the thread's life (a ``threading.local`` behind asgiref's
+    ``Local``, whose every read raises and catches an exception to look for a loop).
+    Inside an event loop the handler's own answer is returned, uncached: it is the async
+    context's connection, which then refuses to run a query as Django does.
+    """
+    if _get_running_loop() is not None:
+        return connections[alias]
+    connection = getattr(_by_thread, alias, None)
+    if connection is None:
+        connection = connections[alias]
+        setattr(_by_thread, alias, connection)
+    return connection
 
 
 def _dbapi_sql(alias: str, sql: str) -> str | None:

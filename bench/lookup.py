@@ -10,7 +10,8 @@ threads and keep-alive for all) and loads each with wrk at the same connection c
   the seeds deploy it (``gunicorn naive_app:application``, Gunicorn's defaults) and with
   the project's ``gunicorn.conf.py``.
 
-Prints requests/s, p50 and p99 per app, the ratio project/raw per round and its median
+Prints requests/s, p50, p99 and server CPU µs per request (Gunicorn master and workers,
+recycled ones included) per app, the ratio project/raw per round and its median
 (target >= 0.75), and project/naive (target >= 5, against the seed deployment; the
 same-settings ratio is shown too). Needs wrk (``apt-get install wrk``) and generated data
 (``manage.py generate_data``). Usage: ``python bench/lookup.py [--seconds 15]``.
@@ -27,8 +28,10 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from contextlib import closing, contextmanager
+from contextlib import closing, contextmanager, suppress
 from pathlib import Path
+
+import psutil
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -89,19 +92,23 @@ def main() -> int:
             ]
 
     print("\nnaive = seed deployment (Gunicorn defaults); naive* = the project's gunicorn.conf.py")
-    print(f"{'app':<8} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}  errors")
+    print(f"{'app':<8} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'cpu us/req':>11}  errors")
     best = {}
     for name, runs in results.items():
         for run in runs:
-            rps, p50, p99 = run["rps"], run["p50"], run["p99"]
-            print(f"{name:<8} {rps:>9.0f} {p50:>8.2f} {p99:>8.2f}  {run['errors']}")
+            rps, p50, p99, cpu = run["rps"], run["p50"], run["p99"], run["cpu_us"]
+            print(f"{name:<8} {rps:>9.0f} {p50:>8.2f} {p99:>8.2f} {cpu:>11.0f}  {run['errors']}")
         best[name] = max(run["rps"] for run in runs)
     # Rounds alternate project and raw: a ratio per round, then their median, since the
     # shared machine swings by more than the difference between two rounds.
-    pairs = zip(results["project"], results["raw"], strict=True)
+    pairs = list(zip(results["project"], results["raw"], strict=True))
     ratios = [ours["rps"] / theirs["rps"] for ours, theirs in pairs]
     print(f"\nproject / raw per round: {', '.join(f'{ratio:.2f}' for ratio in ratios)}")
     print(f"project / raw   = {statistics.median(ratios):.2f} median  (target >= 0.75)")
+    # Server CPU per request tracks the 1000-user swarm, where Locust takes the cores the
+    # server leaves, better than in-process instruction counts (bench/instructions.py).
+    cpu = [theirs["cpu_us"] / ours["cpu_us"] for ours, theirs in pairs]
+    print(f"raw / project server CPU per request = {statistics.median(cpu):.2f} median")
     print(f"best / best     = {best['project'] / best['raw']:.2f}")
     if "naive" in best:
         print(f"project / naive = {best['project'] / best['naive']:.2f}  (target >= 5)")
@@ -162,18 +169,34 @@ def gunicorn(command: list[str], cwd: Path, env: dict[str, str], port: int):
                 if time.monotonic() > deadline or process.poll() is not None:
                     raise RuntimeError(f"{command} did not start") from None
                 time.sleep(0.2)
-        yield
+        yield process
     finally:
         process.terminate()
         process.wait(timeout=40)
 
 
+def server_cpu_seconds(master: subprocess.Popen) -> float:
+    """CPU seconds of a Gunicorn master and its workers, live or already recycled.
+
+    A recycled worker's time is in the master's ``children_*`` once it was reaped.
+    """
+    process = psutil.Process(master.pid)
+    times = process.cpu_times()
+    total = times.user + times.system + times.children_user + times.children_system
+    for worker in process.children(recursive=True):
+        with suppress(psutil.NoSuchProcess):
+            times = worker.cpu_times()
+            total += times.user + times.system
+    return total
+
+
 def serve_and_load(command, cwd, env, max_id, anchors, args, port: int = 18080) -> dict:
-    with gunicorn(command, cwd, env, port):
+    with gunicorn(command, cwd, env, port) as master:
         url = f"http://127.0.0.1:{port}"
         wrk = ["wrk", "-t2", f"-c{args.connections}", "-s", str(anchors / "lua_random_user.lua")]
         wrk_env = {**os.environ, "ANCHOR_N": str(max_id)}
         subprocess.run([*wrk, "-d3s", url], env=wrk_env, capture_output=True, check=True)
+        cpu_before = server_cpu_seconds(master)
         out = subprocess.run(
             [*wrk, f"-d{args.seconds}s", "--latency", url],
             env=wrk_env,
@@ -181,7 +204,10 @@ def serve_and_load(command, cwd, env, max_id, anchors, args, port: int = 18080) 
             text=True,
             check=True,
         ).stdout
-    return parse_wrk(out)
+        cpu = server_cpu_seconds(master) - cpu_before
+    result = parse_wrk(out)
+    result["cpu_us"] = cpu * 1e6 / max(result["requests"], 1)
+    return result
 
 
 def parse_wrk(out: str) -> dict:
@@ -194,6 +220,7 @@ def parse_wrk(out: str) -> dict:
     )
     return {
         "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        "requests": int(re.search(r"(\d+) requests in", out).group(1)),
         "p50": latency("50"),
         "p99": latency("99"),
         "errors": errors or "none",
