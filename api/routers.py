@@ -92,7 +92,7 @@ class DatabaseRouter:
 
     def db_for_write(self, model: type[Model], **hints) -> str | None:
         """Write to the model's primary alias, and pin the scope's reads of it there."""
-        alias = self._alias_for(model._meta.app_label, model._meta.model_name)
+        alias = self._model_alias(model)
         if alias is not None and alias not in PINNED_ALIASES.get():
             PINNED_ALIASES.set(PINNED_ALIASES.get() | {alias})
         return alias

@@ -1,4 +1,4 @@
-"""Django's SQLite column converters for money and timestamps, in a fraction of the time.
+"""Django's SQLite column converters for money, timestamps and flags, in a fraction of the time.
 
 A lookup by user id reads four ``DecimalField`` columns and a ``DateTimeField``, and
 Django's SQLite backend converts each stored value in Python: a money value goes from a
