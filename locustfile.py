@@ -125,7 +125,7 @@ def expect_first(response, field: str, value) -> bool:
     if response.status_code != 200:
         response.failure(f"status {response.status_code}: {(response.text or '')[:200]}")
         return False
-    results = orjson.loads(response.content).get("results") or [{}]  # body(), one call less
+    results = body(response).get("results") or [{}]
     if results[0].get(field) != value:
         response.failure(f"asked for {field}={value}, got {results[0].get(field)!r}")
         return False
