@@ -16,7 +16,8 @@ compare them verbatim.
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from threading import local
+from typing import Any, TypeVar
 
 from django.db import models
 from drf_spectacular.utils import extend_schema_field
@@ -240,6 +241,24 @@ class OrderInput(StrictInput):
     class Meta:
         model = Order
         fields = ["id", "user_id", "product_id", "quantity", "status"]
+
+
+_by_thread = local()
+S = TypeVar("S", bound=StrictInput)
+
+
+def input_serializer(cls: type[S]) -> S:
+    """This thread's instance of ``cls``, built on first use and kept.
+
+    A ModelSerializer builds its fields from the model when first asked for them: 0.3-0.7 ms
+    per serializer on the 2-core machine, more than validating a record. `check_fields`
+    keeps no state on the instance between calls, and one thread uses it at a time.
+    """
+    cached = _by_thread.__dict__
+    serializer = cached.get(cls)
+    if serializer is None:
+        serializer = cached[cls] = cls()
+    return serializer
 
 
 def check_fields(serializer: StrictInput, raw: Any) -> tuple[dict | None, Errors]:

@@ -12,6 +12,7 @@ from django.db import connections
 
 from api.batches import ASSIGNMENT_FILE, read_batch
 from api.models import Order, Product, User
+from api.services.batch_insert import close_worker_connections
 
 ALL_DATABASES = ["default", "users", "products", "orders"]
 ROUTED = ["users", "products", "orders"]
@@ -24,6 +25,13 @@ sqlite_only = pytest.mark.skipif(
     {"sqlite"} != ROUTED_VENDORS, reason="SQLite-specific: files, PRAGMAs or its write lock"
 )
 postgresql_only = pytest.mark.skipif({"postgresql"} != ROUTED_VENDORS, reason="PostgreSQL-specific")
+
+
+@pytest.fixture(autouse=True)
+def _close_worker_connections():
+    """The insert workers outlive a test; their connections do not (settings change)."""
+    yield
+    close_worker_connections()
 
 
 @pytest.fixture
@@ -80,6 +88,7 @@ def sqlite_tables(alias: str) -> set[str]:
 def locked(alias: str, monkeypatch):
     """Hold the alias's SQLite write lock from another connection; shorten its busy timeout."""
     monkeypatch.setitem(connections.settings[alias]["OPTIONS"], "timeout", 0.2)
+    close_worker_connections()  # so that the workers reconnect with the short timeout
     blocker = sqlite3.connect(sqlite_path(alias), isolation_level=None)
     blocker.execute("BEGIN IMMEDIATE")
     try:

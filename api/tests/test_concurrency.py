@@ -8,12 +8,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from django.db import connections
 
 from api import validation as v
 from api.models import Order, Product, User
 from api.services import batch_insert as service
-from api.services.batch_insert import batch_insert
-from api.tests.conftest import ROUTED
+from api.services.batch_insert import batch_insert, close_worker_connections
+from api.tests.conftest import ROUTED, ROUTED_VENDORS, sqlite_only, sqlite_path
 from api.validation import Taken
 
 THREADS = 64
@@ -103,27 +104,65 @@ def test_64_threads_insert_concurrently_without_loss_or_duplicates():
         assert (shared_order.status == "inserted") is (SHARED + t in user_ids)
 
 
-def open_sqlite_files() -> list[str]:
-    """Descriptors this process holds on SQLite files (databases, WAL and shared memory)."""
-    fds = Path("/proc/self/fd")
-    targets = []
-    for fd in fds.iterdir():
-        try:
-            targets.append(os.readlink(fd))
-        except OSError:
-            continue
-    return sorted(t for t in targets if ".sqlite3" in t)
+def open_connections(alias: str) -> int:
+    """Connections open to ``alias``'s database: this process's descriptors on the SQLite
+    file, or PostgreSQL's sessions on the test database."""
+    connection = connections[alias]
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            )
+            return cursor.fetchone()[0]
+    path = os.path.realpath(sqlite_path(alias))
+    return sum(1 for fd in Path("/proc/self/fd").iterdir() if _target(fd) == path)
+
+
+def _target(fd: Path) -> str | None:
+    try:
+        return os.readlink(fd)
+    except OSError:  # closed since the listing
+        return None
+
+
+def worker_threads() -> set[str]:
+    return {t.name for t in threading.enumerate() if t.name.startswith("batch-insert")}
 
 
 @db
 @pytest.mark.skipif(not Path("/proc/self/fd").exists(), reason="needs Linux /proc")
-def test_worker_threads_leave_no_connection_or_thread_behind(assignment):
-    """After many batches the process holds exactly the database files it held before."""
-    before = open_sqlite_files()
+def test_workers_reuse_one_thread_and_one_connection_per_database(assignment):
+    """Many batches: one worker thread per database, and no more connections than the first.
+
+    On SQLite that is one connection per database, closed on demand; on PostgreSQL the
+    pool (or the persistent connection) decides how many stay open.
+    """
+    before = {alias: open_connections(alias) for alias in ROUTED}
+    batch_insert(**assignment)
+    threads = worker_threads()
+    assert threads == {f"batch-insert-{alias}_0" for alias in ROUTED}
+    after_one = {alias: open_connections(alias) for alias in ROUTED}
     for _ in range(20):
         batch_insert(**assignment)
-    assert open_sqlite_files() == before
-    assert not [t for t in threading.enumerate() if t.name.startswith("batch-insert")]
+    assert worker_threads() == threads
+    assert {alias: open_connections(alias) for alias in ROUTED} == after_one
+    if "sqlite" in ROUTED_VENDORS:
+        assert after_one == {alias: count + 1 for alias, count in before.items()}
+        close_worker_connections()
+        assert {alias: open_connections(alias) for alias in ROUTED} == before
+
+
+@db
+@sqlite_only
+@pytest.mark.skipif(not Path("/proc/self/fd").exists(), reason="needs Linux /proc")
+def test_workers_close_a_connection_past_its_max_age(assignment, monkeypatch):
+    """``CONN_MAX_AGE = 0``: a worker closes its connection after every batch."""
+    close_worker_connections()
+    before = open_connections("users")
+    monkeypatch.setitem(connections.settings["users"], "CONN_MAX_AGE", 0)
+    result = batch_insert(**assignment)
+    assert result.summary()["users"]["inserted"] == 8
+    assert open_connections("users") == before
 
 
 @db
