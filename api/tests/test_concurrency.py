@@ -118,6 +118,10 @@ def open_connections(alias: str) -> int:
     return sum(1 for fd in Path("/proc/self/fd").iterdir() if _target(fd) == path)
 
 
+def open_routed_connections() -> dict[str, int]:
+    return {alias: open_connections(alias) for alias in ROUTED}
+
+
 def _target(fd: Path) -> str | None:
     try:
         return os.readlink(fd)
@@ -137,19 +141,19 @@ def test_workers_reuse_one_thread_and_one_connection_per_database(assignment):
     On SQLite that is one connection per database, closed on demand; on PostgreSQL the
     pool (or the persistent connection) decides how many stay open.
     """
-    before = {alias: open_connections(alias) for alias in ROUTED}
+    before = open_routed_connections()
     batch_insert(**assignment)
     threads = worker_threads()
     assert threads == {f"batch-insert-{alias}_0" for alias in ROUTED}
-    after_one = {alias: open_connections(alias) for alias in ROUTED}
+    after_one = open_routed_connections()
     for _ in range(20):
         batch_insert(**assignment)
     assert worker_threads() == threads
-    assert {alias: open_connections(alias) for alias in ROUTED} == after_one
+    assert open_routed_connections() == after_one
     if "sqlite" in ROUTED_VENDORS:
         assert after_one == {alias: count + 1 for alias, count in before.items()}
         close_worker_connections()
-        assert {alias: open_connections(alias) for alias in ROUTED} == before
+        assert open_routed_connections() == before
 
 
 @db
