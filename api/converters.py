@@ -4,7 +4,7 @@ Django's ``int`` converter accepts any number of digits; an id beyond 2**63 - 1 
 overflow the database driver and surface as a 500 instead of a 404.
 """
 
-from api.validation import MAX_ID
+from api.limits import MAX_ID
 
 
 class IdConverter:

@@ -1,39 +1,31 @@
 """Query parameters of ``/api/run-query/``, parsed strictly.
 
-``type`` is ``get`` or ``insert``. A ``get`` names exactly one lookup key (``user_id``,
-``email``, ``organization_id``, ``product_id``, ``order_id``), an optional ``count``
-(1–1000, default 1) and, for the user keys, ``include=orders``. An ``insert`` takes an
-optional ``count`` (1–100) of synthetic records per model. Anything else (an unknown or
-repeated parameter, a negative or non-numeric id) is a `BadRequest` naming the parameter.
+``type`` is ``get`` or ``insert``. A ``get`` names exactly one lookup key of
+`api.lookup_keys.LOOKUP_KEYS`, parsed by that key's value type, an optional ``count``
+(1 to the key's ``max_count``, default 1) and an ``include`` the key allows. An
+``insert`` takes an optional ``count`` (1 to `MAX_SYNTHETIC_COUNT`) of synthetic records
+per model. Anything else (an unknown or repeated parameter, a value its key's type
+refuses) is a `BadRequest` naming the parameter.
 
 The parsers read `Params`, each parameter's list of values: `as_params` makes it from
-Django's ``request.GET``, `api.fast_path.query_params` straight from the query string.
-A plain dict of lists, because `QueryDict.getlist` (three Python calls and a copy per
-parameter) made up a third of the parsing that every lookup pays for.
+Django's ``request.GET``, `api.hotpath.query_string.query_params` straight from the
+query string.
 """
 
 from collections.abc import Mapping
 from typing import NamedTuple
 
-from django.core.exceptions import ValidationError
-from django.core.validators import validate_email
 from django.http import QueryDict
 
 from api.errors import BadRequest
-from api.validation import MAX_ID
+from api.limits import MAX_SYNTHETIC_COUNT
+from api.lookup_keys import INCLUDE_ORDERS, INCLUDES, LOOKUP_KEYS, LookupKey, parse_id
 
 GET, INSERT = "get", "insert"
 TYPES = (GET, INSERT)
-ID_KEYS = ("user_id", "product_id", "order_id")
-USER_KEYS = ("user_id", "email", "organization_id")
-LOOKUP_KEYS = ("user_id", "email", "organization_id", "product_id", "order_id")
-LOOKUP_KEY_SET = frozenset(LOOKUP_KEYS)
-INCLUDES = ("orders",)
-MAX_LOOKUP_COUNT = 1000
-MAX_SYNTHETIC_COUNT = 100
-GET_PARAMS = {"type", "count", "include", *LOOKUP_KEYS}
-INSERT_PARAMS = {"type", "count"}
-MAX_DIGITS = 19  # of a positive 64-bit integer
+KEY_NAMES = frozenset(LOOKUP_KEYS)
+GET_PARAMS = frozenset({"type", "count", "include", *LOOKUP_KEYS})
+INSERT_PARAMS = frozenset({"type", "count"})
 
 Params = Mapping[str, list[str]]
 
@@ -44,13 +36,9 @@ def as_params(query: QueryDict) -> dict[str, list[str]]:
 
 
 class Lookup(NamedTuple):
-    """One ``type=get`` request: ``key`` = ``value``, up to ``count`` rows.
+    """One ``type=get`` request: ``key`` = ``value``, up to ``count`` rows."""
 
-    A named tuple rather than a frozen dataclass: it is built on every lookup, in a third
-    of the time.
-    """
-
-    key: str
+    key: LookupKey
     value: int | str
     count: int = 1
     include_orders: bool = False
@@ -68,21 +56,29 @@ def parse_lookup(params: Params) -> Lookup:
     """Parse a ``type=get`` query; raises `BadRequest` naming each wrong parameter."""
     if not params.keys() <= GET_PARAMS:
         raise _unknown(params, GET_PARAMS)
-    found = params.keys() & LOOKUP_KEY_SET
+    found = params.keys() & KEY_NAMES
     if len(found) != 1:
-        keys = [key for key in LOOKUP_KEYS if key in found]
+        names = [name for name in LOOKUP_KEYS if name in found]
         message = f"give exactly one of {', '.join(LOOKUP_KEYS)}"
-        raise BadRequest(message, {"key": [f"got {len(keys)}: {', '.join(keys) or 'none'}"]})
-    (key,) = found
-    value = _email(params) if key == "email" else positive_int(params, key, MAX_ID)
-    count = positive_int(params, "count", MAX_LOOKUP_COUNT) if "count" in params else 1
-    include = single(params, "include") if "include" in params else None
-    if include is not None and (include not in INCLUDES or key not in USER_KEYS):
+        raise BadRequest(message, {"key": [f"got {len(names)}: {', '.join(names) or 'none'}"]})
+    (name,) = found
+    key = LOOKUP_KEYS[name]
+    raw = single(params, name)
+    try:
+        value = key.value.parse(raw)
+    except ValueError:
         raise BadRequest(
-            "include=orders is the only include, and only for user lookups",
-            {"include": [f"got {include!r} with {key}"]},
+            key.value.invalid.format(name=name), {name: [f"got {raw[:40]!r}"]}
+        ) from None
+    count = positive_int(params, "count", key.max_count) if "count" in params else 1
+    include = single(params, "include") if "include" in params else None
+    if include is not None and include not in key.includes:
+        allowed = ", ".join(k.name for k in LOOKUP_KEYS.values() if INCLUDE_ORDERS in k.includes)
+        raise BadRequest(
+            f"include={'|'.join(INCLUDES)} only, and only for {allowed}",
+            {"include": [f"got {include!r} with {name}"]},
         )
-    return Lookup(key, value, count, include == "orders")
+    return Lookup(key, value, count, include == INCLUDE_ORDERS)
 
 
 def parse_insert_count(params: Params) -> int | None:
@@ -101,13 +97,12 @@ def single(params: Params, name: str) -> str:
 
 
 def positive_int(params: Params, name: str, maximum: int) -> int:
-    """The one value of ``name`` as an integer in [1, maximum]; raises `BadRequest`.
-
-    ASCII digits only: ``int()`` would also take signs, spaces, ``_`` and other scripts'
-    digits.
-    """
+    """The one value of ``name`` as an integer in [1, maximum]; raises `BadRequest`."""
     raw = single(params, name)
-    value = int(raw) if len(raw) <= MAX_DIGITS and raw.isascii() and raw.isdigit() else 0
+    try:
+        value = parse_id(raw)
+    except ValueError:
+        value = 0
     if not 1 <= value <= maximum:
         raise BadRequest(
             f"{name} must be an integer from 1 to {maximum}", {name: [f"got {raw[:40]!r}"]}
@@ -115,16 +110,7 @@ def positive_int(params: Params, name: str, maximum: int) -> int:
     return value
 
 
-def _email(params: Params) -> str:
-    raw = single(params, "email").strip()
-    try:
-        validate_email(raw)
-    except ValidationError as exc:
-        raise BadRequest("email is not a valid address", {"email": [raw[:254]]}) from exc
-    return raw.lower()
-
-
-def _unknown(params: Params, allowed: set[str]) -> BadRequest:
+def _unknown(params: Params, allowed: frozenset[str]) -> BadRequest:
     unknown = sorted(params.keys() - allowed)
     return BadRequest(
         f"unknown parameter: {', '.join(unknown)}", {key: ["unknown"] for key in unknown}

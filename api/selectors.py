@@ -1,8 +1,11 @@
 """Read-only queries. Each reads its model's own database through the router.
 
-The lookups return plain dicts from ``values()``: model instances and serializers cost
-more than the query on the hottest path. Cross-database joins happen here, in Python,
-with one query per database (``orders_with_products``), never one query per row.
+The lookups return plain dicts of the columns the resources' output serializers render
+(`api.serializers.output_columns`), from ``values()``: model instances and serializers
+cost more than the query on the hottest path. Their queries are compiled once per alias
+(`api.hotpath.compiled`), one per key of `api.lookup_keys.LOOKUP_KEYS`. Cross-database
+joins happen here, in Python, with one query per database (`orders_with_products`),
+never one query per row.
 """
 
 from collections import defaultdict
@@ -10,68 +13,62 @@ from collections import defaultdict
 from django.db.models import F, Max, Min, Model, QuerySet, Window
 from django.db.models.functions import Lag
 
-from api.compiled import CompiledQuery
+from api.hotpath.compiled import CompiledQuery
+from api.limits import MAX_ID, MAX_REPORTED_GAPS
+from api.lookup_keys import EQUAL, LOOKUP_KEYS, RANGE, LookupKey
 from api.models import Order, Product, User
 from api.query_params import Lookup
+from api.serializers import output_columns
 
 MODELS: dict[str, type[Model]] = {"users": User, "products": Product, "orders": Order}
-KEY_MODELS = {
-    "user_id": "users",
-    "email": "users",
-    "organization_id": "users",
-    "product_id": "products",
-    "order_id": "orders",
-}
-
-
-def fields(model: type[Model]) -> list[str]:
-    """Column names of ``model`` in declaration order (``user_id``, not ``user``)."""
-    return [field.attname for field in model._meta.concrete_fields]
-
 
 # Sentinels that the compiled queries replace with real values.
 _LOW, _HIGH, _NUMBER, _TEXT = -(2**62) + 1, -(2**62) + 2, -(2**62) + 3, "\x00value"
 
 
-def _id_range(model: type[Model]) -> CompiledQuery:
+def _compiled(key: LookupKey) -> CompiledQuery:
+    """The query of ``key``: its `RANGE` of ids, or the first rows `EQUAL` to its value."""
+    model = MODELS[key.model]
+    if key.query == RANGE:
+        return CompiledQuery(
+            model,
+            lambda low, high: (
+                model.objects.filter(**{f"{key.column}__gte": low, f"{key.column}__lte": high})
+                .order_by("id")
+                .values(*output_columns(key.model))
+            ),
+            _LOW,
+            _HIGH,
+        )
+    assert key.query == EQUAL, key
     return CompiledQuery(
         model,
-        lambda low, high: (
-            model.objects.filter(id__gte=low, id__lt=high).order_by("id").values(*fields(model))
+        # The SQL LIMIT bounds what the database sends; fetch() takes the first `count`.
+        lambda value: (
+            model.objects.filter(**{key.column: value})
+            .order_by("id")
+            .values(*output_columns(key.model))[: key.max_count]
         ),
-        _LOW,
-        _HIGH,
+        _TEXT if key.value.python is str else _NUMBER,
     )
 
 
-def _users_where(column: str, placeholder: int | str) -> CompiledQuery:
-    return CompiledQuery(
-        User,
-        lambda value: User.objects.filter(**{column: value}).order_by("id").values(*fields(User)),
-        placeholder,
-    )
-
-
-_LOOKUPS = {
-    "user_id": _id_range(User),
-    "product_id": _id_range(Product),
-    "order_id": _id_range(Order),
-    "email": _users_where("email", _TEXT),
-    "organization_id": _users_where("organization_id", _NUMBER),
+LOOKUP_QUERIES: dict[str, CompiledQuery] = {
+    name: _compiled(key) for name, key in LOOKUP_KEYS.items()
 }
 
 
 def lookup_rows(lookup: Lookup) -> list[dict]:
-    """Rows for a ``type=get`` lookup, by id ascending.
+    """Rows for a ``type=get`` lookup, by id ascending, as `api.serializers` renders them.
 
-    Id keys read the id range ``[value, value + count)`` (an index range scan on the
-    primary key); ``email`` reads at most one user (unique index); ``organization_id`` the
-    first ``count`` users of that organisation (its index). Raises
-    `django.db.DatabaseError` if the database fails.
+    A `RANGE` key reads the ids in ``[value, value + count)`` (capped at the largest id
+    a column holds); an `EQUAL` key the first ``count`` rows whose column equals the
+    value. Raises `django.db.DatabaseError` if the database fails.
     """
-    query = _LOOKUPS[lookup.key]
-    if lookup.key in ("user_id", "product_id", "order_id"):
-        return query.fetch(lookup.value, lookup.value + lookup.count)
+    key = lookup.key
+    query = LOOKUP_QUERIES[key.name]
+    if key.query == RANGE:
+        return query.fetch(lookup.value, min(lookup.value + lookup.count - 1, MAX_ID))
     return query.fetch(lookup.value, limit=lookup.count)
 
 
@@ -79,18 +76,28 @@ def orders_with_products(user_ids: list[int]) -> dict[int, list[dict]]:
     """Each user's orders, each order with its ``product`` dict (or None if it is gone).
 
     Two queries: the orders database by the indexed ``user_id``, then the products
-    database by primary key. Returns ``{user_id: [order, ...]}`` with orders by id.
+    database by primary key. Returns ``{user_id: [order, ...]}`` with orders by id; orders
+    and products carry the columns their output serializers render.
     """
+    order_columns = output_columns("orders")
     orders = list(
-        Order.objects.filter(user_id__in=user_ids).order_by("user_id", "id").values(*fields(Order))
+        Order.objects.filter(user_id__in=user_ids)
+        .order_by("user_id", "id")
+        .values(*_with(order_columns, "user_id", "product_id"))
     )
     product_ids = {order["product_id"] for order in orders}
-    products = Product.objects.filter(id__in=product_ids).values(*fields(Product))
+    products = Product.objects.filter(id__in=product_ids).values(*output_columns("products"))
     by_id = {product["id"]: product for product in products}
     by_user = defaultdict(list)
     for order in orders:
-        by_user[order["user_id"]].append({**order, "product": by_id.get(order["product_id"])})
+        row = {column: order[column] for column in order_columns}
+        row["product"] = by_id.get(order["product_id"])
+        by_user[order["user_id"]].append(row)
     return by_user
+
+
+def _with(columns: list[str], *more: str) -> list[str]:
+    return [*columns, *(column for column in more if column not in columns)]
 
 
 def user_orders(user_id: int) -> QuerySet:
@@ -104,9 +111,6 @@ def row_counts() -> dict[str, int]:
     Raises `django.db.DatabaseError` when a database is unreachable or not migrated.
     """
     return {name: model.objects.count() for name, model in MODELS.items()}
-
-
-MAX_REPORTED_GAPS = 100
 
 
 def table_stats() -> dict[str, dict]:

@@ -1,15 +1,23 @@
-"""Output shapes of the API, for the resources and for the OpenAPI schema.
+"""Output shapes of the API, for the resources, the lookups and the OpenAPI schema.
 
-Input is validated by `api.validation` (one place for every write path); the classes here
-only describe what comes back. Money is a string with two decimals (``"12.50"``), times
-are ISO 8601 in UTC.
+`UserOut`, `ProductOut` and `OrderOut` are the one definition of what a record looks like
+to a client: the resources render them, and the lookups of ``/api/run-query/`` select
+exactly their columns (`output_columns`), which the API's renderer formats as these
+serializers do. Money is a string with its decimal places (``"12.50"``), times ISO 8601
+in UTC with ``Z``. Input is validated by `api.validation` (one place for every write path).
 """
 
-from rest_framework import serializers
+import re
+from functools import cache
 
+from django.core.exceptions import ImproperlyConfigured
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+from rest_framework.settings import api_settings
+
+from api.limits import MAX_ID, MAX_REPORTED_GAPS
+from api.lookup_keys import INCLUDE_ORDERS, LOOKUP_KEYS, LookupKey
 from api.models import Order, Product, User
-from api.query_params import LOOKUP_KEYS
-from api.selectors import MAX_REPORTED_GAPS
 from api.services.results import STATUSES
 
 
@@ -31,15 +39,64 @@ class OrderOut(serializers.ModelSerializer):
         fields = "__all__"
 
 
+OUTPUTS: dict[str, type[serializers.ModelSerializer]] = {
+    "users": UserOut,
+    "products": ProductOut,
+    "orders": OrderOut,
+}
+# Fields whose representation the renderer reproduces from the stored value: the value
+# itself (text, integers, flags), Decimals with the column's places (money), aware UTC
+# datetimes as ISO 8601 with Z (`api.renderers.dumps`).
+PLAIN_FIELDS = (
+    serializers.CharField,
+    serializers.ChoiceField,
+    serializers.IntegerField,
+    serializers.BooleanField,
+    serializers.DecimalField,
+    serializers.DateTimeField,
+)
+
+
+@cache
+def output_columns(model: str) -> list[str]:
+    """The columns ``OUTPUTS[model]`` renders, in its order: what a lookup selects.
+
+    Raises `ImproperlyConfigured` for a field that is not a plain column a lookup can
+    render the same way (a method field, a renamed source, a custom format), and when
+    ``id`` is left out (lookups join and order by it).
+    """
+    serializer = OUTPUTS[model]()
+    model_columns = {field.attname for field in serializer.Meta.model._meta.concrete_fields}
+    columns = []
+    for name, field in serializer.fields.items():
+        if (
+            field.source != name
+            or name not in model_columns
+            or not isinstance(field, PLAIN_FIELDS)
+            or getattr(field, "format", None) not in (None, "iso-8601")
+            or (
+                isinstance(field, serializers.DecimalField)
+                and not getattr(field, "coerce_to_string", api_settings.COERCE_DECIMAL_TO_STRING)
+            )
+        ):
+            raise ImproperlyConfigured(
+                f"{type(serializer).__name__}.{name}: lookups render model columns as they are"
+            )
+        columns.append(name)
+    if "id" not in columns:
+        raise ImproperlyConfigured(f"{type(serializer).__name__} must render id")
+    return columns
+
+
 class OrderWithProductOut(OrderOut):
     product = ProductOut(allow_null=True, help_text="null if the product no longer exists")
 
     class Meta(OrderOut.Meta):
-        fields = [*(f.attname for f in Order._meta.concrete_fields), "product"]
+        fields = [*output_columns("orders"), "product"]
 
 
 class UserWithOrdersOut(UserOut):
-    orders = OrderWithProductOut(many=True)
+    orders = OrderWithProductOut(many=True, required=False, help_text="with include=orders")
 
 
 class ErrorOut(serializers.Serializer):
@@ -47,16 +104,39 @@ class ErrorOut(serializers.Serializer):
     details = serializers.DictField(help_text="Per-field or per-parameter messages.")
 
 
-class LookupOut(serializers.Serializer):
-    """``type=get``: ``results`` hold users, products or orders depending on ``key``."""
+def constant(value: str) -> serializers.CharField:
+    """A string field that always holds ``value``, published as a pattern that only it matches.
 
-    type = serializers.CharField(default="get")
-    model = serializers.ChoiceField(choices=["users", "products", "orders"])
-    key = serializers.ChoiceField(choices=LOOKUP_KEYS)
-    value = serializers.CharField()
-    count = serializers.IntegerField()
-    results = serializers.ListField(child=serializers.DictField())
-    elapsed_ms = serializers.FloatField(help_text="Server time spent on the lookup.")
+    Not an enum: each lookup's answer has its own constants, and drf-spectacular makes a
+    component of every enum and warns when components of one field name clash.
+    """
+    schema = {"type": "string", "pattern": f"^{re.escape(value)}$", "example": value}
+    field_class = extend_schema_field(schema)(type("Constant", (serializers.CharField,), {}))
+    return field_class()
+
+
+def lookup_out(key: LookupKey) -> type[serializers.Serializer]:
+    """The answer to a lookup by ``key``: its value's type, its model's rows."""
+    if key.value.python is int:
+        value = serializers.IntegerField(min_value=1, max_value=MAX_ID)
+    else:
+        value = serializers.EmailField()
+    row = UserWithOrdersOut if INCLUDE_ORDERS in key.includes else OUTPUTS[key.model]
+    fields = {
+        "type": constant("get"),
+        "model": constant(key.model),
+        "key": constant(key.name),
+        "value": value,
+        "count": serializers.IntegerField(min_value=1, max_value=key.max_count),
+        "results": row(many=True),
+        "elapsed_ms": serializers.FloatField(help_text="Server time spent on the lookup."),
+        "__doc__": f"``type=get&{key.name}=...``: {key.model}, by id ascending.",
+    }
+    name = "".join(part.title() for part in key.name.split("_"))
+    return type(f"{name}LookupOut", (serializers.Serializer,), fields)
+
+
+LOOKUP_OUTS = {name: lookup_out(key) for name, key in LOOKUP_KEYS.items()}
 
 
 class RecordResultOut(serializers.Serializer):

@@ -24,12 +24,12 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.settings import api_settings
 
+from api.limits import MAX_ID
 from api.models import Order, Product, User
 
 NON_FIELD_ERRORS = api_settings.NON_FIELD_ERRORS_KEY
 # Bounds that keep every accepted value inside the column types of SQLite and PostgreSQL
 # (64-bit ids, 32-bit quantity, total = quantity × price within its 20 digits).
-MAX_ID = 2**63 - 1
 MAX_QUANTITY = 1_000_000
 
 UNKNOWN_FIELD = "unknown field"

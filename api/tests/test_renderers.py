@@ -9,9 +9,9 @@ import pytest
 from api.renderers import dumps
 
 
-def test_money_keeps_its_places_and_timestamps_their_offset():
+def test_money_keeps_its_places_and_utc_timestamps_end_in_z():
     body = {"total": Decimal("199500.00"), "at": datetime(2023, 1, 2, 0, 6, 47, tzinfo=UTC)}
-    assert dumps(body) == b'{"total":"199500.00","at":"2023-01-02T00:06:47+00:00"}'
+    assert dumps(body) == b'{"total":"199500.00","at":"2023-01-02T00:06:47Z"}'
 
 
 def test_int_keys_still_render_as_strings():

@@ -13,14 +13,14 @@ from django.test import override_settings
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from api.models import Order, Product, User
-from api.selectors import _LOOKUPS
-from api.sqlite_converters import (
+from api.hotpath.sqlite_converters import (
     SQLITE_DIGITS,
     decimal_converter,
     faster_converter,
     row_converter,
 )
+from api.models import Order, Product, User
+from api.selectors import LOOKUP_QUERIES
 
 MONEY_FIELDS = [
     field
@@ -233,7 +233,7 @@ def test_timestamps_stay_naive_without_use_tz():
 
 @pytest.mark.django_db(databases=["users"])
 def test_the_lookup_plans_use_them_on_sqlite_and_leave_other_backends_alone():
-    query = _LOOKUPS["user_id"]
+    query = LOOKUP_QUERIES["user_id"]
     query.fetch(1, 2)
     modules = {function.__module__ for _, function, _ in query._plans["users"].converters}
-    assert ("api.sqlite_converters" in modules) == (connections["users"].vendor == "sqlite")
+    assert ("api.hotpath.sqlite_converters" in modules) == (connections["users"].vendor == "sqlite")

@@ -6,27 +6,24 @@ a 405 naming GET.
 
 from time import perf_counter
 
-from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiParameter,
+    PolymorphicProxySerializer,
+    extend_schema,
+)
 from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from api.batches import MAX_BATCH_RECORDS, InvalidBatch, parse_batch
-from api.errors import (
-    RETRY_AFTER_SECONDS,
-    BadRequest,
-    as_api_exception,
-    error_response_parts,
-    method_not_allowed,
-)
+from api.errors import RETRY_AFTER_SECONDS, BadRequest, method_not_allowed
+from api.limits import MAX_LOOKUP_COUNT, MAX_SYNTHETIC_COUNT
+from api.lookup_keys import INCLUDE_ORDERS, INCLUDES, LOOKUP_KEYS
 from api.query_params import (
     GET,
     INSERT,
-    LOOKUP_KEYS,
-    MAX_LOOKUP_COUNT,
-    MAX_SYNTHETIC_COUNT,
     Lookup,
     Params,
     as_params,
@@ -34,15 +31,29 @@ from api.query_params import (
     parse_lookup,
     query_type,
 )
-from api.renderers import JSONOnlyNegotiation, dumps
-from api.selectors import KEY_MODELS, lookup_rows, orders_with_products
-from api.serializers import BatchIn, BatchOut, ErrorOut, LookupOut
+from api.renderers import JSONOnlyNegotiation
+from api.selectors import lookup_rows, orders_with_products
+from api.serializers import LOOKUP_OUTS, BatchIn, BatchOut, ErrorOut
 from api.services.batch_insert import batch_insert
 from api.services.results import BatchResult
 from api.services.synthetic import synthetic_insert
 
 ERRORS = {status: ErrorOut for status in (400, 405, 503)}
 TYPE_PARAM = OpenApiParameter("type", str, enum=[GET, INSERT], required=True)
+KEY_PARAMS = [
+    OpenApiParameter(
+        name,
+        key.value.schema,
+        description=f"{key.model}: {key.query} lookup on {key.column}",
+        examples=[OpenApiExample(name, value=key.example)],
+    )
+    for name, key in LOOKUP_KEYS.items()
+]
+LOOKUP_OUT = PolymorphicProxySerializer(
+    component_name="LookupOut",
+    serializers=list(LOOKUP_OUTS.values()),
+    resource_type_field_name=None,
+)
 
 
 def lookup_response_body(params: Params) -> dict:
@@ -59,16 +70,17 @@ def lookup_body(lookup: Lookup) -> dict:
     """The response body of a lookup; raises `NotFound` when nothing matches."""
     started = perf_counter()
     rows = lookup_rows(lookup)
+    key = lookup.key
     if not rows:
-        raise NotFound(f"no {KEY_MODELS[lookup.key]} with {lookup.key}={lookup.value}")
+        raise NotFound(f"no {key.model} with {key.name}={lookup.value}")
     if lookup.include_orders:
         orders = orders_with_products([row["id"] for row in rows])
         for row in rows:
             row["orders"] = orders.get(row["id"], [])
     return {
         "type": GET,
-        "model": KEY_MODELS[lookup.key],
-        "key": lookup.key,
+        "model": key.model,
+        "key": key.name,
         "value": lookup.value,
         "count": lookup.count,
         "results": rows,
@@ -94,36 +106,25 @@ class RunQueryView(APIView):
 
     content_negotiation_class = JSONOnlyNegotiation
 
-    def dispatch(self, request, *args, **kwargs):
-        """Serve GET without DRF's request machinery: lookups are the hottest path.
-
-        DRF's request wrapping, negotiation and response finalising cost about a third of a
-        lookup's server time. GET answers (lookups and their errors) are built here with the
-        same envelope and statuses as DRF's exception handler; POST and the rest take DRF's
-        full path.
-        """
-        if request.method != "GET":
-            return super().dispatch(request, *args, **kwargs)
-        try:
-            body, status_code, headers = lookup_response_body(as_params(request.GET)), 200, {}
-        except Exception as exc:
-            api_exc = as_api_exception(exc)
-            if api_exc is None:
-                raise
-            status_code, body, headers = error_response_parts(api_exc)
-        return HttpResponse(
-            dumps(body), status=status_code, content_type="application/json", headers=headers
-        )
-
     @extend_schema(
         operation_id="run_query_get",
         parameters=[
             TYPE_PARAM,
-            *(OpenApiParameter(key, str if key == "email" else int) for key in LOOKUP_KEYS),
-            OpenApiParameter("count", int, description=f"1 to {MAX_LOOKUP_COUNT}, default 1"),
-            OpenApiParameter("include", str, enum=["orders"], description="user keys only"),
+            *KEY_PARAMS,
+            OpenApiParameter(
+                "count",
+                {"type": "integer", "minimum": 1, "maximum": MAX_LOOKUP_COUNT},
+                description=f"1 to {MAX_LOOKUP_COUNT}, default 1",
+            ),
+            OpenApiParameter(
+                "include",
+                str,
+                enum=list(INCLUDES),
+                description="keys: "
+                + ", ".join(n for n, k in LOOKUP_KEYS.items() if INCLUDE_ORDERS in k.includes),
+            ),
         ],
-        responses={200: LookupOut, 404: ErrorOut, **ERRORS},
+        responses={200: LOOKUP_OUT, 404: ErrorOut, **ERRORS},
         description="`type=get`: exactly one key. Id keys return the ids in "
         "[value, value + count); `email` at most one user; `organization_id` the first "
         "`count` users. `include=orders` adds each user's orders with their products.",

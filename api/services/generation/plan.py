@@ -16,13 +16,13 @@ from dataclasses import dataclass
 
 from django.db import router
 
+from api.limits import MAX_ID
 from api.models import Order, Product, User
 from api.services.generation.catalog import Catalog, product_catalog
 from api.services.generation.loaders import Loader, loader_for
 from api.services.generation.orders import ORDER_COLUMNS, References
 from api.services.generation.products import PRODUCT_COLUMNS
 from api.services.generation.users import USER_COLUMNS
-from api.validation import MAX_ID
 
 TABLES = ("users", "products", "orders")
 MODELS = {"users": User, "products": Product, "orders": Order}

@@ -22,7 +22,7 @@ from typing import Any
 from django.db import connections, router
 from django.db.models import Model, QuerySet
 
-from api.sqlite_converters import RowConverter, faster_converter, row_converter
+from api.hotpath.sqlite_converters import RowConverter, faster_converter, row_converter
 
 # Backends whose DB-API cursor takes the compiled SQL as it is (PostgreSQL: "format"
 # placeholders) or once translated by the backend's own cursor (SQLite: "qmark").

@@ -12,11 +12,15 @@ from io import BytesIO
 import orjson
 import pytest
 from django.core import signals
+from django.core.exceptions import TooManyFieldsSent
 from django.core.handlers.wsgi import WSGIHandler
+from django.core.management import call_command
+from django.core.management.base import SystemCheckError
 from django.db import connections
 from django.http import QueryDict
 
-from api.fast_path import LookupFastPathHandler, query_params
+from api.hotpath import LookupFastPathHandler
+from api.hotpath.query_string import query_params
 from api.query_params import as_params
 from api.tests.conftest import ALL_DATABASES
 
@@ -145,25 +149,39 @@ def test_the_https_redirect_is_left_to_django(shop, settings):
     assert secure[0] == "200 OK"
 
 
-@pytest.mark.parametrize(
-    "change",
-    [
-        {"LOOKUP_FAST_PATH": False},
-        {"PREPEND_WWW": True},
-        {"MIDDLEWARE": ["django.middleware.gzip.GZipMiddleware"]},  # added to the list
-    ],
-)
-def test_settings_it_cannot_honour_turn_the_fast_path_off(shop, settings, change):
-    for name, value in change.items():
-        setattr(settings, name, getattr(settings, name) + value if name == "MIDDLEWARE" else value)
+def test_lookup_fast_path_off_leaves_every_lookup_to_django(shop, settings):
+    settings.LOOKUP_FAST_PATH = False
     app = LookupFastPathHandler()
     assert not app.fast_path
     calls = []
     app.get_response = lambda request, original=app.get_response: (
         calls.append(1) or original(request)
     )
-    call(app, environ("type=get&user_id=12"))
+    assert call(app, environ("type=get&user_id=12"))[0] == "200 OK"
     assert calls == [1]
+
+
+@pytest.mark.parametrize(
+    "change,named",
+    [
+        ({"PREPEND_WWW": True}, "PREPEND_WWW"),
+        (
+            {"MIDDLEWARE": ["django.middleware.gzip.GZipMiddleware"]},  # added to the list
+            "django.middleware.gzip.GZipMiddleware",
+        ),
+    ],
+)
+def test_settings_it_cannot_honour_stop_the_server_from_starting(settings, change, named):
+    """A system-check error, from ``manage.py check`` and from building the handler."""
+    for name, value in change.items():
+        setattr(settings, name, getattr(settings, name) + value if name == "MIDDLEWARE" else value)
+    with pytest.raises(SystemCheckError, match=named):
+        LookupFastPathHandler()
+    with pytest.raises(SystemCheckError, match=named):
+        call_command("check")
+    settings.LOOKUP_FAST_PATH = False
+    assert not LookupFastPathHandler().fast_path
+    call_command("check")
 
 
 def test_request_signals_are_sent_when_anything_else_listens(shop):
@@ -235,5 +253,5 @@ def test_query_params_equal_a_querydict_of_the_same_query(query):
 @pytest.mark.parametrize("query", ["a=1&b=2&c=3", "a=1&b=%32&c=3"])
 def test_query_params_refuse_more_fields_than_allowed(query):
     assert query_params(environ(query), max_fields=3)
-    with pytest.raises(ValueError):
+    with pytest.raises(TooManyFieldsSent):
         query_params(environ(query), max_fields=2)

@@ -1,0 +1,15 @@
+"""Bounds every input is checked against: the columns' ranges and the per-request caps.
+
+Standard library only, so that the Locust swarm (`locustfile`) can import what it draws
+values within without setting Django up.
+"""
+
+# Ids are 64-bit signed integers (BigAutoField) on SQLite and PostgreSQL alike.
+MAX_ID = 2**63 - 1
+MAX_ID_DIGITS = len(str(MAX_ID))  # 19
+# Rows one ``type=get`` lookup may return, and synthetic records one ``type=insert&count``
+# may write per model.
+MAX_LOOKUP_COUNT = 1000
+MAX_SYNTHETIC_COUNT = 100
+# Missing id ranges `/api/stats/` reports per table.
+MAX_REPORTED_GAPS = 100
