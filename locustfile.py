@@ -1,14 +1,17 @@
 """The swarm: ``locust -f locustfile.py`` opens the web UI; ``make demo`` runs it headless.
 
-`ApiUser` is a FastHttpUser whose tasks are weighted like real traffic: mostly lookups by
-user id, some with the user's orders, some by e-mail, and a few small insert batches.
+`ApiUser` is a FastHttpUser whose tasks are weighted like real traffic: one lookup task
+per key of `api.lookup_keys.LOOKUP_KEYS`, weighted by its ``swarm_weight`` (mostly by
+user id), some lookups of users with their orders, and a few small insert batches.
 Ids come from the real ranges that ``/api/stats/`` reports when the test starts (less
-the ids it reports missing, such as the assignment's rejected records), and e-mails from
-a page of ``/api/users/``. A request succeeds only when its status is right
-AND its body says what was asked for (the returned id or e-mail matches), so a fast
-error page can never count as throughput.
+the ids it reports missing, such as the assignment's rejected records), and the values
+of the other keys (e-mails, organisation ids) from a page of their model's resource. A
+request succeeds only when its status is right AND its body says what was asked for (the
+first result's column equals the value asked for), so a fast error page can never count
+as throughput.
 
-Tags select a traffic shape: ``locust --tags user_id`` runs the lookup-by-id task alone.
+Tags select a traffic shape: ``locust --tags user_id`` runs the lookup-by-user-id task
+alone; each lookup task is tagged with its key and ``lookup``.
 Defaults (1000 users, spawn rate 100, run time, report paths) live in ``locust.conf``.
 """
 
@@ -16,14 +19,18 @@ import bisect
 import json
 import random
 import urllib.request
+from urllib.parse import quote
 
 import orjson
 from locust import FastHttpUser, events, tag, task
 
+from api.lookup_keys import LOOKUP_KEYS, RANGE, LookupKey
+
 ID_RANGES: dict[str, tuple[int, int]] = {}
 MISSING_IDS: dict[str, list[list[int]]] = {}  # [first, last] ranges, lowest first
-EMAILS: list[str] = []
+VALUES: dict[str, list] = {}  # stored values of the keys that are not id ranges
 INSERT_BATCH = 2
+SWARMED = [key for key in LOOKUP_KEYS.values() if key.swarm_weight]
 
 
 @events.test_start.add_listener
@@ -37,8 +44,14 @@ def read_id_ranges(environment, **kwargs) -> None:
             raise RuntimeError(f"no {model} in the database: run manage.py generate_data")
         ID_RANGES[model] = (table["min_id"], table["max_id"])
         MISSING_IDS[model] = table["missing_ids"]
-    with urllib.request.urlopen(f"{host}/api/users/?page_size=1000", timeout=30) as response:
-        EMAILS[:] = [user["email"] for user in json.load(response)["results"]]
+    for key in SWARMED:
+        if key.query != RANGE:
+            url = f"{host}/api/{key.model}/?page_size=1000"
+            with urllib.request.urlopen(url, timeout=30) as response:
+                rows = json.load(response)["results"]
+            VALUES[key.name] = [row[key.column] for row in rows if row[key.column] is not None]
+            if not VALUES[key.name]:
+                raise RuntimeError(f"no {key.model} with a {key.column} to look up")
 
 
 def random_id(model: str) -> int:
@@ -57,19 +70,33 @@ def random_user_id() -> int:
     return random_id("users")
 
 
+def draw(key: LookupKey):
+    """A stored value of ``key``: an id in its model's range, or one read at the start."""
+    if key.query == RANGE:
+        return random_id(key.model)
+    return random.choice(VALUES[key.name])
+
+
+def lookup_task(key: LookupKey):
+    """The Locust task that looks one stored value of ``key`` up and checks the answer."""
+
+    def lookup(user: FastHttpUser) -> None:
+        value = draw(key)
+        with user.client.get(
+            f"/api/run-query/?count=1&type=get&{key.name}={quote(str(value), safe='@')}",
+            name=key.swarm_name,
+            catch_response=True,
+        ) as response:
+            expect_first(response, key.column, value)
+
+    lookup.__name__ = f"get_by_{key.name}"
+    return tag(key.name, "lookup")(lookup)
+
+
 class ApiUser(FastHttpUser):
     """One client of the API, as real traffic mixes its requests."""
 
-    @tag("user_id", "lookup")
-    @task(70)
-    def get_user_by_id(self) -> None:
-        user_id = random_user_id()
-        with self.client.get(
-            f"/api/run-query/?count=1&type=get&user_id={user_id}",
-            name="get user by id",
-            catch_response=True,
-        ) as response:
-            expect_first(response, "id", user_id)
+    tasks = {lookup_task(key): key.swarm_weight for key in SWARMED}
 
     @tag("lookup")
     @task(10)
@@ -85,15 +112,6 @@ class ApiUser(FastHttpUser):
                 and "orders" not in body(response)["results"][0]
             ):
                 response.failure("no orders key")
-
-    @tag("lookup")
-    @task(10)
-    def get_user_by_email(self) -> None:
-        email = random.choice(EMAILS)
-        with self.client.get(
-            f"/api/run-query/?type=get&email={email}", name="get user by email", catch_response=True
-        ) as response:
-            expect_first(response, "email", email)
 
     @tag("insert")
     @task(5)

@@ -97,6 +97,11 @@ class LookupKey:
     max_count: int = MAX_LOOKUP_COUNT
     includes: tuple[str, ...] = field(default=())
 
+    @property
+    def swarm_name(self) -> str:
+        """The name of its Locust task's requests: ``"get user by email"``."""
+        return f"get {self.model.removesuffix('s')} by {self.column}"
+
 
 LOOKUP_KEYS: dict[str, LookupKey] = {
     key.name: key

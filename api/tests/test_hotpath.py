@@ -255,3 +255,32 @@ def test_query_params_refuse_more_fields_than_allowed(query):
     assert query_params(environ(query), max_fields=3)
     with pytest.raises(TooManyFieldsSent):
         query_params(environ(query), max_fields=2)
+
+
+def test_an_unexpected_error_is_logged_once_a_minute_and_left_to_django(
+    handler, shop, monkeypatch, caplog
+):
+    """A bug on the fast path is not hidden: one traceback per interval, Django answers."""
+
+    def broken(params):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr("api.hotpath.handler.lookup_response_body", broken)
+    with caplog.at_level("ERROR", logger="api.hotpath.handler"):
+        for _ in range(3):
+            assert call(handler, environ("type=get&user_id=12"))[0] == "200 OK"
+    logged = [r for r in caplog.records if r.name == "api.hotpath.handler"]
+    assert len(logged) == 1 and "RuntimeError" in logged[0].getMessage()
+    assert logged[0].exc_info[1].args == ("a bug",)
+    assert len(handler.django_calls) == 3
+
+    handler.unexpected.interval_s = 0  # the next one after a quiet interval counts the rest
+    with caplog.at_level("ERROR", logger="api.hotpath.handler"):
+        call(handler, environ("type=get&user_id=12"))
+    assert "2 more left out" in caplog.records[-1].getMessage()
+
+
+def test_an_expected_failure_is_not_logged_by_the_fast_path(handler, shop, caplog):
+    with caplog.at_level("DEBUG", logger="api.hotpath"):
+        assert call(handler, environ("type=get&user_id=abc"))[0] == "400 Bad Request"
+    assert not [r for r in caplog.records if r.name.startswith("api.hotpath")]

@@ -1,0 +1,206 @@
+"""The Django and DRF internals the hot path reproduces or relies on, pinned by their source.
+
+`api.hotpath` does for a lookup what these functions do for any request, or calls into
+them below their public surface. When an upgrade changes one of them, its test here fails
+and names the code to re-read; after re-reading (and adapting), put the new hash here.
+The hash is of ``inspect.getsource``: any change fails, a comment included, so nothing
+changes unseen.
+"""
+
+import hashlib
+import inspect
+from pydoc import locate
+
+import pytest
+
+# (qualified name, sha256 of its source [:12], the code that relies on it)
+PINS = [
+    (
+        "django.core.handlers.wsgi.WSGIHandler.__call__",
+        "8391f497d588",
+        "api/hotpath/handler.py LookupFastPathHandler.__call__ (signals, response)",
+    ),
+    (
+        "django.core.handlers.base.BaseHandler.get_response",
+        "3d6a79b124c2",
+        "api/hotpath/handler.py LookupFastPathHandler.__call__ (what a skipped cycle does)",
+    ),
+    (
+        "django.core.handlers.base.reset_urlconf",
+        "7ad5ce3f320f",
+        "api/hotpath/handler.py DJANGO_RECEIVERS",
+    ),
+    (
+        "django.db.close_old_connections",
+        "c352dd45e833",
+        "api/hotpath/handler.py DJANGO_RECEIVERS and housekeeping_aliases",
+    ),
+    ("django.db.reset_queries", "9989bcde56b2", "api/hotpath/handler.py DJANGO_RECEIVERS"),
+    ("django.core.cache.close_caches", "abe7badf0640", "api/hotpath/handler.py DJANGO_RECEIVERS"),
+    (
+        "django.db.backends.base.base.BaseDatabaseWrapper.close_if_unusable_or_obsolete",
+        "9e0690a760eb",
+        "api/hotpath/handler.py housekeeping_aliases",
+    ),
+    (
+        "django.http.request.HttpRequest.get_host",
+        "02735c918f5c",
+        "api/hotpath/handler.py CLIENT_KEYS and _client",
+    ),
+    (
+        "django.http.request.HttpRequest._get_raw_host",
+        "49d5b852251e",
+        "api/hotpath/handler.py CLIENT_KEYS",
+    ),
+    ("django.http.request.HttpRequest.is_secure", "ae083f296324", "api/hotpath/handler.py _client"),
+    (
+        "django.http.request.HttpRequest._get_scheme",
+        "eed7d7c4b49b",
+        "api/hotpath/handler.py CLIENT_KEYS",
+    ),
+    (
+        "django.core.handlers.wsgi.WSGIRequest._get_scheme",
+        "44ac77403fef",
+        "api/hotpath/handler.py CLIENT_KEYS",
+    ),
+    (
+        "django.middleware.security.SecurityMiddleware.process_request",
+        "3373d262748c",
+        "api/hotpath/handler.py ssl_redirect",
+    ),
+    (
+        "django.middleware.security.SecurityMiddleware.process_response",
+        "3822bd0d5f79",
+        "api/hotpath/handler.py _probe_headers",
+    ),
+    (
+        "django.middleware.common.CommonMiddleware.process_request",
+        "993f4d1f2084",
+        "api/hotpath/handler.py check_user_agent; api/hotpath/checks.py PREPEND_WWW",
+    ),
+    (
+        "django.middleware.common.CommonMiddleware.process_response",
+        "eb5ad294e9fb",
+        "api/hotpath/handler.py Content-Length",
+    ),
+    (
+        "django.middleware.csrf.CsrfViewMiddleware.process_view",
+        "cdbdabe04318",
+        "api/hotpath/checks.py REPRODUCED_MIDDLEWARE (CSRF leaves GET alone)",
+    ),
+    (
+        "django.middleware.clickjacking.XFrameOptionsMiddleware.process_response",
+        "045e57882708",
+        "api/hotpath/handler.py _probe_headers",
+    ),
+    (
+        "django.http.request.QueryDict.__init__",
+        "1af0bf11eb6b",
+        "api/hotpath/query_string.py query_params",
+    ),
+    (
+        "django.db.models.sql.compiler.SQLCompiler.get_converters",
+        "c6c8c1b71882",
+        "api/hotpath/compiled.py CompiledQuery._compile",
+    ),
+    (
+        "django.db.backends.base.base.BaseDatabaseWrapper._cursor",
+        "bb632516d005",
+        "api/hotpath/compiled.py _fetch_dbapi",
+    ),
+    (
+        "django.db.backends.base.base.BaseDatabaseWrapper._prepare_cursor",
+        "92079d0eed95",
+        "api/hotpath/compiled.py _fetch_dbapi",
+    ),
+    (
+        "django.db.backends.base.base.BaseDatabaseWrapper.ensure_connection",
+        "d7ea674f3e5e",
+        "api/hotpath/compiled.py _fetch_dbapi",
+    ),
+    (
+        "django.db.backends.base.base.BaseDatabaseWrapper.close_if_health_check_failed",
+        "f72eb45356f4",
+        "api/hotpath/compiled.py _fetch_dbapi",
+    ),
+    (
+        "django.db.backends.base.base.BaseDatabaseWrapper.validate_thread_sharing",
+        "d8961c58a675",
+        "api/hotpath/compiled.py _fetch_dbapi",
+    ),
+    (
+        "django.db.backends.base.base.BaseDatabaseWrapper.validate_no_broken_transaction",
+        "e278b1b29deb",
+        "api/hotpath/compiled.py _fetch_dbapi",
+    ),
+    (
+        "django.db.backends.utils.CursorWrapper._execute",
+        "8a3a172b0a15",
+        "api/hotpath/compiled.py _fetch_dbapi",
+    ),
+    (
+        "django.db.backends.sqlite3.base.SQLiteCursorWrapper.convert_query",
+        "183a4b3544fb",
+        "api/hotpath/compiled.py _dbapi_sql",
+    ),
+    (
+        "django.db.backends.sqlite3.operations.DatabaseOperations.convert_datetimefield_value",
+        "72a246bb7e13",
+        "api/hotpath/sqlite_converters.py datetime_converter",
+    ),
+    (
+        "django.db.backends.sqlite3.operations.DatabaseOperations.convert_booleanfield_value",
+        "0afd24a3bb40",
+        "api/hotpath/sqlite_converters.py boolean_converter",
+    ),
+    (
+        "django.db.backends.sqlite3.operations.DatabaseOperations.get_decimalfield_converter",
+        "4bb8564f4191",
+        "api/hotpath/sqlite_converters.py decimal_converter",
+    ),
+    (
+        "django.db.utils.ConnectionHandler.__getitem__",
+        "e2f3bd9b8a64",
+        "api/hotpath/compiled.py thread_connection",
+    ),
+    (
+        "rest_framework.views.APIView.initial",
+        "49a4a966fb04",
+        "api/hotpath/checks.py unreproduced_policies",
+    ),
+    (
+        "rest_framework.views.APIView.default_response_headers",
+        "fdea21d29a3b",
+        "api/hotpath/handler.py _probe_headers",
+    ),
+    (
+        "rest_framework.views.APIView.finalize_response",
+        "cbcaead2dd2d",
+        "api/hotpath/handler.py _probe_headers",
+    ),
+    (
+        "rest_framework.fields.DateTimeField.to_representation",
+        "c992346916f3",
+        "api/renderers.py OPTIONS; api/serializers.py output_columns",
+    ),
+    (
+        "rest_framework.fields.DecimalField.to_representation",
+        "1a3d7342070b",
+        "api/renderers.py _default; api/serializers.py output_columns",
+    ),
+]
+
+
+@pytest.mark.parametrize("name,digest,relied_on_by", PINS, ids=[pin[0] for pin in PINS])
+def test_the_internals_the_hot_path_relies_on_are_unchanged(
+    name, digest, relied_on_by, django_db_blocker
+):
+    with django_db_blocker.unblock():  # pytest-django swaps ensure_connection while blocked
+        obj = locate(name)
+    assert obj is not None, f"{name} is gone: re-read {relied_on_by}"
+    source = inspect.getsource(obj.fget if isinstance(obj, property) else obj)
+    found = hashlib.sha256(source.encode()).hexdigest()[:12]
+    assert found == digest, (
+        f"{name} changed (source {found}): re-read {relied_on_by} against it, "
+        "then update its hash here"
+    )
