@@ -7,6 +7,10 @@ values within without setting Django up.
 # Ids are 64-bit signed integers (BigAutoField) on SQLite and PostgreSQL alike.
 MAX_ID = 2**63 - 1
 MAX_ID_DIGITS = len(str(MAX_ID))  # 19
+# The largest id a client may give a new record. Automatic ids continue after the largest
+# stored id (SQLite's AUTOINCREMENT), so an explicit MAX_ID would leave none: every later
+# insert without an id would fail. Half the range leaves 2**62 of them.
+MAX_EXPLICIT_ID = 2**62
 # Rows one ``type=get`` lookup may return, and synthetic records one ``type=insert&count``
 # may write per model.
 MAX_LOOKUP_COUNT = 1000

@@ -24,7 +24,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.settings import api_settings
 
-from api.limits import MAX_ID
+from api.limits import MAX_EXPLICIT_ID, MAX_ID
 from api.models import Order, Product, User
 
 NON_FIELD_ERRORS = api_settings.NON_FIELD_ERRORS_KEY
@@ -34,7 +34,7 @@ MAX_QUANTITY = 1_000_000
 
 UNKNOWN_FIELD = "unknown field"
 NOT_AN_OBJECT = "record must be a JSON object"
-ID_INVALID = "id must be a positive integer"
+ID_INVALID = f"id must be an integer from 1 to {MAX_EXPLICIT_ID}"
 ID_EXISTS = "id already exists"
 NAME_REQUIRED = "name is required"
 NAME_BLANK = "name is blank"
@@ -58,7 +58,7 @@ Errors = dict[str, list[str]]
 _ID_FIELD = {
     "required": False,
     "min_value": 1,
-    "max_value": MAX_ID,
+    "max_value": MAX_EXPLICIT_ID,
     "error_messages": {
         "invalid": ID_INVALID,
         "min_value": ID_INVALID,

@@ -18,11 +18,15 @@ from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 from django.db import connections
 from django.http import QueryDict
+from rest_framework.authentication import BasicAuthentication
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.throttling import AnonRateThrottle
 
 from api.hotpath import LookupFastPathHandler
 from api.hotpath.query_string import query_params
 from api.query_params import as_params
 from api.tests.conftest import ALL_DATABASES
+from api.views.run_query import RunQueryView
 
 URL = "/api/run-query/"
 pytestmark = pytest.mark.django_db(databases=ALL_DATABASES, transaction=True)
@@ -284,3 +288,34 @@ def test_an_expected_failure_is_not_logged_by_the_fast_path(handler, shop, caplo
     with caplog.at_level("DEBUG", logger="api.hotpath"):
         assert call(handler, environ("type=get&user_id=abc"))[0] == "400 Bad Request"
     assert not [r for r in caplog.records if r.name.startswith("api.hotpath")]
+
+
+@pytest.mark.parametrize(
+    "policy,value,named",
+    [
+        ("permission_classes", [IsAuthenticated], "IsAuthenticated"),
+        ("authentication_classes", [BasicAuthentication], "BasicAuthentication"),
+        ("throttle_classes", [AnonRateThrottle], "AnonRateThrottle"),
+    ],
+)
+def test_a_drf_policy_the_fast_path_does_not_apply_stops_it_and_django_applies_it(
+    shop, settings, monkeypatch, policy, value, named
+):
+    """Lookups go through DRF's ``initial()``: the view's policies decide on Django's path."""
+    monkeypatch.setattr(RunQueryView, policy, value)
+    with pytest.raises(SystemCheckError, match=named):
+        LookupFastPathHandler()
+    settings.LOOKUP_FAST_PATH = False
+    app = LookupFastPathHandler()
+    lookup = environ("type=get&user_id=12")
+    if policy == "throttle_classes":
+        monkeypatch.setattr(AnonRateThrottle, "THROTTLE_RATES", {"anon": "1/min"})
+        monkeypatch.setattr(AnonRateThrottle, "get_ident", lambda self, request: "one-client")
+        assert call(app, lookup)[0] == "200 OK"
+        assert call(app, lookup)[0] == "429 Too Many Requests"
+    elif policy == "authentication_classes":  # no credentials: anonymous; bad ones: 401
+        assert call(app, lookup)[0] == "200 OK"
+        bad = environ("type=get&user_id=12", HTTP_AUTHORIZATION="Basic !!!")
+        assert call(app, bad)[0] == "401 Unauthorized"
+    else:
+        assert call(app, lookup)[0] == "403 Forbidden"
