@@ -18,17 +18,10 @@ bind = os.environ.get("BIND", "127.0.0.1:8000")
 
 # gthread: each worker keeps its idle HTTP keep-alive connections in a poller instead of a
 # thread each, so 1000 clients fit; each thread holds its own persistent SQLite connection.
-# Measured on the 2-core machine over 1M users, lookups by id (req/s; the machine is noisy,
-# so alternating runs in one session):
-#   wrk, 100 connections (bench/lookup.py --shapes):
-#     gthread 2x1 4163   2x2 3786   4x1 6460 (p99 43 ms)   4x2 7104 (p99 56 ms)
-#     (before the lookup fast path: 2x2 2133-2674, 4x1 1921-2475, sync 4 1877-2105;
-#      gevent fails: preload_app imports Django before gevent patches threading)
-#   Locust, 1000 users (bench/swarm.py, 3 rounds each):
-#     2x2 3155-3439 (p99 670-960 ms)   2x1 3728-3946 (p99 540-590)   4x1 3614-3946 (p99 310-390)
 # Lookups are CPU-bound under the GIL: a second thread per worker only adds GIL contention
 # under a swarm, while more single-threaded workers than cores keep both cores busy while
-# one worker waits on its socket or SQLite. Default: two workers per core, one thread.
+# one worker waits on its socket or SQLite. Default: two workers per core, one thread
+# (the shapes measured: docs/performance.md, "Serving"; gevent cannot run preload_app).
 worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")
 workers = _env_int("WEB_CONCURRENCY", 2 * multiprocessing.cpu_count())
 threads = _env_int("GUNICORN_THREADS", 1)
@@ -55,8 +48,8 @@ def pre_fork(server, worker) -> None:
 
     Python's documented recipe for fork without exec (``gc.freeze``): a worker's
     collections then neither walk the ~90k objects Django and the app left in the
-    master nor write to their pages, which copy-on-write would duplicate per worker.
-    Under wrk it cut ~10-15 us of server CPU per lookup (~315 -> ~305 us, 4x1 gthread).
+    master nor write to their pages, which copy-on-write would duplicate per worker
+    (measured: ``docs/performance.md``).
     """
     gc.freeze()
 

@@ -1,8 +1,10 @@
 """orjson for JSON in both directions.
 
-orjson renders several times faster than the standard library (the lookup path renders on
-every request), serialises ``datetime`` natively and, on input, rejects NaN/Infinity and
-nesting deeper than 1024 levels instead of recursing until the interpreter gives up.
+orjson is faster than the standard library (``docs/performance.md``), serialises
+``datetime`` natively and, on input, rejects NaN/Infinity and nesting deeper than 1024
+levels instead of recursing until the interpreter gives up. Output equals what DRF's
+fields render for the same values (the lookups' rows and the resources' serializers agree:
+``api/tests/test_lookup_keys.py``).
 """
 
 from decimal import Decimal
@@ -18,7 +20,7 @@ from api.errors import PayloadTooLarge
 
 # Decimals become their text ("12.50": money keeps its places); anything else orjson
 # cannot render raises TypeError. The C method rather than a Python function: orjson calls
-# it for each of a user row's four money values.
+# it for every money value.
 _default = Decimal.__str__
 
 
@@ -70,8 +72,8 @@ class ORJSONParser(BaseParser):
 class JSONOnlyNegotiation(DefaultContentNegotiation):
     """Always answer with the view's first renderer (JSON), whatever ``Accept`` says.
 
-    Parsing ``Accept`` costs about a quarter of a lookup's server time, and the answer is
-    always JSON.
+    The answer is always JSON, so parsing ``Accept`` would buy nothing
+    (``docs/performance.md``); `api.hotpath` relies on it.
     """
 
     def select_renderer(self, request, renderers, format_suffix=None):

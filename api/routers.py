@@ -31,8 +31,8 @@ PINNED_ALIASES: ContextVar[frozenset[str]] = ContextVar("primary_pinned", defaul
 class primary_pinning:  # lower case, like contextlib.suppress: used as a function
     """A scope (one request) whose reads follow its writes to the primary.
 
-    ``with primary_pinning(): ...``. A class rather than a ``@contextmanager`` generator:
-    the lookup fast path enters one per request, and this costs a third as much.
+    ``with primary_pinning(): ...``. A class rather than a ``@contextmanager`` generator,
+    for its cost on every request (``docs/performance.md``).
     """
 
     __slots__ = ("_token",)

@@ -250,8 +250,8 @@ S = TypeVar("S", bound=StrictInput)
 def input_serializer(cls: type[S]) -> S:
     """This thread's instance of ``cls``, built on first use and kept.
 
-    A ModelSerializer builds its fields from the model when first asked for them: 0.3-0.7 ms
-    per serializer on the 2-core machine, more than validating a record. `check_fields`
+    A ModelSerializer builds its fields from the model when first asked for them, which
+    costs more than validating a record (``docs/performance.md``). `check_fields`
     keeps no state on the instance between calls, and one thread uses it at a time.
     """
     cached = _by_thread.__dict__

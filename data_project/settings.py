@@ -67,7 +67,7 @@ MIDDLEWARE = [
 ROOT_URLCONF = "data_project.urls"
 WSGI_APPLICATION = "data_project.wsgi.application"
 # Successful GET /api/run-query/ lookups answered ahead of Django's request cycle, with the
-# same signals, host check, body and headers (api.fast_path); 0 sends them through it.
+# same signals, host check, body and headers (api.hotpath); 0 sends them through it.
 LOOKUP_FAST_PATH = env_bool("LOOKUP_FAST_PATH", default=True)
 
 TEMPLATES = [
@@ -120,8 +120,8 @@ def sqlite_database(alias: str) -> dict:
             "timeout": SQLITE_BUSY_TIMEOUT_S,
             "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL",
             # Django's default asks sqlite3 to convert "datetime" and "bool" columns by their
-            # declared type, for every statement, in Python: 30k of a lookup's instructions
-            # (callgrind). The ORM's own converters, which also serve columns SQLite has
+            # declared type, for every statement, in Python (docs/performance.md). The
+            # ORM's own converters, which also serve columns SQLite has
             # no type for (max(created_at)), turn the stored text and integers into the
             # same aware datetimes and bools. Raw cursors get SQLite's own values.
             "detect_types": 0,

@@ -1,16 +1,14 @@
 """ORM queries compiled once per database alias, then executed with new parameters.
 
-Building a QuerySet, compiling it to SQL and resolving its column converters costs about
-a millisecond per request on this 2-core machine: some 30 times the indexed SQLite lookup
-it produces. `CompiledQuery` keeps the ORM as the only author of the SQL (quoting, table
-names, dialect, and the converters that turn stored values into ``Decimal``, ``datetime``
-and ``bool``) but pays that cost once per alias instead of once per request.
+`CompiledQuery` keeps the ORM as the only author of the SQL (quoting, table names,
+dialect, and the converters that turn stored values into ``Decimal``, ``datetime`` and
+``bool``) but builds and compiles each query once per alias instead of once per request.
 
 On SQLite and PostgreSQL the compiled statement runs on the DB-API cursor of Django's own
-connection, in Django's error wrapping, after its health check: Django's cursor wrapper
-(its query translation and the wrapper layers) cost as much again as the query. When
-something observes queries (``DEBUG`` logging them, an ``execute_wrapper``) the statement
-goes through Django's cursor so that it sees them.
+connection, in Django's error wrapping, after the checks Django's cursor would make
+(`_fetch_dbapi`). When something observes queries (``DEBUG`` logging them, an
+``execute_wrapper``) the statement goes through Django's cursor so that it sees them.
+What this saves: ``docs/performance.md``.
 """
 
 from asyncio import _get_running_loop  # asyncio's own test: the running loop, or None
@@ -116,9 +114,9 @@ def thread_connection(alias: str):
 
     In a thread with no event loop running, Django's handler keeps one connection per
     alias and thread for the thread's life (a ``threading.local`` behind asgiref's
-    ``Local``, whose every read raises and catches an exception to look for a loop).
-    Inside an event loop the handler's own answer is returned, uncached: it is the async
-    context's connection, which then refuses to run a query as Django does.
+    ``Local``), so remembering it changes nothing but the cost of a read. Inside an event
+    loop the handler's own answer is returned, uncached: it is the async context's
+    connection, which then refuses to run a query as Django does.
     """
     if _get_running_loop() is not None:
         return connections[alias]
@@ -143,9 +141,9 @@ def _fetch_dbapi(connection, sql: str, params: list, limit: int | None) -> list[
 
     Django's checks are called only when they can act: a health check not yet done, no
     connection yet, a broken transaction, or an event loop running in this thread (when
-    ``ensure_connection`` refuses, as `SynchronousOnlyOperation`, to block it). Each is a
-    Python call, and ``ensure_connection``'s guard alone reads ``os.environ`` and raises
-    and catches an exception on every query.
+    ``ensure_connection`` refuses, as `SynchronousOnlyOperation`, to block it). Must stay
+    equal to Django's ``_cursor``/``_execute`` (pinned in ``test_hotpath_internals``).
+    Raises `django.db.DatabaseError` as Django's cursor would.
     """
     if connection.health_check_enabled and not connection.health_check_done:
         connection.close_if_health_check_failed()

@@ -1,9 +1,10 @@
 """The query string of a WSGI request as `api.query_params.Params`, without a `QueryDict`.
 
 `query_params` gives what ``as_params(request.GET)`` gives for the same ``environ``
-(tested side by side), and refuses what Django refuses: more fields than
-``DATA_UPLOAD_MAX_NUMBER_FIELDS`` (`TooManyFieldsSent`) and a query that is not UTF-8
-(`UnicodeDecodeError`).
+(tested side by side). It raises what Django raises for more fields than
+``DATA_UPLOAD_MAX_NUMBER_FIELDS`` (`TooManyFieldsSent`), and `UnicodeDecodeError` for a
+query that is not UTF-8, which the handler leaves to Django (it reads such a query as
+latin-1).
 """
 
 from urllib.parse import parse_qsl

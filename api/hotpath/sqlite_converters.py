@@ -1,18 +1,16 @@
-"""Django's SQLite column converters for money, timestamps and flags, in a fraction of the time.
+"""Django's SQLite column converters for money, timestamps and flags, with shortcuts.
 
-A lookup by user id reads four ``DecimalField`` columns and a ``DateTimeField``, and
 Django's SQLite backend converts each stored value in Python: a money value goes from a
 float through a 15-digit Decimal context, then is quantized; a timestamp is parsed and
-made aware with ``datetime.replace``, which alone costs five parses. Under callgrind
-these converters took 28k of a lookup's 263k instructions more than the ones here
-(``bench/instructions.py``), which is a tenth of its server time. The converters here give the
-same values (equal, with the same exponent, so they print the same) for the values
-SQLite hands back for what Django wrote, and call Django's own converter for any other
-value, so that what Django would do with it (round, raise) still happens.
+made aware with ``datetime.replace``. The converters here give the same values (equal,
+with the same exponent, so they print the same) for the values SQLite hands back for what
+Django wrote, and call Django's own converter for any other value, so that what Django
+would do with it (round, raise) still happens. Property tests hold them equal to Django's
+(``api/tests/test_sqlite_converters.py``); what they save: ``docs/performance.md``.
 
 `faster_converter` swaps one of Django's converters for its equivalent here, or returns
-it unchanged; `api.compiled` asks it once per compiled column, then `row_converter` for
-the one function that converts a whole row.
+it unchanged; `api.hotpath.compiled` asks it once per compiled column, then
+`row_converter` for the one function that converts a whole row.
 """
 
 from collections import Counter
@@ -121,8 +119,7 @@ def _convert_row(money, flags, timestamps, others, row: list, connection) -> Non
 
     ``money``: ``(position, *Money, expression)`` each; ``flags``: positions;
     ``timestamps``: ``(position, Django's converter, expression)``; ``others``:
-    ``(position, function, expression)``, called in order. One Python call for a row:
-    under a swarm each call cost more than its arithmetic.
+    ``(position, function, expression)``, called in order.
     """
     for position, scale, limit, multiply, unit, one, djangos, expression in money:
         value = row[position]
@@ -161,10 +158,10 @@ def row_converter(converters) -> RowConverter:
     """``convert(row, connection)``: every converter of a compiled query, on one row.
 
     ``converters`` are ``(position, function, expression)`` in the compiler's order;
-    ``row`` is a list, converted in place. The money columns whose one converter came from
-    `decimal_converter` are converted in a single loop (`_convert_money`) rather than a
-    Python call each: a user row has four, and under a swarm each call cost more than its
-    arithmetic. The other converters run as Django runs them, in order.
+    ``row`` is a list, converted in place. The columns whose one converter came from
+    `decimal_converter`, `boolean_converter` or `datetime_converter` are converted inline
+    by one call of `_convert_row` rather than a Python call each; the other converters run
+    as Django runs them, in order.
     """
     per_column = Counter(position for position, _, _ in converters)
     kinds: dict[str, list] = {MONEY: [], FLAG: [], TIMESTAMP: []}
@@ -187,7 +184,7 @@ def datetime_converter(djangos: Converter) -> Converter:
 
     Django parses the stored text with ``datetime.fromisoformat`` and, with ``USE_TZ``,
     attaches the connection's time zone to a naive result (``timezone.make_aware``, that
-    is ``replace(tzinfo=...)``, which alone costs five parses). When that zone is UTC,
+    is ``replace(tzinfo=...)``). When that zone is UTC,
     parsing the text with ``+00:00`` appended gives the same aware datetime, with
     ``datetime.UTC`` as its ``tzinfo``. Text that does not parse so (an offset of its
     own, another format) or parses without that ``tzinfo`` (a bare date, whose offset
@@ -195,10 +192,9 @@ def datetime_converter(djangos: Converter) -> Converter:
     connection with another time zone or without ``USE_TZ``.
 
     ``connection.timezone`` is None without ``USE_TZ``, and Django recomputes it for
-    the connections of ``django.db.connections`` (the only ones `api.compiled` uses)
-    when ``USE_TZ`` or ``TIME_ZONE`` change, so it alone tells: reading ``settings``
-    (a `LazyObject`, whose every attribute read is a Python call) cost half the
-    converter.
+    the connections of ``django.db.connections`` (the only ones `api.hotpath.compiled`
+    uses) when ``USE_TZ`` or ``TIME_ZONE`` change, so it alone tells, without reading
+    ``settings``.
     """
 
     def converter(value, expression, connection):

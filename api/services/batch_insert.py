@@ -17,8 +17,8 @@ shared by every batch of the process (batches queue per database, as SQLite's wr
 anyway). Each keeps its connection between batches under Django's own rules for a request
 thread: ``close_old_connections()`` before and after every batch honours ``CONN_MAX_AGE``
 (pooled PostgreSQL connections go back to the pool), health checks and broken
-connections. Starting three threads and opening three connections per batch had cost more
-than the batch's inserts (8.2 -> 5.0 ms per batch of 2 users and 2 products on SQLite).
+connections: starting three threads and opening three connections per batch had cost more
+than the batch's inserts (``docs/performance.md``).
 `close_worker_connections` closes what the workers hold.
 """
 

@@ -24,10 +24,7 @@ commit until all three are ready (`api.services.generation.runner`).
   ``pg_indexes.indexdef`` (the constraint re-attached ``USING INDEX``), so the schema ends
   exactly as migrations made it; the primary key stays. The id sequence moves past the
   planned ids when the load begins, never backwards; ``ANALYZE`` runs before the commit.
-  Measured on the 2-core machine, 1M rows: 8 s with the indexes rebuilt against 11 s
-  maintained row by row; 300k users alone 5.3 s against 6.2 s with one ``COPY`` per
-  batch. Binary ``COPY`` saved the server little and cost the worker more (the rows would
-  first become ``Decimal`` and ``datetime``); ``COPY … FREEZE`` did not help.
+  Why text ``COPY``, one per run, and the rebuilt indexes: ``docs/performance.md``.
 - `OrmLoader` (any other backend): Django's ``bulk_create`` with explicit ids; on
   PostgreSQL the id sequence is first moved past them, elsewhere Django resets it after.
 
@@ -56,8 +53,8 @@ SQL_VARIABLES = 900  # stay far below SQLITE_MAX_VARIABLE_NUMBER in IN (...) lis
 # the other needs until all of its tables are ready, would never end. Fail instead, after
 # as long as SQLite's busy timeout.
 LOCK_TIMEOUT_S = 20.0
-# Measured appending orders to 600k: rebuilding the indexes broke even at a quarter as
-# many new rows and was 20% faster at half; readers wait while they are gone.
+# The share of new rows past which the indexes are rebuilt rather than maintained
+# (measured: docs/performance.md); readers wait while they are gone.
 COPY_REBUILD_SHARE = 0.5
 
 

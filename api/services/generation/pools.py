@@ -1,10 +1,10 @@
 """Seeded pools of realistic values, drawn from Faker once so rows never call Faker.
 
-Faker costs 20–500 µs per value; a million rows would spend minutes in it. Instead,
-`build_people` and `build_brands` ask Faker (seeded, one instance per country) for a few
-hundred first names, last names, cities, companies and e-mail domains, and the row
-generators combine them with a seeded `random.Random`: about 1 µs per value, and the same
-seed always gives the same pools, in any process (whatever its hash seed).
+Faker is slow per value; a million rows would spend minutes in it
+(``docs/performance.md``). Instead, `build_people` and `build_brands` ask Faker (seeded,
+one instance per country) for a few hundred first names, last names, cities, companies and
+e-mail domains, and the row generators combine them with a seeded `random.Random`; the
+same seed always gives the same pools, in any process (whatever its hash seed).
 
 A person's name, city, phone prefixes and free-mail domain come from the same country, so
 a user looks like one person. E-mail local parts are ASCII letters (accents folded, other
