@@ -72,6 +72,10 @@ def test_a_stored_value_answers_its_models_rows(shop, key):
         rows = body["results"]
         assert rows and rows[0][key.column] == value
         assert [row["id"] for row in rows] == sorted(row["id"] for row in rows)
+        if key.query == RANGE:
+            assert all(value <= row[key.column] < value + body["count"] for row in rows)
+        else:
+            assert all(row[key.column] == value for row in rows) and len(rows) <= body["count"]
         for row in rows:
             orders = row.pop("orders", None)
             assert row == resource(key.model, row["id"])

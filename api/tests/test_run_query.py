@@ -57,22 +57,6 @@ def test_count_reads_the_id_range_upward(client, shop):
 
 
 @reads
-@pytest.mark.parametrize("query,model,ids", [
-    ("type=get&email=USER11@Example.com", "users", [11]),
-    ("type=get&organization_id=7&count=2", "users", [10, 11]),
-    ("type=get&organization_id=7&count=10", "users", [10, 11, 12]),
-    ("type=get&product_id=1&count=2", "products", [1, 2]),
-    ("type=get&order_id=3", "orders", [3]),
-])  # fmt: skip
-def test_every_lookup_key(client, shop, query, model, ids):
-    """Each key reads its own model by its index."""
-    response, body = get(client, query)
-    assert response.status_code == 200
-    assert body["model"] == model
-    assert [row["id"] for row in body["results"]] == ids
-
-
-@reads
 def test_an_execute_wrapper_sees_the_lookup_query(client, shop):
     """Instrumentation hooked on the connection sees the compiled lookup statement."""
     seen = []
