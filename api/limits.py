@@ -9,11 +9,14 @@ MAX_ID = 2**63 - 1
 MAX_ID_DIGITS = len(str(MAX_ID))  # 19
 # The largest id a client may give a new record. Automatic ids continue after the largest
 # stored id (SQLite's AUTOINCREMENT), so an explicit MAX_ID would leave none: every later
-# insert without an id would fail. Half the range leaves 2**62 of them.
-MAX_EXPLICIT_ID = 2**62
+# insert without an id would fail. This leaves 2**62 of them.
+AUTOMATIC_ID_ROOM = 2**62
+MAX_EXPLICIT_ID = MAX_ID - AUTOMATIC_ID_ROOM
 # Rows one ``type=get`` lookup may return, and synthetic records one ``type=insert&count``
 # may write per model.
 MAX_LOOKUP_COUNT = 1000
 MAX_SYNTHETIC_COUNT = 100
+# Arrays and objects nested in a JSON body: a batch needs 3 (object, list, record).
+MAX_JSON_DEPTH = 8
 # Missing id ranges `/api/stats/` reports per table.
 MAX_REPORTED_GAPS = 100

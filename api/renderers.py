@@ -17,6 +17,7 @@ from rest_framework.parsers import BaseParser
 from rest_framework.renderers import BaseRenderer
 
 from api.errors import PayloadTooLarge
+from api.limits import MAX_JSON_DEPTH
 
 # Decimals become their text ("12.50": money keeps its places); anything else orjson
 # cannot render raises TypeError. The C method rather than a Python function: orjson calls
@@ -53,8 +54,33 @@ class ORJSONRenderer(BaseRenderer):
         return b"" if data is None else dumps(data)
 
 
+def nesting_depth(document, limit: int) -> int:
+    """How deeply ``document``'s arrays and objects nest, counted up to ``limit + 1``.
+
+    ``{"users": [{"name": "x"}]}`` is 3. Iterative, so no depth makes it recurse.
+    """
+    deepest, pending = 0, [(document, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if isinstance(value, dict):
+            value = value.values()
+        elif not isinstance(value, list):
+            continue
+        deepest = max(deepest, depth)
+        if depth > limit:
+            break
+        pending.extend((item, depth + 1) for item in value if isinstance(item, dict | list))
+    return deepest
+
+
 class ORJSONParser(BaseParser):
-    """Parse JSON bodies with orjson, refusing bodies over ``DATA_UPLOAD_MAX_MEMORY_SIZE``."""
+    """Parse JSON bodies with orjson, refusing bodies over ``DATA_UPLOAD_MAX_MEMORY_SIZE``
+    (413) and documents nested deeper than `MAX_JSON_DEPTH` (400).
+
+    The depth is checked before any field validation sees the document: DRF's fields
+    recurse into nested values (to validate or to describe them), and a value nested a
+    thousand deep in a record exhausted Python's recursion limit there.
+    """
 
     media_type = "application/json"
 
@@ -64,9 +90,12 @@ class ORJSONParser(BaseParser):
         if len(body) > limit:
             raise PayloadTooLarge(f"request body larger than {limit} bytes")
         try:
-            return orjson.loads(body)
+            document = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
             raise ParseError(f"malformed JSON: {exc}") from exc
+        if nesting_depth(document, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+            raise ParseError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+        return document
 
 
 class JSONOnlyNegotiation(DefaultContentNegotiation):

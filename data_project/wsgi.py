@@ -1,6 +1,6 @@
 """WSGI entry point: ``gunicorn data_project.wsgi``.
 
-Django's handler, with successful lookups answered ahead of its request cycle
+Django's handler, with lookups answered ahead of its request cycle
 (`api.hotpath`; ``LOOKUP_FAST_PATH=0`` turns that off). Set up as
 `django.core.wsgi.get_wsgi_application` does.
 """

@@ -1,21 +1,23 @@
-"""The lookup hot path: successful ``GET /api/run-query/?type=get`` lookups, outside Django's cycle.
+"""The lookup hot path: ``GET /api/run-query/?type=get`` lookups, outside Django's cycle.
 
 Entry point: `LookupFastPathHandler`, the WSGI application of `data_project.wsgi`. It is
 Django's `WSGIHandler`; for a GET of ``/api/run-query/`` it first tries to answer itself.
 
-**What it answers.** A lookup that succeeds (200): the body is
+**What it answers.** Every lookup of an allowed host: the body is
 `api.views.run_query.lookup_response_body`, the same function DRF's view calls, on the
 parameters `query_string.query_params` reads from the query string; the lookup's rows come
 from the `compiled` queries of `api.selectors`, whose SQLite values are converted by
 `sqlite_converters`. The headers are the ones DRF's view and Django's middleware put on the
-same response (``Allow``, ``Content-Type``, security headers, ``Content-Length``).
+same response (``Allow``, ``Content-Type``, security headers, ``Content-Length``). A lookup
+that fails with an API error (400, 404, 405) or a database error (503 + ``Retry-After``)
+is answered as `api.errors.exception_handler` answers it on DRF's path, and logged as
+Django's handler logs it: the query runs once, and a dead server costs one timeout.
 
 **What it hands to Django.** Everything else, with the untouched ``environ``: other paths
 and methods, a host that is not allowed, a request ``SECURE_SSL_REDIRECT`` redirects, a
-user agent to check against ``DISALLOWED_USER_AGENTS``, and every lookup that does not
-succeed (a bad parameter, nothing found, a database error). Django then answers with its
-own statuses, error bodies and logging; a lookup only reads, so running it twice is
-harmless. An exception it does not expect is logged (rate-limited) before Django answers.
+user agent to check against ``DISALLOWED_USER_AGENTS``, and a query string Django reads
+differently (not UTF-8, too many fields). An exception the fast path does not expect is
+logged (rate-limited) before Django answers.
 
 **What must stay true.**
 

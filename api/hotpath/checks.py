@@ -15,7 +15,7 @@ from rest_framework.permissions import AllowAny
 
 from api.renderers import JSONOnlyNegotiation, ORJSONRenderer
 
-# The middleware whose effect on a successful GET lookup the fast path reproduces:
+# The middleware whose effect on a GET lookup the fast path reproduces:
 # pinning scope, security headers, host check and Content-Length, nothing (CSRF guards
 # only unsafe methods), X-Frame-Options.
 REPRODUCED_MIDDLEWARE = frozenset(

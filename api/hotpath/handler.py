@@ -1,8 +1,8 @@
-"""`LookupFastPathHandler`: Django's WSGI handler, answering successful lookups itself.
+"""`LookupFastPathHandler`: Django's WSGI handler, answering lookups itself.
 
 The contract is in `api.hotpath`'s docstring; this module keeps it: what the handler
-reproduces of Django's request cycle for a successful ``GET /api/run-query/`` lookup, and
-what it hands back to Django.
+reproduces of Django's request cycle for a ``GET /api/run-query/`` lookup, and what it
+hands back to Django.
 """
 
 import logging
@@ -20,8 +20,10 @@ from django.http import HttpResponse
 from django.middleware.clickjacking import XFrameOptionsMiddleware
 from django.middleware.security import SecurityMiddleware
 from django.urls import reverse
+from django.utils.log import log_response
 from rest_framework.exceptions import APIException
 
+from api.errors import as_api_exception, error_response_parts
 from api.hotpath.checks import fast_path_errors, lookup_view_class
 from api.hotpath.query_string import query_params
 from api.renderers import dumps
@@ -46,11 +48,15 @@ CLIENT_KEYS = (
     "wsgi.url_scheme",
 )
 MAX_REMEMBERED_CLIENTS = 256  # distinct Host headers are few; a flood of them is not kept
-# A lookup that fails with one of these is answered by Django, which answers it again
-# with its own status, body and logging: a bad parameter or nothing found (DRF's
-# exceptions), a database error (503), a query Django reads differently (not UTF-8, too
-# many fields). Anything else is a bug: logged here, then answered by Django too.
-EXPECTED = (APIException, DatabaseError, UnicodeDecodeError, TooManyFieldsSent)
+# A lookup that fails with one of these is answered here as DRF's exception handler
+# answers it (the error envelope, its status and headers, Django's log line): a bad
+# parameter, nothing found, a GET that would write (DRF's exceptions), a database error
+# (503). Running the lookup again through Django would cost a second query, or a second
+# timeout of a dead server.
+ANSWERED = (APIException, DatabaseError)
+# A query Django reads differently (not UTF-8, too many fields) is left to Django before
+# any query runs. Anything else is a bug: logged here, then answered by Django too.
+LEFT_TO_DJANGO = (UnicodeDecodeError, TooManyFieldsSent)
 UNEXPECTED_LOG_INTERVAL_S = 60.0
 
 
@@ -87,7 +93,7 @@ class UnexpectedErrorLog:
 
 
 class LookupFastPathHandler(WSGIHandler):
-    """Django's WSGI handler; successful ``GET /api/run-query/`` lookups skip its cycle.
+    """Django's WSGI handler; ``GET /api/run-query/`` lookups skip its cycle.
 
     Raises `SystemCheckError` when built with settings it cannot honour
     (`api.hotpath.checks`).
@@ -144,12 +150,12 @@ class LookupFastPathHandler(WSGIHandler):
                     connections[alias].close_if_unusable_or_obsolete()
         if answer is None:
             return super().__call__(environ, start_response)
-        body, headers = answer
-        start_response("200 OK", [*headers, ("Content-Length", str(len(body)))])
+        status, body, headers = answer
+        start_response(status, [*headers, ("Content-Length", str(len(body)))])
         return [body]
 
-    def _answer(self, environ) -> tuple[bytes, list[tuple[str, str]]] | None:
-        """``(body, headers)`` of a successful lookup, or None for Django to answer."""
+    def _answer(self, environ) -> tuple[str, bytes, list[tuple[str, str]]] | None:
+        """``(status line, body, headers)`` of a lookup, or None for Django to answer."""
         allowed, secure = self._client(environ)
         if (
             not allowed
@@ -161,14 +167,32 @@ class LookupFastPathHandler(WSGIHandler):
         scope = PINNED_ALIASES.set(frozenset())
         try:
             body = dumps(lookup_response_body(query_params(environ, self.max_fields)))
-        except EXPECTED:
+        except ANSWERED as exc:
+            return self._error(environ, secure, exc)
+        except LEFT_TO_DJANGO:
             return None
         except Exception as exc:
             self.unexpected(exc)
             return None
         finally:
             PINNED_ALIASES.reset(scope)
-        return body, self._headers.get(secure) or self._probe_headers(environ, secure)
+        return "200 OK", body, self._headers.get(secure) or self._probe_headers(environ, secure)
+
+    def _error(self, environ, secure: bool, exc: Exception) -> tuple[str, bytes, list]:
+        """The answer `api.errors.exception_handler` gives for ``exc`` on DRF's path.
+
+        Its headers narrow the view's (``Allow`` on a 405) or add to them
+        (``Retry-After``); Django's ``log_response`` logs it as Django's handler would.
+        """
+        status, body, extra = error_response_parts(as_api_exception(exc))
+        headers = dict(self._headers.get(secure) or self._probe_headers(environ, secure))
+        headers.update(extra)
+        response = HttpResponse(status=status)
+        request = self.request_class(environ)
+        log_response(
+            "%s: %s", response.reason_phrase, request.path, response=response, request=request
+        )
+        return f"{status} {response.reason_phrase}", dumps(body), list(headers.items())
 
     def _client(self, environ) -> tuple[bool, bool]:
         """``(host allowed, is_secure())`` as Django's request says, remembered per client."""

@@ -111,20 +111,49 @@ def test_a_successful_lookup_is_answered_as_django_answers_it(handler, shop, que
 
 
 @pytest.mark.parametrize(
+    "query,status",
+    [
+        ("type=get&user_id=abc", "400 Bad Request"),
+        ("type=get&user_id=1&email=a@b.co", "400 Bad Request"),
+        ("type=get&user_id=999", "404 Not Found"),
+        ("type=get&email=nobody@example.com&include=orders", "404 Not Found"),
+        ("type=insert", "405 Method Not Allowed"),
+        ("type=select", "400 Bad Request"),
+    ],
+)
+def test_a_failed_lookup_is_answered_as_drf_answers_it_with_one_query(
+    handler, shop, caplog, query, status
+):
+    """The error envelope, status, headers and log line of DRF's path; the query runs once."""
+    queries = []
+
+    def count(execute, sql, params, many, context):
+        queries.append(sql)
+        return execute(sql, params, many, context)
+
+    with caplog.at_level("WARNING", logger="django.request"):
+        with connections["users"].execute_wrapper(count):
+            answer = call(handler, environ(query))
+        fast_log = [(r.levelname, r.getMessage()) for r in caplog.records]
+        caplog.clear()
+        assert answer == call(WSGIHandler(), environ(query))
+        assert fast_log == [(r.levelname, r.getMessage()) for r in caplog.records]
+    assert answer[0] == status and answer[2]["error"]
+    assert handler.django_calls == []
+    assert len(queries) == (1 if status.startswith("404") else 0)
+
+
+@pytest.mark.parametrize(
     "query,extra,status",
     [
-        ("type=get&user_id=abc", {}, "400 Bad Request"),
-        ("type=get&user_id=1&email=a@b.co", {}, "400 Bad Request"),
         ("type=get&user_id=\xff", {}, "400 Bad Request"),  # not UTF-8
-        ("type=get&user_id=999", {}, "404 Not Found"),
-        ("type=insert", {}, "405 Method Not Allowed"),
         ("type=get&user_id=12", {"HTTP_HOST": "evil.example"}, "400 Bad Request"),
         ("type=get&user_id=12", {"REQUEST_METHOD": "HEAD"}, "200 OK"),
         ("type=get&user_id=12", {"PATH_INFO": "/api/run-query"}, "301 Moved Permanently"),
     ],
 )
 def test_everything_else_is_left_to_django(handler, shop, query, extra, status):
-    """Errors, other hosts, methods and paths: Django's own answer, logging included."""
+    """Other hosts, methods, paths and encodings: Django's own answer, logging included."""
     answer = call(handler, environ(query, **extra))
     assert answer == call(WSGIHandler(), environ(query, **extra))
     assert answer[0] == status
@@ -220,8 +249,8 @@ def test_a_connection_past_its_max_age_is_closed_after_the_lookup(shop, monkeypa
     assert users.connection is None
 
 
-def test_a_database_error_is_left_to_django_which_answers_503(handler, shop):
-    """The failed lookup runs again on Django's path: its 503, Retry-After and log."""
+def test_a_database_error_is_a_503_answered_once(handler, shop, caplog):
+    """The 503, ``Retry-After`` and error log of Django's path, without a second query."""
     with connections["users"].cursor() as cursor:
         cursor.execute("ALTER TABLE users RENAME TO users_away")
     try:
@@ -231,7 +260,10 @@ def test_a_database_error_is_left_to_django_which_answers_503(handler, shop):
             cursor.execute("ALTER TABLE users_away RENAME TO users")
     assert status == "503 Service Unavailable"
     assert dict(headers)["Retry-After"] == "5" and body["error"]
-    assert handler.django_calls == [f"{URL}?type=get&user_id=12"]
+    assert handler.django_calls == []
+    logged = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert any("database error" in m for m in logged)
+    assert "Service Unavailable: /api/run-query/" in logged
 
 
 def test_query_params_read_like_djangos_querydict():

@@ -48,7 +48,7 @@ def test_pagination_runs_a_keyset_query_not_an_offset(client):
 def test_invalid_cursor_is_400(client):
     response = client.get("/api/orders/?cursor=not-a-cursor")
     assert response.status_code == 400
-    assert body(response)["error"] == "invalid cursor"
+    assert body(response)["error"].startswith("invalid cursor")
 
 
 @reads

@@ -1,0 +1,173 @@
+"""No input makes a 500 and no accepted request damages the service.
+
+Each reported case is a regression test; each class of input behind them (ids and counts,
+opaque cursors, nested bodies, any query parameter, any body field) is a property test
+with Hypothesis, through Django's full request cycle with exceptions raised, so a 500
+fails the test with its traceback.
+"""
+
+import json
+import string
+from base64 import b64encode
+
+import orjson
+import pytest
+from django.test import Client
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from api.limits import AUTOMATIC_ID_ROOM, MAX_EXPLICIT_ID, MAX_ID, MAX_JSON_DEPTH
+from api.lookup_keys import LOOKUP_KEYS
+from api.models import Product, User
+from api.renderers import nesting_depth
+from api.tests.conftest import ALL_DATABASES
+
+pytestmark = pytest.mark.django_db(databases=ALL_DATABASES, transaction=True)
+URL = "/api/run-query/"
+FUZZ = settings(
+    max_examples=60,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+
+
+@pytest.fixture
+def client() -> Client:
+    return Client(raise_request_exception=True)  # a 500 raises here, with its traceback
+
+
+def deep(levels: int) -> str:
+    return "[" * levels + "1" + "]" * levels
+
+
+@pytest.mark.parametrize(
+    "url,status",
+    [
+        (f"{URL}?type=get&user_id={MAX_ID}", 404),
+        (f"{URL}?type=get&user_id={MAX_ID - 10}&count=1000", 404),  # value + count overflows
+        (f"{URL}?type=get&user_id={MAX_ID + 1}", 400),
+        ("/api/users/?cursor=cD1hYmM%3D", 400),  # "p=abc": a position that is not an id
+        (f"/api/users/?cursor={b64encode(f'p={MAX_ID + 1}'.encode()).decode()}", 400),
+        ("/api/users/?cursor=%25%25%25", 400),  # not base64 (DRF's decoder skipped it)
+        ("/api/users/?cursor=eD0x", 400),  # "x=1": an unknown token
+        ("/api/users/?cursor=cj0x&cursor=cj0x", 400),
+        ("/api/users/?cursor=cj0xJnA9MTA%3D", 200),  # "r=1&p=10", as DRF encodes it
+    ],
+)
+def test_reported_requests_are_4xx_not_500(client, shop, url, status):
+    response = client.get(url)
+    assert response.status_code == status, response.content
+    assert status == 200 or orjson.loads(response.content)["error"]
+
+
+@pytest.mark.parametrize(
+    "path,body",
+    [
+        (f"{URL}?type=insert", f'{{"products": [{{"name": "x", "price": {deep(1000)}}}]}}'),
+        ("/api/products/", f'{{"name": "x", "price": {deep(1000)}}}'),
+        ("/api/users/", f'{{"name": "x", "email": "x@x.io", "city": {deep(MAX_JSON_DEPTH)}}}'),
+    ],
+)
+def test_a_deeply_nested_body_is_400_before_any_field_sees_it(client, path, body):
+    response = client.post(path, body, content_type="application/json")
+    assert response.status_code == 400
+    assert "nested deeper" in orjson.loads(response.content)["error"]
+    assert User.objects.count() == Product.objects.count() == 0
+
+
+@pytest.mark.django_db(databases=ALL_DATABASES, transaction=True, reset_sequences=True)
+@pytest.mark.parametrize("path", ["/api/users/", f"{URL}?type=insert"])
+def test_automatic_ids_keep_room_after_the_largest_explicit_id(client, path):
+    """The largest id a client may give leaves 2**62 automatic ids, on both backends."""
+    for id_, status in [(MAX_ID, 400), (MAX_EXPLICIT_ID + 1, 400), (MAX_EXPLICIT_ID, 201)]:
+        record = {"id": id_, "name": "x", "email": f"{id_}@example.com"}
+        body = record if path == "/api/users/" else {"users": [record]}
+        response = client.post(path, orjson.dumps(body), content_type="application/json")
+        expected = status if path == "/api/users/" else 200
+        assert response.status_code == expected, response.content
+    response = client.post(
+        "/api/users/", orjson.dumps({"name": "y", "email": "y@example.com"}), "application/json"
+    )
+    assert response.status_code == 201
+    assert MAX_ID - orjson.loads(response.content)["id"] + 1 >= AUTOMATIC_ID_ROOM
+
+
+def test_the_assignments_explicit_ids_still_work_after_the_largest_one(client, assignment):
+    client.post(
+        "/api/users/",
+        orjson.dumps({"id": MAX_EXPLICIT_ID, "name": "x", "email": "x@x.io"}),
+        "application/json",
+    )
+    response = client.post(f"{URL}?type=insert", orjson.dumps(assignment), "application/json")
+    assert response.status_code == 200
+    summary = orjson.loads(response.content)["summary"]
+    assert [summary[m]["inserted"] for m in ("users", "products", "orders")] == [8, 9, 7]
+
+
+@given(
+    document=st.recursive(
+        st.none() | st.integers(),
+        lambda c: st.lists(c) | st.dictionaries(st.text(), c),
+        max_leaves=30,
+    )
+)
+def test_nesting_depth_counts_containers(document):
+    def depth(value) -> int:
+        if isinstance(value, dict):
+            value = list(value.values())
+        if not isinstance(value, list):
+            return 0
+        return 1 + max(map(depth, value), default=0)
+
+    assert nesting_depth(document, 100) == depth(document)
+
+
+# Query values: digits of every length (ids past 64 bits), signs, text, encodings.
+query_values = st.one_of(
+    st.integers(-(2**70), 2**70).map(str),
+    st.text(string.digits, max_size=25),
+    st.text(max_size=30),
+    st.sampled_from(["", "orders", "invoices", "get", "insert", "user1@example.com"]),
+)
+query_keys = st.sampled_from(["type", "count", "include", "cursor", "page_size", "x", *LOOKUP_KEYS])
+
+
+@FUZZ
+@given(params=st.lists(st.tuples(query_keys, query_values), max_size=5))
+def test_any_query_to_any_reading_endpoint_is_answered_without_a_500(client, shop, params):
+    for path in (URL, "/api/users/", "/api/orders/", "/api/users/10/orders/"):
+        response = client.get(path, data=[("type", "get"), *params] if path == URL else params)
+        assert response.status_code in (200, 400, 404, 405), response.content
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3)
+    ),
+    max_leaves=8,
+)
+FIELDS = {
+    "users": ["id", "name", "email", "organization_id", "credit_limit", "is_active", "created_at"],
+    "products": ["id", "name", "price", "stock", "category"],
+    "orders": ["id", "user_id", "product_id", "quantity", "status"],
+}
+
+
+@FUZZ
+@given(
+    model=st.sampled_from(list(FIELDS)),
+    record=st.data(),
+)
+def test_any_record_is_stored_or_rejected_never_a_500(client, shop, model, record):
+    fields = record.draw(st.dictionaries(st.sampled_from(FIELDS[model]), json_values, max_size=6))
+    batch = client.post(f"{URL}?type=insert", _json({model: [fields]}), "application/json")
+    assert batch.status_code in (200, 400), batch.content
+    single = client.post(f"/api/{model}/", _json(fields), "application/json")
+    assert single.status_code in (201, 400, 409), single.content
+
+
+def _json(document) -> bytes:
+    """JSON as a client may send it: NaN and huge numbers included (orjson refuses them)."""
+    return json.dumps(document).encode()
