@@ -2,17 +2,22 @@
 
 `exception_handler` is DRF's ``EXCEPTION_HANDLER``: it turns every DRF exception, Django's
 404, an oversize body and any database error into that envelope. A database that is down
-or locked past its busy timeout is a 503 with ``Retry-After``, never a 500. The ``handler*``
-functions give Django's own 400/404/500 pages the same JSON shape.
+or locked past its busy timeout is a 503 with ``Retry-After``, never a 500; its body names
+the store and the kind of failure (`failure_kind`), never the driver's message, which can
+carry host names, roles and file paths: that goes to the log. The ``handler*`` functions
+give Django's own 400/404/500 pages the same JSON shape.
 """
 
 import logging
+from contextlib import contextmanager
 
 from django.core.exceptions import RequestDataTooBig
 from django.db import DatabaseError
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
+
+from api.routers import DatabaseRouter
 
 logger = logging.getLogger(__name__)
 
@@ -53,10 +58,64 @@ class ServiceUnavailable(ApiError):
     default_detail = DATABASE_UNAVAILABLE
 
 
-def database_unavailable(exc: DatabaseError) -> ServiceUnavailable:
-    """Log a database failure and turn it into the 503 the client sees."""
-    logger.error("database error: %s", exc, exc_info=exc)
-    return ServiceUnavailable(details={"database_error": f"{type(exc).__name__}: {exc}"})
+# Kinds of database failure a client is told, by PostgreSQL SQLSTATE and, for SQLite,
+# by the text of sqlite3's error (it has no codes Django passes on).
+LOCKED, TIMEOUT, UNREACHABLE, FULL, ERROR = "locked", "timeout", "unreachable", "full", "error"
+SQLSTATE_KINDS = {
+    "55P03": LOCKED,  # lock_not_available (lock_timeout)
+    "40P01": LOCKED,  # deadlock_detected
+    "57014": TIMEOUT,  # query_canceled (statement_timeout)
+    "53100": FULL,  # disk_full
+    "2200H": FULL,  # sequence_generator_limit_exceeded
+    "57P01": UNREACHABLE,  # admin_shutdown
+    "57P03": UNREACHABLE,  # cannot_connect_now
+}
+SQLITE_KINDS = (
+    ("locked", LOCKED),
+    ("busy", LOCKED),
+    ("full", FULL),
+    ("unable to open", UNREACHABLE),
+)
+
+
+def failure_kind(exc: DatabaseError) -> str:
+    """``locked``, ``timeout``, ``unreachable``, ``full`` or ``error``: what a client may know."""
+    cause = exc.__cause__
+    sqlstate = getattr(cause, "sqlstate", None)
+    if sqlstate in SQLSTATE_KINDS:
+        return SQLSTATE_KINDS[sqlstate]
+    text = str(exc).lower()
+    if "timeout" in text or "timed out" in text:
+        return TIMEOUT
+    if sqlstate is None and ("connect" in text or "connection" in text or "pool" in text):
+        return UNREACHABLE
+    for words, kind in SQLITE_KINDS:
+        if words in text:
+            return kind
+    return ERROR
+
+
+def database_unavailable(exc: DatabaseError, store: str | None = None) -> ServiceUnavailable:
+    """Log a database failure in full and turn it into the 503 the client sees.
+
+    ``store`` is the routed alias (``users``, ``products``, ``orders``) or None when
+    unknown. The body says ``{"store": ..., "failure": failure_kind(exc)}``.
+    """
+    kind = failure_kind(exc)
+    logger.error("database %s failed (%s): %s", store or "?", kind, exc, exc_info=exc)
+    name = f"database {store!r}" if store else "a database"
+    return ServiceUnavailable(
+        f"{name} unavailable ({kind}); retry later", {"store": store, "failure": kind}
+    )
+
+
+@contextmanager
+def store_errors(store: str):
+    """Turn a `DatabaseError` raised inside into the 503 of ``store`` (`database_unavailable`)."""
+    try:
+        yield
+    except DatabaseError as exc:
+        raise database_unavailable(exc, store) from exc
 
 
 def envelope(message: str, details: dict | None = None) -> dict:
@@ -64,14 +123,17 @@ def envelope(message: str, details: dict | None = None) -> dict:
     return {"error": message, "details": details or {}}
 
 
-def as_api_exception(exc: Exception) -> exceptions.APIException | None:
-    """The API error ``exc`` stands for, or None when it is not one (a bug: re-raise)."""
+def as_api_exception(exc: Exception, store: str | None = None) -> exceptions.APIException | None:
+    """The API error ``exc`` stands for, or None when it is not one (a bug: re-raise).
+
+    ``store`` names the database a `DatabaseError` came from, when the caller knows it.
+    """
     if isinstance(exc, Http404):
         return exceptions.NotFound(NOT_FOUND)
     if isinstance(exc, RequestDataTooBig):
         return PayloadTooLarge()
     if isinstance(exc, DatabaseError):
-        return database_unavailable(exc)
+        return database_unavailable(exc, store)
     return exc if isinstance(exc, exceptions.APIException) else None
 
 
@@ -92,15 +154,21 @@ def error_response_parts(exc: exceptions.APIException) -> tuple[int, dict, dict[
 
 def exception_handler(exc: Exception, context: dict) -> Response | None:
     """DRF ``EXCEPTION_HANDLER``: map ``exc`` to an enveloped response, or None to re-raise."""
-    api_exc = as_api_exception(exc)
+    view = context.get("view")
+    api_exc = as_api_exception(exc, store_of(view))
     if api_exc is None:
         return None
     status_code, body, headers = error_response_parts(api_exc)
-    view = context.get("view")
     if "Allow" in headers and view is not None:
         # DRF sets Allow from the view's headers after this handler; narrow it there.
         view.headers["Allow"] = headers["Allow"]
     return Response(body, status=status_code, headers=headers)
+
+
+def store_of(view) -> str | None:
+    """The routed alias a resource view reads (its serializer's model), or None."""
+    model = getattr(getattr(getattr(view, "serializer_class", None), "Meta", None), "model", None)
+    return DatabaseRouter.model_alias(model) if model is not None else None
 
 
 def method_not_allowed(method: str, allow: str, message: str) -> exceptions.MethodNotAllowed:

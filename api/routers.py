@@ -79,12 +79,13 @@ class DatabaseRouter:
 
     @classmethod
     @cache  # per model class: every read asks, and a model's alias never changes
-    def _model_alias(cls, model: type[Model]) -> str | None:
+    def model_alias(cls, model: type[Model]) -> str | None:
+        """The primary alias of ``model`` (``users`` for `api.User`), or None."""
         return cls._alias_for(model._meta.app_label, model._meta.model_name)
 
     def db_for_read(self, model: type[Model], **hints) -> str | None:
         """Read from a replica of the model's alias, or its primary once written to."""
-        alias = self._model_alias(model)
+        alias = self.model_alias(model)
         replicas = replicas_by_alias().get(alias)
         if not replicas or alias in PINNED_ALIASES.get():
             return alias
@@ -92,7 +93,7 @@ class DatabaseRouter:
 
     def db_for_write(self, model: type[Model], **hints) -> str | None:
         """Write to the model's primary alias, and pin the scope's reads of it there."""
-        alias = self._model_alias(model)
+        alias = self.model_alias(model)
         if alias is not None and alias not in PINNED_ALIASES.get():
             PINNED_ALIASES.set(PINNED_ALIASES.get() | {alias})
         return alias

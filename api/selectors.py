@@ -10,9 +10,12 @@ never one query per row.
 
 from collections import defaultdict
 
+from django.conf import settings
+from django.core.cache import cache
 from django.db.models import F, Max, Min, Model, QuerySet, Window
 from django.db.models.functions import Lag
 
+from api.errors import store_errors
 from api.hotpath.compiled import CompiledQuery
 from api.limits import MAX_ID, MAX_REPORTED_GAPS
 from api.lookup_keys import EQUAL, LOOKUP_KEYS, RANGE, LookupKey
@@ -21,6 +24,7 @@ from api.query_params import Lookup
 from api.serializers import output_columns
 
 MODELS: dict[str, type[Model]] = {"users": User, "products": Product, "orders": Order}
+STATS_CACHE_KEY = "api:table_stats"
 
 # Sentinels that the compiled queries replace with real values.
 _LOW, _HIGH, _NUMBER, _TEXT = -(2**62) + 1, -(2**62) + 2, -(2**62) + 3, "\x00value"
@@ -63,13 +67,14 @@ def lookup_rows(lookup: Lookup) -> list[dict]:
 
     A `RANGE` key reads the ids in ``[value, value + count)`` (capped at the largest id
     a column holds); an `EQUAL` key the first ``count`` rows whose column equals the
-    value. Raises `django.db.DatabaseError` if the database fails.
+    value. Raises `api.errors.ServiceUnavailable` naming the store if its database fails.
     """
     key = lookup.key
     query = LOOKUP_QUERIES[key.name]
-    if key.query == RANGE:
-        return query.fetch(lookup.value, min(lookup.value + lookup.count - 1, MAX_ID))
-    return query.fetch(lookup.value, limit=lookup.count)
+    with store_errors(key.model):
+        if key.query == RANGE:
+            return query.fetch(lookup.value, min(lookup.value + lookup.count - 1, MAX_ID))
+        return query.fetch(lookup.value, limit=lookup.count)
 
 
 def orders_with_products(user_ids: list[int]) -> dict[int, list[dict]]:
@@ -77,17 +82,20 @@ def orders_with_products(user_ids: list[int]) -> dict[int, list[dict]]:
 
     Two queries: the orders database by the indexed ``user_id``, then the products
     database by primary key. Returns ``{user_id: [order, ...]}`` with orders by id; orders
-    and products carry the columns their output serializers render.
+    and products carry the columns their output serializers render. Raises
+    `api.errors.ServiceUnavailable` naming the store whose database fails.
     """
     order_columns = output_columns("orders")
-    orders = list(
-        Order.objects.filter(user_id__in=user_ids)
-        .order_by("user_id", "id")
-        .values(*_with(order_columns, "user_id", "product_id"))
-    )
+    with store_errors("orders"):
+        orders = list(
+            Order.objects.filter(user_id__in=user_ids)
+            .order_by("user_id", "id")
+            .values(*_with(order_columns, "user_id", "product_id"))
+        )
     product_ids = {order["product_id"] for order in orders}
-    products = Product.objects.filter(id__in=product_ids).values(*output_columns("products"))
-    by_id = {product["id"]: product for product in products}
+    with store_errors("products"):
+        products = Product.objects.filter(id__in=product_ids).values(*output_columns("products"))
+        by_id = {product["id"]: product for product in products}
     by_user = defaultdict(list)
     for order in orders:
         row = {column: order[column] for column in order_columns}
@@ -118,16 +126,27 @@ def table_stats() -> dict[str, dict]:
 
     ``min_id``/``max_id`` (None for an empty table) come from the primary-key index; the
     load test draws ids between them and skips ``missing_ids`` (see `missing_id_ranges`).
-    Raises `django.db.DatabaseError` when a database fails.
+    Counting and the gap search read whole indexes: `cached_table_stats` is what the API
+    serves. Raises `api.errors.ServiceUnavailable` naming the store whose database fails.
     """
     stats = {}
     for name, model in MODELS.items():
-        ids = model.objects.aggregate(min_id=Min("id"), max_id=Max("id"))
-        rows = model.objects.count()
-        dense = rows == 0 or rows == ids["max_id"] - ids["min_id"] + 1
-        missing = [] if dense else missing_id_ranges(model)
+        with store_errors(name):
+            ids = model.objects.aggregate(min_id=Min("id"), max_id=Max("id"))
+            rows = model.objects.count()
+            dense = rows == 0 or rows == ids["max_id"] - ids["min_id"] + 1
+            missing = [] if dense else missing_id_ranges(model)
         stats[name] = {"rows": rows, **ids, "missing_ids": missing}
     return stats
+
+
+def cached_table_stats() -> dict[str, dict]:
+    """`table_stats`, computed at most once per ``STATS_CACHE_SECONDS`` per cache.
+
+    From Django's default cache (shared by every worker when it is Redis or a database
+    cache), so repeated requests cost a cache read instead of full index scans.
+    """
+    return cache.get_or_set(STATS_CACHE_KEY, table_stats, settings.STATS_CACHE_SECONDS)
 
 
 def missing_id_ranges(model: type[Model]) -> list[list[int]]:

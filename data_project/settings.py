@@ -69,6 +69,8 @@ WSGI_APPLICATION = "data_project.wsgi.application"
 # Successful GET /api/run-query/ lookups answered ahead of Django's request cycle, with the
 # same signals, host check, body and headers (api.hotpath); 0 sends them through it.
 LOOKUP_FAST_PATH = env_bool("LOOKUP_FAST_PATH", default=True)
+# Seconds /api/stats/ may be old: it counts rows and searches id gaps over whole indexes.
+STATS_CACHE_SECONDS = float(os.environ.get("STATS_CACHE_SECONDS", "10"))
 
 TEMPLATES = [
     {

@@ -41,6 +41,7 @@ from django.db import (
 )
 from django.db.models import QuerySet
 
+from api.errors import failure_kind
 from api.models import Order, Product, User
 from api.services.results import FAILED, INSERTED, REJECTED, BatchResult, RecordResult
 from api.validation import (
@@ -184,8 +185,9 @@ def _outcome(future: Future, candidates: list[Candidate], alias: str) -> Stored:
     try:
         return future.result()
     except DatabaseError as exc:
-        logger.error("batch insert: database %r failed: %s", alias, exc, exc_info=exc)
-        message = f"database {alias!r} unavailable ({type(exc).__name__}: {exc}); retry later"
+        kind = failure_kind(exc)
+        logger.error("batch insert: database %r failed (%s): %s", alias, kind, exc, exc_info=exc)
+        message = f"database {alias!r} unavailable ({kind}); retry later"
         return Stored([_failed(c, message) for c in candidates], {})
 
 

@@ -54,5 +54,10 @@ class BatchResult:
 
     @property
     def has_failures(self) -> bool:
-        """True when any database failed a record: the caller should report 503 / exit 1."""
+        """True when any database failed a record: the caller should report it / exit 1."""
         return any(r.status == FAILED for results in self.by_model().values() for r in results)
+
+    @property
+    def has_inserts(self) -> bool:
+        """True when any record was stored: a failure elsewhere is then a partial commit."""
+        return any(r.status == INSERTED for results in self.by_model().values() for r in results)

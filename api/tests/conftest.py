@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
+from django.core.cache import cache
 from django.db import connections
 
 from api.batches import ASSIGNMENT_FILE, read_batch
@@ -25,6 +26,14 @@ sqlite_only = pytest.mark.skipif(
     {"sqlite"} != ROUTED_VENDORS, reason="SQLite-specific: files, PRAGMAs or its write lock"
 )
 postgresql_only = pytest.mark.skipif({"postgresql"} != ROUTED_VENDORS, reason="PostgreSQL-specific")
+
+
+@pytest.fixture(autouse=True)
+def _empty_cache():
+    """Django's cache (``/api/stats/``, throttles) starts empty in every test."""
+    cache.clear()
+    yield
+    cache.clear()
 
 
 @pytest.fixture(autouse=True)

@@ -262,7 +262,8 @@ def test_a_database_error_is_a_503_answered_once(handler, shop, caplog):
     assert dict(headers)["Retry-After"] == "5" and body["error"]
     assert handler.django_calls == []
     logged = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
-    assert any("database error" in m for m in logged)
+    assert any(m.startswith("database users failed") for m in logged)
+    assert body["details"] == {"store": "users", "failure": "error"}
     assert "Service Unavailable: /api/run-query/" in logged
 
 

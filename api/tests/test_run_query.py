@@ -263,16 +263,30 @@ def test_count_and_body_together_are_400(client):
 
 @sqlite_only
 @writes
-def test_a_locked_database_is_503_with_retry_after_and_per_record_failures(
+def test_a_locked_database_with_others_stored_is_a_207_partial_commit(
     client, assignment, monkeypatch
 ):
+    """Products were stored while users failed: never a 503, which says nothing happened."""
     with locked("users", monkeypatch):
         response, body = post(client, assignment)
-    assert response.status_code == 503
+    assert response.status_code == 207
     assert int(response["Retry-After"]) > 0
     assert body["summary"]["users"]["failed"] == 9
+    assert body["summary"]["products"]["inserted"] == Product.objects.count() == 9
     assert all(r["status"] == "failed" for r in body["orders"] if r["status"] != "rejected")
-    assert "error" not in body
+    assert "locked" in body["users"][0]["reason"] and "error" not in body
+
+
+@sqlite_only
+@writes
+def test_a_locked_database_with_nothing_stored_is_a_503(client, monkeypatch):
+    users = [{"name": "A", "email": "a@example.com"}, {"name": "B", "email": "b@example.com"}]
+    with locked("users", monkeypatch):
+        response, body = post(client, {"users": users})
+    assert response.status_code == 503
+    assert int(response["Retry-After"]) > 0
+    assert body["summary"]["users"] == {"inserted": 0, "rejected": 0, "failed": 2}
+    assert User.objects.count() == 0
 
 
 @writes
@@ -286,7 +300,8 @@ def test_a_missing_table_on_lookup_is_503_not_500(client):
             cursor.execute("ALTER TABLE users_away RENAME TO users")
     assert response.status_code == 503
     assert response["Retry-After"]
-    assert "users" in body["details"]["database_error"]
+    assert body["details"] == {"store": "users", "failure": "error"}
+    assert "no such table" not in response.content.decode()  # the driver's text is logged
 
 
 @writes

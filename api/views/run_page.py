@@ -11,8 +11,10 @@ from django.shortcuts import render
 from django.views import View
 
 from api.batches import read_batch
+from api.errors import RETRY_AFTER_SECONDS, failure_kind
 from api.selectors import row_counts
 from api.services.batch_insert import batch_insert
+from api.views.run_query import batch_status
 
 logger = logging.getLogger(__name__)
 TEMPLATE = "api/run.html"
@@ -33,7 +35,7 @@ class RunPageView(View):
             name: [(batch[name][r.index].get("id"), r) for r in results]
             for name, results in result.by_model().items()
         }
-        status = 503 if result.has_failures else 200
+        status = batch_status(result)
         return self._render(request, result=result, rows=rows, status=status)
 
     def _render(self, request, *, status: int = 200, **context):
@@ -41,9 +43,9 @@ class RunPageView(View):
             context["counts"] = row_counts()
         except DatabaseError as exc:
             logger.error("run page: cannot count rows: %s", exc)
-            context["database_error"] = str(exc)
+            context["database_error"] = failure_kind(exc)
             status = 503
         response = render(request, TEMPLATE, context, status=status)
-        if status == 503:
-            response["Retry-After"] = "5"
+        if status in (207, 503):
+            response["Retry-After"] = str(RETRY_AFTER_SECONDS)
         return response

@@ -10,9 +10,11 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiExample,
     OpenApiParameter,
+    OpenApiResponse,
     PolymorphicProxySerializer,
     extend_schema,
 )
+from rest_framework import status
 from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -38,7 +40,7 @@ from api.services.batch_insert import batch_insert
 from api.services.results import BatchResult
 from api.services.synthetic import synthetic_insert
 
-ERRORS = {status: ErrorOut for status in (400, 405, 503)}
+ERRORS = {code: ErrorOut for code in (400, 405, 503)}
 TYPE_PARAM = OpenApiParameter("type", str, enum=[GET, INSERT], required=True)
 KEY_PARAMS = [
     OpenApiParameter(
@@ -88,17 +90,31 @@ def lookup_body(lookup: Lookup) -> dict:
     }
 
 
+def batch_status(result: BatchResult) -> int:
+    """200 when no database failed; 503 when one did and nothing was stored; 207 (some
+    records stored, some ``failed``: a partial commit) otherwise.
+
+    A 503 tells a client that nothing happened, so it is never the answer to a batch of
+    which part was written.
+    """
+    if not result.has_failures:
+        return status.HTTP_200_OK
+    return (
+        status.HTTP_207_MULTI_STATUS if result.has_inserts else status.HTTP_503_SERVICE_UNAVAILABLE
+    )
+
+
 def batch_response(result: BatchResult, started: float) -> Response:
-    """200 with every record's result, or 503 + ``Retry-After`` if a database failed."""
+    """Every record's result, with `batch_status`; ``Retry-After`` when any record failed."""
     body = {
         "type": INSERT,
         "summary": result.summary(),
         **{name: [r.as_dict() for r in rs] for name, rs in result.by_model().items()},
         "elapsed_ms": round((perf_counter() - started) * 1000, 3),
     }
-    if result.has_failures:
-        return Response(body, status=503, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
-    return Response(body)
+    code = batch_status(result)
+    headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if result.has_failures else None
+    return Response(body, status=code, headers=headers)
 
 
 class RunQueryView(APIView):
@@ -144,9 +160,26 @@ class RunQueryView(APIView):
             ),
         ],
         request={"application/json": BatchIn, "*/*": OpenApiTypes.NONE},
-        responses={200: BatchOut, 413: ErrorOut, 415: ErrorOut, **ERRORS},
+        responses={
+            200: BatchOut,
+            207: OpenApiResponse(
+                BatchOut,
+                description="partial commit: some records stored, "
+                "some `failed` (retry those after Retry-After)",
+            ),
+            413: ErrorOut,
+            415: ErrorOut,
+            **ERRORS,
+            503: OpenApiResponse(
+                BatchOut,
+                description="a database failed and nothing was "
+                "stored: every valid record is `failed`; retry after Retry-After",
+            ),
+        },
         description=f"`type=insert`: at most {MAX_BATCH_RECORDS} records per batch. Each "
-        "record comes back `inserted`, `rejected` (with reasons) or `failed` (503).",
+        "record comes back `inserted`, `rejected` (with reasons) or `failed`: 200 when "
+        "none failed, 207 when some were stored and some failed, 503 when nothing was "
+        "stored because a database failed.",
     )
     def post(self, request):
         params = as_params(request.query_params)

@@ -8,26 +8,29 @@ from drf_spectacular.utils import extend_schema
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from api.errors import RETRY_AFTER_SECONDS, envelope
-from api.selectors import MODELS, table_stats
+from api.errors import RETRY_AFTER_SECONDS, envelope, failure_kind
+from api.selectors import MODELS, cached_table_stats
 from api.serializers import ErrorOut, HealthOut, StatsOut
 
 logger = logging.getLogger(__name__)
 
 
 class StatsView(APIView):
-    """Row counts and the id range of every table, with the alias that holds it."""
+    """Row counts and the id range of every table, with the alias that holds it.
+
+    At most ``STATS_CACHE_SECONDS`` old (`api.selectors.cached_table_stats`).
+    """
 
     @extend_schema(responses={200: StatsOut, 503: ErrorOut})
     def get(self, request):
-        stats = table_stats()
+        stats = cached_table_stats()
         for name, model in MODELS.items():
             stats[name] = {"database": router.db_for_read(model), **stats[name]}
         return Response(stats)
 
 
 def check_database(alias: str) -> str:
-    """``"ok"``, or the error that reading from ``alias`` raised.
+    """``"ok"``, or the kind of failure reading from ``alias`` met (`failure_kind`).
 
     Routed aliases read their table (an empty SQLite file would otherwise pass);
     ``default`` answers ``SELECT 1``.
@@ -40,8 +43,9 @@ def check_database(alias: str) -> str:
             with connections[alias].cursor() as cursor:
                 cursor.execute("SELECT 1")
     except DatabaseError as exc:
-        logger.error("health: database %r is down: %s", alias, exc)
-        return f"{type(exc).__name__}: {exc}"
+        kind = failure_kind(exc)
+        logger.error("health: database %r is down (%s): %s", alias, kind, exc)
+        return kind
     return "ok"
 
 
