@@ -18,5 +18,9 @@ MAX_LOOKUP_COUNT = 1000
 MAX_SYNTHETIC_COUNT = 100
 # Arrays and objects nested in a JSON body: a batch needs 3 (object, list, record).
 MAX_JSON_DEPTH = 8
+# Orders one ``include=orders`` lookup returns per user and in all: a user with 100k
+# orders answers its first ones, their total, and where to page on.
+MAX_ORDERS_PER_USER = 100
+MAX_INCLUDED_ORDERS = 1000
 # Missing id ranges `/api/stats/` reports per table.
 MAX_REPORTED_GAPS = 100

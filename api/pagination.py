@@ -6,8 +6,8 @@ depth of a million rows, and stable while rows are being inserted.
 """
 
 import binascii
-from base64 import b64decode
-from urllib.parse import parse_qs
+from base64 import b64decode, b64encode
+from urllib.parse import parse_qs, quote
 
 from rest_framework.pagination import Cursor, CursorPagination
 
@@ -39,6 +39,11 @@ class KeysetPagination(CursorPagination):
             if parameter["name"] == self.page_size_query_param:
                 parameter["schema"].update(minimum=1, maximum=self.max_page_size)
         return parameters
+
+    @staticmethod
+    def cursor_after(position: int) -> str:
+        """The ``cursor`` parameter of the page after ``position``, as DRF encodes it."""
+        return quote(b64encode(f"p={position}".encode("ascii")).decode("ascii"))
 
     def decode_cursor(self, request) -> Cursor | None:
         """The cursor DRF's ``encode_cursor`` wrote, or None; `BadRequest` for anything else.

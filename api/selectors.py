@@ -8,16 +8,16 @@ joins happen here, in Python, with one query per database (`orders_with_products
 never one query per row.
 """
 
-from collections import defaultdict
+from typing import NamedTuple
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db.models import F, Max, Min, Model, QuerySet, Window
-from django.db.models.functions import Lag
+from django.db.models import Count, F, Max, Min, Model, QuerySet, Window
+from django.db.models.functions import Lag, RowNumber
 
 from api.errors import store_errors
 from api.hotpath.compiled import CompiledQuery
-from api.limits import MAX_ID, MAX_REPORTED_GAPS
+from api.limits import MAX_ID, MAX_INCLUDED_ORDERS, MAX_ORDERS_PER_USER, MAX_REPORTED_GAPS
 from api.lookup_keys import EQUAL, LOOKUP_KEYS, RANGE, LookupKey
 from api.models import Order, Product, User
 from api.query_params import Lookup
@@ -47,11 +47,10 @@ def _compiled(key: LookupKey) -> CompiledQuery:
     assert key.query == EQUAL, key
     return CompiledQuery(
         model,
-        # The SQL LIMIT bounds what the database sends; fetch() takes the first `count`.
         lambda value: (
             model.objects.filter(**{key.column: value})
             .order_by("id")
-            .values(*output_columns(key.model))[: key.max_count]
+            .values(*output_columns(key.model))
         ),
         _TEXT if key.value.python is str else _NUMBER,
     )
@@ -67,7 +66,8 @@ def lookup_rows(lookup: Lookup) -> list[dict]:
 
     A `RANGE` key reads the ids in ``[value, value + count)`` (capped at the largest id
     a column holds); an `EQUAL` key the first ``count`` rows whose column equals the
-    value. Raises `api.errors.ServiceUnavailable` naming the store if its database fails.
+    value (SQL `LIMIT count`). Raises `api.errors.ServiceUnavailable` naming the store if
+    its database fails.
     """
     key = lookup.key
     query = LOOKUP_QUERIES[key.name]
@@ -77,30 +77,58 @@ def lookup_rows(lookup: Lookup) -> list[dict]:
         return query.fetch(lookup.value, limit=lookup.count)
 
 
-def orders_with_products(user_ids: list[int]) -> dict[int, list[dict]]:
-    """Each user's orders, each order with its ``product`` dict (or None if it is gone).
+class UserOrders(NamedTuple):
+    """The first orders of one user (by id, each with its ``product``) and how many it has."""
 
-    Two queries: the orders database by the indexed ``user_id``, then the products
-    database by primary key. Returns ``{user_id: [order, ...]}`` with orders by id; orders
-    and products carry the columns their output serializers render. Raises
-    `api.errors.ServiceUnavailable` naming the store whose database fails.
+    orders: list[dict]
+    total: int
+
+
+def orders_per_user(users: int) -> int:
+    """How many orders `orders_with_products` includes per user, for ``users`` users.
+
+    `MAX_ORDERS_PER_USER`, less when that many for every user would pass
+    `MAX_INCLUDED_ORDERS` in one response (at least one each).
+    """
+    return max(1, min(MAX_ORDERS_PER_USER, MAX_INCLUDED_ORDERS // max(users, 1)))
+
+
+def orders_with_products(user_ids: list[int]) -> dict[int, UserOrders]:
+    """Each user's first orders, each with its ``product`` dict (or None if it is gone).
+
+    At most `orders_per_user` orders per user, so a response stays within
+    `MAX_INCLUDED_ORDERS` whatever a user has bought; ``total`` counts them all. Two
+    queries: the orders database by the indexed ``user_id`` (a window numbers and counts
+    each user's orders), then the products database by primary key. Orders and products
+    carry the columns their output serializers render. Users without orders are absent.
+    Raises `api.errors.ServiceUnavailable` naming the store whose database fails.
     """
     order_columns = output_columns("orders")
+    per_user = orders_per_user(len(user_ids))
+    by_user_id = {"partition_by": [F("user_id")]}
     with store_errors("orders"):
         orders = list(
             Order.objects.filter(user_id__in=user_ids)
+            .annotate(
+                rank=Window(RowNumber(), order_by=F("id").asc(), **by_user_id),
+                user_total=Window(Count("id"), **by_user_id),
+            )
+            .filter(rank__lte=per_user)
             .order_by("user_id", "id")
-            .values(*_with(order_columns, "user_id", "product_id"))
+            .values(*_with(order_columns, "user_id", "product_id", "user_total"))
         )
     product_ids = {order["product_id"] for order in orders}
     with store_errors("products"):
         products = Product.objects.filter(id__in=product_ids).values(*output_columns("products"))
         by_id = {product["id"]: product for product in products}
-    by_user = defaultdict(list)
+    by_user: dict[int, UserOrders] = {}
     for order in orders:
         row = {column: order[column] for column in order_columns}
         row["product"] = by_id.get(order["product_id"])
-        by_user[order["user_id"]].append(row)
+        user_id = order["user_id"]
+        if user_id not in by_user:
+            by_user[user_id] = UserOrders([], order["user_total"])
+        by_user[user_id].orders.append(row)
     return by_user
 
 

@@ -15,7 +15,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.settings import api_settings
 
-from api.limits import MAX_ID, MAX_REPORTED_GAPS
+from api.limits import MAX_ID, MAX_INCLUDED_ORDERS, MAX_ORDERS_PER_USER, MAX_REPORTED_GAPS
 from api.lookup_keys import INCLUDE_ORDERS, LOOKUP_KEYS, LookupKey
 from api.models import Order, Product, User
 from api.services.results import STATUSES
@@ -96,7 +96,21 @@ class OrderWithProductOut(OrderOut):
 
 
 class UserWithOrdersOut(UserOut):
-    orders = OrderWithProductOut(many=True, required=False, help_text="with include=orders")
+    orders = OrderWithProductOut(
+        many=True,
+        required=False,
+        help_text=f"with include=orders: the first orders by id, at most {MAX_ORDERS_PER_USER} "
+        f"per user and {MAX_INCLUDED_ORDERS} in all",
+    )
+    orders_total = serializers.IntegerField(
+        required=False, help_text="with include=orders: how many orders the user has"
+    )
+    orders_next = serializers.CharField(
+        required=False,
+        allow_null=True,
+        help_text="with include=orders: the path of the user's orders page after the last "
+        "one included, or null when all are included",
+    )
 
 
 class ErrorOut(serializers.Serializer):

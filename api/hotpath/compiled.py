@@ -43,14 +43,15 @@ class CompiledQuery:
 
     ``build(*placeholders)`` must return the QuerySet; each placeholder is a sentinel that
     appears exactly once among the compiled parameters, and `fetch` puts the real values
-    in its place.
+    in its place. A ``limit`` is SQL's ``LIMIT``, compiled into a plan of its own (Django
+    writes it into the SQL), so the database never sends more rows than asked for.
     """
 
     def __init__(self, model: type[Model], build: Callable[..., QuerySet], *placeholders):
         self.model = model
         self._build = build
         self._placeholders = placeholders
-        self._plans: dict[str, _Plan] = {}
+        self._plans: dict[tuple[str, int | None], _Plan] = {}
         self._lock = Lock()
 
     def fetch(self, *values: Any, limit: int | None = None) -> list[dict]:
@@ -59,7 +60,7 @@ class CompiledQuery:
         Raises `django.db.DatabaseError` when the database fails.
         """
         alias = router.db_for_read(self.model)
-        plan = self._plans.get(alias) or self._compile(alias)
+        plan = self._plans.get((alias, limit)) or self._compile(alias, limit)
         params = list(plan.params)
         for position, value in zip(plan.positions, values, strict=True):
             params[position] = value
@@ -67,9 +68,9 @@ class CompiledQuery:
         if plan.dbapi_sql is None or connection.queries_logged or connection.execute_wrappers:
             with connection.cursor() as cursor:
                 cursor.execute(plan.sql, params)
-                rows = cursor.fetchall() if limit is None else cursor.fetchmany(limit)
+                rows = cursor.fetchall()
         else:
-            rows = _fetch_dbapi(connection, plan.dbapi_sql, params, limit)
+            rows = _fetch_dbapi(connection, plan.dbapi_sql, params)
         names, convert = plan.names, plan.convert
         if convert is None:
             return [dict(zip(names, row, strict=True)) for row in rows]
@@ -80,9 +81,11 @@ class CompiledQuery:
             results.append(dict(zip(names, row, strict=True)))
         return results
 
-    def _compile(self, alias: str) -> _Plan:
+    def _compile(self, alias: str, limit: int | None) -> _Plan:
         with self._lock:
             queryset = self._build(*self._placeholders).using(alias)
+            if limit is not None:
+                queryset = queryset[:limit]
             compiler = queryset.query.get_compiler(using=alias)
             sql, params = compiler.as_sql()
             selected = [column for column, _, _ in compiler.select[: compiler.col_count]]
@@ -102,7 +105,7 @@ class CompiledQuery:
                 converters=converters,
                 convert=row_converter(converters) if converters else None,
             )
-            self._plans[alias] = plan
+            self._plans[alias, limit] = plan
             return plan
 
 
@@ -136,7 +139,7 @@ def _dbapi_sql(alias: str, sql: str) -> str | None:
     return sql if convert_query is None else convert_query(sql)
 
 
-def _fetch_dbapi(connection, sql: str, params: list, limit: int | None) -> list[tuple]:
+def _fetch_dbapi(connection, sql: str, params: list) -> list[tuple]:
     """What ``connection.cursor()`` and its ``execute`` do, without their wrapper layers.
 
     Django's checks are called only when they can act: a health check not yet done, no
@@ -156,6 +159,6 @@ def _fetch_dbapi(connection, sql: str, params: list, limit: int | None) -> list[
         cursor = connection.connection.cursor()
         try:
             cursor.execute(sql, params)
-            return cursor.fetchall() if limit is None else cursor.fetchmany(limit)
+            return cursor.fetchall()
         finally:
             cursor.close()

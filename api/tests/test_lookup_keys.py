@@ -14,6 +14,7 @@ import pytest
 import schemathesis
 from django.core.exceptions import ImproperlyConfigured
 from django.core.handlers.wsgi import WSGIHandler
+from django.db import connections
 from django.test import Client
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -78,7 +79,10 @@ def test_a_stored_value_answers_its_models_rows(shop, key):
             assert all(row[key.column] == value for row in rows) and len(rows) <= body["count"]
         for row in rows:
             orders = row.pop("orders", None)
+            total, after = row.pop("orders_total", None), row.pop("orders_next", 0)
             assert row == resource(key.model, row["id"])
+            if orders is not None:
+                assert total == len(orders) and after is None  # the shop's users have few
             assert (orders is not None) == query.endswith(f"include={INCLUDE_ORDERS}")
             for order in orders or []:
                 product = order.pop("product")
@@ -186,3 +190,19 @@ def test_an_output_field_a_lookup_cannot_render_is_refused(monkeypatch):
     monkeypatch.setitem(OUTPUTS, "users", Computed)
     with pytest.raises(ImproperlyConfigured, match=r"Computed\.shout"):
         output_columns.__wrapped__("users")
+
+
+@pytest.mark.parametrize("key", [k for k in KEYS if k.query != RANGE], ids=lambda key: key.name)
+def test_a_first_rows_lookup_asks_the_database_for_count_rows_only(shop, key):
+    """SQL ``LIMIT count``: the database never sends more rows than the answer holds."""
+    seen = []
+
+    def wrapper(execute, sql, params, many, context):
+        seen.append(sql)
+        return execute(sql, params, many, context)
+
+    query = f"type=get&{key.name}={stored_value(key)}&count=2"
+    with connections[key.model].execute_wrapper(wrapper):
+        status, _ = get(query)
+    assert status == 200
+    assert [sql.rstrip().endswith("LIMIT 2") for sql in seen] == [True]

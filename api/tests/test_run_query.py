@@ -3,6 +3,7 @@
 import asyncio
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
 
 import orjson
 import pytest
@@ -326,3 +327,29 @@ def test_concurrent_posts_lose_nothing_and_duplicate_nothing():
     assert len(inserted) == len(set(inserted)) == User.objects.count() == 80
     assert sum(b["summary"]["users"]["rejected"] for b in bodies) == threads * per_thread - 80
     assert Product.objects.count() == threads
+
+
+@writes
+def test_include_orders_is_capped_per_user_with_the_total_and_the_next_page(client, monkeypatch):
+    """A user with more orders than the cap: the first ones, the total, where to page on."""
+    monkeypatch.setattr("api.selectors.MAX_ORDERS_PER_USER", 3)
+    User.objects.create(id=1, name="Big", email="big@example.com")
+    User.objects.create(id=2, name="Small", email="small@example.com")
+    Product.objects.create(id=1, name="Lamp", price=Decimal("1.00"))
+    for id_, user in [*((i, 1) for i in range(1, 8)), (8, 2)]:
+        Order.objects.create(id=id_, user_id=user, product_id=1, quantity=1, unit_price=1, total=1)
+    _, body = get(client, "type=get&user_id=1&count=2&include=orders")
+    big, small = body["results"]
+    assert [o["id"] for o in big["orders"]] == [1, 2, 3] and big["orders_total"] == 7
+    assert [o["id"] for o in small["orders"]] == [8] and small["orders_total"] == 1
+    assert small["orders_next"] is None
+    page = orjson.loads(client.get(big["orders_next"]).content)
+    assert [o["id"] for o in page["results"]] == [4, 5, 6, 7]
+
+
+def test_included_orders_stay_within_the_budget_for_any_number_of_users():
+    from api.limits import MAX_INCLUDED_ORDERS
+    from api.selectors import orders_per_user
+
+    for users in (1, 2, 9, 10, 11, 999, 1000):
+        assert 1 <= orders_per_user(users) * users <= max(MAX_INCLUDED_ORDERS, users)

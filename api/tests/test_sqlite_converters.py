@@ -235,5 +235,5 @@ def test_timestamps_stay_naive_without_use_tz():
 def test_the_lookup_plans_use_them_on_sqlite_and_leave_other_backends_alone():
     query = LOOKUP_QUERIES["user_id"]
     query.fetch(1, 2)
-    modules = {function.__module__ for _, function, _ in query._plans["users"].converters}
+    modules = {function.__module__ for _, function, _ in query._plans["users", None].converters}
     assert ("api.hotpath.sqlite_converters" in modules) == (connections["users"].vendor == "sqlite")

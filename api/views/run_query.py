@@ -6,6 +6,7 @@ a 405 naming GET.
 
 from time import perf_counter
 
+from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiExample,
@@ -23,6 +24,7 @@ from api.batches import MAX_BATCH_RECORDS, InvalidBatch, parse_batch
 from api.errors import RETRY_AFTER_SECONDS, BadRequest, method_not_allowed
 from api.limits import MAX_LOOKUP_COUNT, MAX_SYNTHETIC_COUNT
 from api.lookup_keys import INCLUDE_ORDERS, INCLUDES, LOOKUP_KEYS
+from api.pagination import KeysetPagination
 from api.query_params import (
     GET,
     INSERT,
@@ -34,7 +36,7 @@ from api.query_params import (
     query_type,
 )
 from api.renderers import JSONOnlyNegotiation
-from api.selectors import lookup_rows, orders_with_products
+from api.selectors import UserOrders, lookup_rows, orders_with_products
 from api.serializers import LOOKUP_OUTS, BatchIn, BatchOut, ErrorOut
 from api.services.batch_insert import batch_insert
 from api.services.results import BatchResult
@@ -76,9 +78,14 @@ def lookup_body(lookup: Lookup) -> dict:
     if not rows:
         raise NotFound(f"no {key.model} with {key.name}={lookup.value}")
     if lookup.include_orders:
-        orders = orders_with_products([row["id"] for row in rows])
+        included = orders_with_products([row["id"] for row in rows])
         for row in rows:
-            row["orders"] = orders.get(row["id"], [])
+            row["orders"], row["orders_total"] = included.get(row["id"], NO_ORDERS)
+            row["orders_next"] = (
+                orders_page_after(row["id"], row["orders"][-1]["id"])
+                if len(row["orders"]) < row["orders_total"]
+                else None
+            )
     return {
         "type": GET,
         "model": key.model,
@@ -88,6 +95,15 @@ def lookup_body(lookup: Lookup) -> dict:
         "results": rows,
         "elapsed_ms": round((perf_counter() - started) * 1000, 3),
     }
+
+
+NO_ORDERS = UserOrders([], 0)
+
+
+def orders_page_after(user_id: int, order_id: int) -> str:
+    """The path of ``user_id``'s orders page that starts after ``order_id`` (keyset cursor)."""
+    cursor = KeysetPagination.cursor_after(order_id)
+    return f"{reverse('user-orders', args=[user_id])}?cursor={cursor}"
 
 
 def batch_status(result: BatchResult) -> int:
