@@ -103,6 +103,13 @@ DATABASE_ALIASES = ("default", *ROUTED_ALIASES)
 # a request then skips connect + PRAGMAs, the largest fixed cost of a point lookup.
 CONN_MAX_AGE = None
 SQLITE_BUSY_TIMEOUT_S = float(os.environ.get("SQLITE_BUSY_TIMEOUT", "20"))
+# WAL + NORMAL: a commit is durable once the WAL is synced (at checkpoints), so a power
+# loss or OS crash can lose the last acknowledged transactions, never the file; a process
+# crash loses nothing. FULL syncs the WAL on every commit: every acknowledged row survives.
+# https://www.sqlite.org/pragma.html#pragma_synchronous
+SQLITE_SYNCHRONOUS = os.environ.get("SQLITE_SYNCHRONOUS", "NORMAL").strip().upper()
+if SQLITE_SYNCHRONOUS not in {"NORMAL", "FULL"}:
+    raise ImproperlyConfigured("SQLITE_SYNCHRONOUS must be NORMAL or FULL.")
 
 
 def sqlite_database(alias: str) -> dict:
@@ -120,7 +127,7 @@ def sqlite_database(alias: str) -> dict:
         "OPTIONS": {
             "transaction_mode": "IMMEDIATE",
             "timeout": SQLITE_BUSY_TIMEOUT_S,
-            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL",
+            "init_command": f"PRAGMA journal_mode=WAL; PRAGMA synchronous={SQLITE_SYNCHRONOUS}",
             # Django's default asks sqlite3 to convert "datetime" and "bool" columns by their
             # declared type, for every statement, in Python (docs/performance.md). The
             # ORM's own converters, which also serve columns SQLite has

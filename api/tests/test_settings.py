@@ -24,6 +24,7 @@ DJANGO_ENV_VARS = [
     "DJANGO_SECRET_KEY",
     "DJANGO_ALLOWED_HOSTS",
     "DATA_DIR",
+    "SQLITE_SYNCHRONOUS",
     *(f"DATABASE_URL_{alias.upper()}" for alias in ALL_DATABASES),
     *(f"DATABASE_REPLICA_URLS_{alias.upper()}" for alias in ALL_DATABASES),
     "DATABASE_POOL",
@@ -172,3 +173,15 @@ def test_replica_urls_add_mirrored_replica_aliases(monkeypatch):
     assert conf["DATABASE_REPLICAS"] == {"users": ["users_replica1", "users_replica2"]}
     replica = conf["DATABASES"]["users_replica2"]
     assert (replica["HOST"], replica["TEST"]) == ("r2.internal", {"MIRROR": "users"})
+
+
+def test_sqlite_synchronous_full_makes_every_acknowledged_row_durable(monkeypatch):
+    """``SQLITE_SYNCHRONOUS=FULL`` syncs the WAL on every commit; anything else is refused."""
+    conf = load_settings(monkeypatch, SQLITE_SYNCHRONOUS="full")
+    assert "synchronous=FULL" in conf["DATABASES"]["users"]["OPTIONS"]["init_command"]
+    assert (
+        "synchronous=NORMAL"
+        in load_settings(monkeypatch)["DATABASES"]["orders"]["OPTIONS"]["init_command"]
+    )
+    with pytest.raises(ImproperlyConfigured, match="SQLITE_SYNCHRONOUS"):
+        load_settings(monkeypatch, SQLITE_SYNCHRONOUS="OFF")

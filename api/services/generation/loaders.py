@@ -7,12 +7,14 @@ or failed run leaves the tables as they were, and the runner can hold every data
 commit until all three are ready (`api.services.generation.runner`).
 
 - `SqliteLoader` (SQLite): the stdlib driver's ``executemany`` on the database file, with
-  ``synchronous=OFF`` and a 16 MB page cache during the load. When the new rows outnumber
+  a 16 MB page cache during the load. Synchronous stays ``NORMAL``, as the server runs:
+  the load is one transaction, which WAL syncs once, so ``OFF`` saved nothing measurable
+  (``docs/performance.md``) and would have let a power loss during a load corrupt a file
+  whose other rows a running server had acknowledged. When the new rows outnumber
   the stored ones, secondary indexes are dropped first and re-created at the end with the
   exact SQL that ``sqlite_master`` held, so migrations see the schema unchanged (the
   unique index on ``users.email`` is part of the table and stays). ``ANALYZE`` runs before
-  the commit; afterwards the connection returns to ``synchronous=NORMAL`` and the file to
-  WAL, as the server expects. The journal stays WAL throughout: measured, rollback-journal
+  the commit; afterwards the file returns to WAL, as the server expects. The journal stays WAL throughout: measured, rollback-journal
   modes were no faster, and WAL keeps the load crash-safe and works while the server has
   the file open.
 - `CopyLoader` (PostgreSQL): ``COPY … FROM STDIN`` in text format through psycopg's
@@ -42,6 +44,7 @@ from contextlib import ExitStack
 from datetime import UTC, datetime
 
 import psycopg
+from django.conf import settings
 from django.core.management.color import no_style
 from django.db import connections, transaction
 from django.db.models import Count, DateTimeField, Max, Model
@@ -130,7 +133,7 @@ class SqliteLoader(Loader):
 
     def begin(self, *, clear: bool, first_id: int, stored: int, count: int) -> None:
         self.conn = conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
-        conn.execute("PRAGMA synchronous = OFF")
+        conn.execute(f"PRAGMA synchronous = {settings.SQLITE_SYNCHRONOUS}")
         conn.execute(f"PRAGMA cache_size = -{SQLITE_CACHE_KIB}")
         conn.execute("BEGIN IMMEDIATE")
         if clear:
@@ -192,7 +195,6 @@ class SqliteLoader(Loader):
         if self.conn is None:
             return
         try:
-            self.conn.execute("PRAGMA synchronous = NORMAL")
             self.conn.execute("PRAGMA journal_mode = WAL")
             self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         finally:
