@@ -14,9 +14,9 @@ commit until all three are ready (`api.services.generation.runner`).
   the stored ones, secondary indexes are dropped first and re-created at the end with the
   exact SQL that ``sqlite_master`` held, so migrations see the schema unchanged (the
   unique index on ``users.email`` is part of the table and stays). ``ANALYZE`` runs before
-  the commit; afterwards the file returns to WAL, as the server expects. The journal stays WAL throughout: measured, rollback-journal
-  modes were no faster, and WAL keeps the load crash-safe and works while the server has
-  the file open.
+  the commit; afterwards the file returns to WAL, as the server expects. The journal stays
+  WAL throughout: measured, rollback-journal modes were no faster, and WAL keeps the load
+  crash-safe and works while the server has the file open.
 - `CopyLoader` (PostgreSQL): ``COPY … FROM STDIN`` in text format through psycopg's
   ``write_row``, on the worker's own psycopg connection (so it is fork-safe and loads in
   processes). One ``COPY`` stays open across batches, so the server stores a batch while
