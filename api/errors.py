@@ -9,7 +9,6 @@ give Django's own 400/404/500 pages the same JSON shape.
 """
 
 import logging
-from contextlib import contextmanager
 
 from django.core.exceptions import RequestDataTooBig
 from django.db import DatabaseError
@@ -61,6 +60,7 @@ class ServiceUnavailable(ApiError):
 # Kinds of database failure a client is told, by PostgreSQL SQLSTATE and, for SQLite,
 # by the text of sqlite3's error (it has no codes Django passes on).
 LOCKED, TIMEOUT, UNREACHABLE, FULL, ERROR = "locked", "timeout", "unreachable", "full", "error"
+BUSY = "busy"  # refused before reaching the store: its queue is full (`api.bulkheads`)
 SQLSTATE_KINDS = {
     "55P03": LOCKED,  # lock_not_available (lock_timeout)
     "40P01": LOCKED,  # deadlock_detected
@@ -79,7 +79,10 @@ SQLITE_KINDS = (
 
 
 def failure_kind(exc: DatabaseError) -> str:
-    """``locked``, ``timeout``, ``unreachable``, ``full`` or ``error``: what a client may know."""
+    """``locked``, ``timeout``, ``unreachable``, ``full``, ``busy`` or ``error``: what a
+    client may know. A request shed by `api.bulkheads` carries its ``kind``."""
+    if getattr(exc, "kind", None):
+        return exc.kind
     cause = exc.__cause__
     sqlstate = getattr(cause, "sqlstate", None)
     if sqlstate in SQLSTATE_KINDS:
@@ -102,20 +105,14 @@ def database_unavailable(exc: DatabaseError, store: str | None = None) -> Servic
     unknown. The body says ``{"store": ..., "failure": failure_kind(exc)}``.
     """
     kind = failure_kind(exc)
-    logger.error("database %s failed (%s): %s", store or "?", kind, exc, exc_info=exc)
+    if getattr(exc, "kind", None):  # shed by a bulkhead: the failure that opened it was logged
+        logger.info("database %s: request shed (%s)", store or "?", kind)
+    else:
+        logger.error("database %s failed (%s): %s", store or "?", kind, exc, exc_info=exc)
     name = f"database {store!r}" if store else "a database"
     return ServiceUnavailable(
         f"{name} unavailable ({kind}); retry later", {"store": store, "failure": kind}
     )
-
-
-@contextmanager
-def store_errors(store: str):
-    """Turn a `DatabaseError` raised inside into the 503 of ``store`` (`database_unavailable`)."""
-    try:
-        yield
-    except DatabaseError as exc:
-        raise database_unavailable(exc, store) from exc
 
 
 def envelope(message: str, details: dict | None = None) -> dict:

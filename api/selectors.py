@@ -15,7 +15,7 @@ from django.core.cache import cache
 from django.db.models import Count, F, Max, Min, Model, QuerySet, Window
 from django.db.models.functions import Lag, RowNumber
 
-from api.errors import store_errors
+from api.bulkheads import READS
 from api.hotpath.compiled import CompiledQuery
 from api.limits import MAX_ID, MAX_INCLUDED_ORDERS, MAX_ORDERS_PER_USER, MAX_REPORTED_GAPS
 from api.lookup_keys import EQUAL, LOOKUP_KEYS, RANGE, LookupKey
@@ -71,7 +71,7 @@ def lookup_rows(lookup: Lookup) -> list[dict]:
     """
     key = lookup.key
     query = LOOKUP_QUERIES[key.name]
-    with store_errors(key.model):
+    with READS[key.model]:
         if key.query == RANGE:
             return query.fetch(lookup.value, min(lookup.value + lookup.count - 1, MAX_ID))
         return query.fetch(lookup.value, limit=lookup.count)
@@ -106,7 +106,7 @@ def orders_with_products(user_ids: list[int]) -> dict[int, UserOrders]:
     order_columns = output_columns("orders")
     per_user = orders_per_user(len(user_ids))
     by_user_id = {"partition_by": [F("user_id")]}
-    with store_errors("orders"):
+    with READS["orders"]:
         orders = list(
             Order.objects.filter(user_id__in=user_ids)
             .annotate(
@@ -118,7 +118,7 @@ def orders_with_products(user_ids: list[int]) -> dict[int, UserOrders]:
             .values(*_with(order_columns, "user_id", "product_id", "user_total"))
         )
     product_ids = {order["product_id"] for order in orders}
-    with store_errors("products"):
+    with READS["products"]:
         products = Product.objects.filter(id__in=product_ids).values(*output_columns("products"))
         by_id = {product["id"]: product for product in products}
     by_user: dict[int, UserOrders] = {}
@@ -159,7 +159,7 @@ def table_stats() -> dict[str, dict]:
     """
     stats = {}
     for name, model in MODELS.items():
-        with store_errors(name):
+        with READS[name]:
             ids = model.objects.aggregate(min_id=Min("id"), max_id=Max("id"))
             rows = model.objects.count()
             dense = rows == 0 or rows == ids["max_id"] - ids["min_id"] + 1

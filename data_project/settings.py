@@ -69,6 +69,12 @@ WSGI_APPLICATION = "data_project.wsgi.application"
 # Successful GET /api/run-query/ lookups answered ahead of Django's request cycle, with the
 # same signals, host check, body and headers (api.hotpath); 0 sends them through it.
 LOOKUP_FAST_PATH = env_bool("LOOKUP_FAST_PATH", default=True)
+# Bulkheads (api.bulkheads): how long a request waits for a store's lock before its records
+# fail (503), how long a store that failed so is refused at once, how many insert batches
+# may queue for one store. Commands (insert_data, generate_data) keep SQLITE_BUSY_TIMEOUT.
+REQUEST_DEADLINE_SECONDS = float(os.environ.get("REQUEST_DEADLINE_SECONDS", "2"))
+STORE_COOLDOWN_SECONDS = float(os.environ.get("STORE_COOLDOWN_SECONDS", "2"))
+INSERT_QUEUE_LIMIT = int(os.environ.get("INSERT_QUEUE_LIMIT", "64"))
 # Seconds /api/stats/ may be old: it counts rows and searches id gaps over whole indexes.
 STATS_CACHE_SECONDS = float(os.environ.get("STATS_CACHE_SECONDS", "10"))
 

@@ -26,11 +26,14 @@ import logging
 import os
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from threading import Lock
+from time import monotonic
 from typing import Any
 
+from django.conf import settings
 from django.db import (
     DatabaseError,
     IntegrityError,
@@ -41,7 +44,8 @@ from django.db import (
 )
 from django.db.models import QuerySet
 
-from api.errors import failure_kind
+from api.bulkheads import WRITES, StoreShed
+from api.errors import BUSY, TIMEOUT
 from api.models import Order, Product, User
 from api.services.results import FAILED, INSERTED, REJECTED, BatchResult, RecordResult
 from api.validation import (
@@ -79,15 +83,32 @@ class Stored:
     known: dict[int, Decimal | None]
 
 
+REQUEST = "request"  # the default deadline: settings.REQUEST_DEADLINE_SECONDS
+
+
 def batch_insert(
-    *, users: Sequence[Any] = (), products: Sequence[Any] = (), orders: Sequence[Any] = ()
+    *,
+    users: Sequence[Any] = (),
+    products: Sequence[Any] = (),
+    orders: Sequence[Any] = (),
+    deadline_s: float | str | None = REQUEST,
 ) -> BatchResult:
     """Validate and store a batch of raw records concurrently, one worker per database.
 
     Each argument is a list of JSON-like dicts as a client sends them. Returns a
     `BatchResult` with one result per record, in submission order. Raises whatever
     non-database exception a worker raised (never swallowed, never turned into a result).
+
+    ``deadline_s`` bounds, from now, how long each database's part may wait for its lock
+    (and, queued, for its worker): past it the part's records are ``failed`` and nothing of
+    them is written. The default is ``REQUEST_DEADLINE_SECONDS``; None waits as long as
+    the connection's own timeout (commands). A store whose breaker is open
+    (`api.bulkheads`), or whose queue holds ``INSERT_QUEUE_LIMIT`` batches, fails its part
+    at once.
     """
+    if deadline_s == REQUEST:
+        deadline_s = settings.REQUEST_DEADLINE_SECONDS
+    deadline = None if deadline_s is None else monotonic() + deadline_s
     user_rejects, user_candidates = _check_all(input_serializer(UserInput), users)
     product_rejects, product_candidates = _check_all(input_serializer(ProductInput), products)
     order_rejects, order_candidates = _check_all(input_serializer(OrderInput), orders)
@@ -99,14 +120,18 @@ def batch_insert(
 
     # Submitted users, products, orders: a worker's queue is first come, first served, so
     # the orders task never waits on a task queued behind it, even when aliases coincide.
-    users_future = _worker(users_db).submit(
-        _in_worker, _store_users, users_db, user_candidates, user_refs
+    users_future = _submit(users_db, deadline, _store_users, users_db, user_candidates, user_refs)
+    products_future = _submit(
+        products_db, deadline, _store_products, products_db, product_candidates, product_refs
     )
-    products_future = _worker(products_db).submit(
-        _in_worker, _store_products, products_db, product_candidates, product_refs
-    )
-    orders_future = _worker(orders_db).submit(
-        _in_worker, _store_orders, orders_db, order_candidates, users_future, products_future
+    orders_future = _submit(
+        orders_db,
+        deadline,
+        _store_orders,
+        orders_db,
+        order_candidates,
+        users_future,
+        products_future,
     )
     stored_users = _outcome(users_future, user_candidates, users_db)
     stored_products = _outcome(products_future, product_candidates, products_db)
@@ -172,23 +197,87 @@ def close_worker_connections() -> None:
         future.result()
 
 
-def _in_worker(work: Callable[..., Stored], *args: Any) -> Stored:
+_queued: dict[str, int] = {}  # batches submitted to each alias's worker and not done
+_queued_lock = Lock()
+
+
+def _submit(alias: str, deadline: float | None, work: Callable[..., Stored], *args) -> Future:
+    """``work(*args)`` on ``alias``'s worker, or a future failed at once with `StoreShed`
+    when the store's write breaker is open or its queue is full."""
+    try:
+        WRITES[alias].check()
+        with _queued_lock:
+            if _queued.get(alias, 0) >= settings.INSERT_QUEUE_LIMIT:
+                raise StoreShed(alias, BUSY)
+            _queued[alias] = _queued.get(alias, 0) + 1
+    except StoreShed as exc:
+        shed: Future = Future()
+        shed.set_exception(exc)
+        return shed
+    return _worker(alias).submit(_in_worker, alias, deadline, work, *args)
+
+
+def _in_worker(alias: str, deadline: float | None, work: Callable[..., Stored], *args) -> Stored:
     # What Django's request_started and request_finished signals do for a request thread.
     close_old_connections()
     try:
-        return work(*args)
+        wait_s = None if deadline is None else deadline - monotonic()
+        if wait_s is not None and wait_s <= 0:  # queued past the deadline: do not start
+            raise StoreShed(alias, TIMEOUT)
+        with _waits_at_most(alias, wait_s):
+            return work(*args)
     finally:
+        with _queued_lock:
+            _queued[alias] -= 1
         close_old_connections()
+
+
+@contextmanager
+def _waits_at_most(alias: str, seconds: float | None):
+    """Bound how long the connection of ``alias`` waits for a lock; None: its own timeout.
+
+    SQLite: the busy timeout (``BEGIN IMMEDIATE`` waits there); PostgreSQL: ``lock_timeout``
+    and ``statement_timeout`` for this batch, reset afterwards (the connection may go
+    back to a pool).
+    """
+    connection = connections[alias]
+    if connection.vendor == "sqlite":
+        default_s = connection.settings_dict["OPTIONS"].get("timeout", 5)
+        milliseconds = round(1000 * (default_s if seconds is None else min(seconds, default_s)))
+        with connection.cursor() as cursor:
+            cursor.execute(f"PRAGMA busy_timeout = {milliseconds}")
+        yield
+    elif connection.vendor == "postgresql" and seconds is not None:
+        milliseconds = max(1, round(1000 * seconds))
+        with connection.cursor() as cursor:
+            for name in ("lock_timeout", "statement_timeout"):
+                cursor.execute(f"SET {name} = {milliseconds}")
+        try:
+            yield
+        finally:
+            if connection.connection is not None and not connection.needs_rollback:
+                with connection.cursor() as cursor:
+                    for name in ("lock_timeout", "statement_timeout"):
+                        cursor.execute(f"RESET {name}")
+    else:
+        yield
 
 
 def _outcome(future: Future, candidates: list[Candidate], alias: str) -> Stored:
     try:
-        return future.result()
+        stored = future.result()
     except DatabaseError as exc:
-        kind = failure_kind(exc)
-        logger.error("batch insert: database %r failed (%s): %s", alias, kind, exc, exc_info=exc)
+        kind = WRITES[alias].failed(exc)
+        if isinstance(exc, StoreShed):
+            logger.info("batch insert: database %r shed (%s)", alias, kind)
+        else:
+            logger.error(
+                "batch insert: database %r failed (%s): %s", alias, kind, exc, exc_info=exc
+            )
         message = f"database {alias!r} unavailable ({kind}); retry later"
         return Stored([_failed(c, message) for c in candidates], {})
+    WRITES[alias].succeeded()
+    return stored
 
 
 def _store_users(alias: str, candidates: list[Candidate], referenced: set[int]) -> Stored:

@@ -12,6 +12,7 @@ from django.core.cache import cache
 from django.db import connections
 
 from api.batches import ASSIGNMENT_FILE, read_batch
+from api.bulkheads import READS, WRITES
 from api.models import Order, Product, User
 from api.services.batch_insert import close_worker_connections
 
@@ -26,6 +27,14 @@ sqlite_only = pytest.mark.skipif(
     {"sqlite"} != ROUTED_VENDORS, reason="SQLite-specific: files, PRAGMAs or its write lock"
 )
 postgresql_only = pytest.mark.skipif({"postgresql"} != ROUTED_VENDORS, reason="PostgreSQL-specific")
+
+
+@pytest.fixture(autouse=True)
+def _closed_breakers():
+    """Every store's bulkheads start closed in every test."""
+    yield
+    for breaker in (*READS.values(), *WRITES.values()):
+        breaker.open_until = 0.0
 
 
 @pytest.fixture(autouse=True)

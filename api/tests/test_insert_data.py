@@ -1,10 +1,12 @@
 """The assignment data set through the concurrent insert service and ``insert_data``."""
 
+import time
 from io import StringIO
 
 import pytest
 from django.core.management import CommandError, call_command
 
+from api.bulkheads import WRITES
 from api.models import Order, Product, User
 from api.services.batch_insert import batch_insert
 from api.tests.conftest import ROUTED, locked, sqlite_only
@@ -97,8 +99,15 @@ def test_a_locked_database_fails_its_records_and_a_retry_completes(assignment, m
     assert "locked" in result.orders[0].reason
     assert Order.objects.count() == 0
 
+    started = time.monotonic()
+    shed = batch_insert(**assignment)  # within the store's cool-down: failed at once
+    assert shed.summary()["orders"]["failed"] == 8 and "locked" in shed.orders[0].reason
+    assert time.monotonic() - started < 1 and Order.objects.count() == 0
+
+    WRITES["orders"].open_until = time.monotonic()  # the cool-down is over: a retry probes
     retry = batch_insert(**assignment)
     assert retry.summary()["orders"] == {"inserted": 7, "rejected": 3, "failed": 0}
+    assert not WRITES["orders"].open_until
 
 
 @sqlite_only

@@ -27,7 +27,7 @@ class Command(BaseCommand):
             batch = read_batch(options["file"])
         except InvalidBatch as exc:
             raise CommandError(str(exc)) from exc
-        result = batch_insert(**batch)
+        result = batch_insert(**batch, deadline_s=None)  # a command waits out a lock
         self.stdout.write(render_tables(batch, result))
         if result.has_failures:
             raise CommandError("some records failed: a database was unavailable; run again")

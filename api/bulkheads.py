@@ -1,0 +1,100 @@
+"""Bulkheads: a store that is locked, slow or down fails its own requests fast.
+
+Each store (``users``, ``products``, ``orders``) has a `StoreBreaker` for reads and one for
+writes. When an operation on a store fails in a way that will likely repeat (locked past
+its wait, timed out, unreachable), the breaker opens for ``STORE_COOLDOWN_SECONDS``:
+requests that need that store get a 503 with ``Retry-After`` at once instead of tying a
+Gunicorn worker up for the whole wait, so requests for the other stores keep their normal
+latency. After the cool-down one request probes the store; its success closes the breaker,
+its failure opens it again. A write breaker opens on a lock too; a read breaker does not
+(SQLite's readers never wait for its writers).
+
+Hand-written rather than pybreaker: pybreaker holds one lock for the whole protected call,
+which would serialise every lookup of a store through one thread.
+"""
+
+from threading import Lock
+from time import monotonic
+
+from django.conf import settings
+from django.db import DatabaseError
+
+from api.errors import BUSY, LOCKED, TIMEOUT, UNREACHABLE, database_unavailable, failure_kind
+
+STORES = ("users", "products", "orders")
+READ_TRANSIENT = frozenset({TIMEOUT, UNREACHABLE})
+WRITE_TRANSIENT = frozenset({LOCKED, TIMEOUT, UNREACHABLE})
+
+
+class StoreShed(DatabaseError):
+    """A request for ``store`` refused without touching it: its breaker is open (``kind``
+    is the failure that opened it) or its queue is full (``busy``)."""
+
+    def __init__(self, store: str, kind: str):
+        super().__init__(f"{store}: shed ({kind})")
+        self.store, self.kind = store, kind
+
+
+class StoreBreaker:
+    """The circuit breaker of one store for one kind of access; a context manager.
+
+    ``with breaker: ...`` raises `api.errors.ServiceUnavailable` (503) at once while it is
+    open, and turns a `DatabaseError` inside into the 503 of its store, opening it when the
+    failure's kind is in ``transient``.
+    """
+
+    __slots__ = ("_lock", "cooldown_s", "kind", "open_until", "store", "transient")
+
+    def __init__(self, store: str, transient: frozenset[str], cooldown_s: float | None = None):
+        self.store, self.transient = store, transient
+        self.cooldown_s = settings.STORE_COOLDOWN_SECONDS if cooldown_s is None else cooldown_s
+        self.open_until = 0.0  # monotonic seconds; 0.0 when closed
+        self.kind = ""
+        self._lock = Lock()
+
+    def check(self) -> None:
+        """Raise `StoreShed` while open; past the cool-down, let one caller probe."""
+        until = self.open_until
+        if not until:
+            return
+        if monotonic() >= until:
+            with self._lock:
+                if self.open_until == until:  # the first caller past the cool-down probes
+                    self.open_until = monotonic() + self.cooldown_s
+                    return
+        raise StoreShed(self.store, self.kind)
+
+    def succeeded(self) -> None:
+        """Close the breaker: the store answered."""
+        if self.open_until:
+            self.open_until = 0.0
+
+    def failed(self, exc: DatabaseError) -> str:
+        """Record a failure; open the breaker if its kind will likely repeat. Its kind."""
+        kind = failure_kind(exc)
+        if kind in self.transient:
+            self.kind = kind
+            self.open_until = monotonic() + self.cooldown_s
+        return kind
+
+    def __enter__(self) -> None:
+        if self.open_until:
+            try:
+                self.check()
+            except StoreShed as exc:
+                raise database_unavailable(exc, self.store) from None
+
+    def __exit__(self, exc_type, exc, traceback) -> bool:
+        if exc is None:
+            if self.open_until:
+                self.succeeded()
+            return False
+        if isinstance(exc, DatabaseError):
+            self.failed(exc)
+            raise database_unavailable(exc, self.store) from exc
+        return False
+
+
+READS = {store: StoreBreaker(store, READ_TRANSIENT) for store in STORES}
+WRITES = {store: StoreBreaker(store, WRITE_TRANSIENT) for store in STORES}
+__all__ = ["BUSY", "READS", "WRITES", "StoreBreaker", "StoreShed"]
