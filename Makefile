@@ -15,7 +15,7 @@ LOADTEST = $(PY) manage.py loadtest --users $(USERS) --spawn-rate $(SPAWN_RATE) 
 	--run-time $(RUN_TIME) --rows $(ROWS) --bind $(BIND)
 
 .PHONY: help venv demo loadtest loadtest-lookups loadtest-distributed bench-generate bench-lookup \
-	bench-instructions bench-swarm test lint format migrate clean
+	bench-instructions bench-faults bench-swarm test lint format migrate clean
 
 help:
 	@echo "make demo      - the main job: assignment insert, 1M rows, Gunicorn + 1000-user Locust, reports/"
@@ -84,6 +84,10 @@ bench-instructions: venv
 # The 1000-user swarm against the raw anchor; the anchor's ids run 1..1,000,000, so both
 # use a users table of a million rows (BENCH_DATA_DIR, generated on first use).
 BENCH_DATA_DIR ?= var/bench
+# One store locked: the other stores' lookup latency and the locked store's 503s.
+bench-faults: venv
+	$(PY) bench/faults.py
+
 bench-swarm: venv
 	@if [ ! -f $(BENCH_DATA_DIR)/users.sqlite3 ]; then \
 		DATA_DIR=$(BENCH_DATA_DIR) $(PY) manage.py migrate_all --verbosity 0 && \

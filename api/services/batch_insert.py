@@ -236,9 +236,9 @@ def _in_worker(alias: str, deadline: float | None, work: Callable[..., Stored], 
 def _waits_at_most(alias: str, seconds: float | None):
     """Bound how long the connection of ``alias`` waits for a lock; None: its own timeout.
 
-    SQLite: the busy timeout (``BEGIN IMMEDIATE`` waits there); PostgreSQL: ``lock_timeout``
-    and ``statement_timeout`` for this batch, reset afterwards (the connection may go
-    back to a pool).
+    SQLite: the busy timeout (``BEGIN IMMEDIATE`` waits there); PostgreSQL: ``lock_timeout``,
+    and ``statement_timeout`` a second later, for this batch, reset afterwards (the
+    connection may go back to a pool).
     """
     connection = connections[alias]
     if connection.vendor == "sqlite":
@@ -250,8 +250,10 @@ def _waits_at_most(alias: str, seconds: float | None):
     elif connection.vendor == "postgresql" and seconds is not None:
         milliseconds = max(1, round(1000 * seconds))
         with connection.cursor() as cursor:
-            for name in ("lock_timeout", "statement_timeout"):
-                cursor.execute(f"SET {name} = {milliseconds}")
+            # A lock wait ends at the deadline (reported "locked"); a statement that is
+            # slow for another reason is stopped a second later (reported "timeout").
+            cursor.execute(f"SET lock_timeout = {milliseconds}")
+            cursor.execute(f"SET statement_timeout = {milliseconds + 1000}")
         try:
             yield
         finally:
@@ -267,10 +269,11 @@ def _outcome(future: Future, candidates: list[Candidate], alias: str) -> Stored:
     try:
         stored = future.result()
     except DatabaseError as exc:
-        kind = WRITES[alias].failed(exc)
-        if isinstance(exc, StoreShed):
+        if isinstance(exc, StoreShed):  # refused, not tried: the breaker learns nothing new
+            kind = exc.kind
             logger.info("batch insert: database %r shed (%s)", alias, kind)
         else:
+            kind = WRITES[alias].failed(exc)
             logger.error(
                 "batch insert: database %r failed (%s): %s", alias, kind, exc, exc_info=exc
             )

@@ -1,0 +1,115 @@
+"""A store that is locked, slow or down fails its own requests fast; the others keep going.
+
+The breaker's rules in-process, a PostgreSQL table lock bounded by the batch's deadline,
+and the whole scenario against a live Gunicorn: while another process holds the orders
+store's write lock, user lookups keep their latency and orders inserts are 503s that
+come back within about the deadline, and the store serves again once the lock is gone.
+"""
+
+import time
+
+import psycopg
+import pytest
+from django.db import OperationalError, connections
+
+from api.bulkheads import READ_TRANSIENT, WRITE_TRANSIENT, WRITES, StoreBreaker, StoreShed
+from api.errors import ServiceUnavailable
+from api.loadtest import runner
+from api.loadtest.faults import locked_store, summarize
+from api.models import Order, Product, User
+from api.services.batch_insert import batch_insert
+from api.tests.conftest import ALL_DATABASES, postgresql_only, sqlite_only
+from api.tests.test_load import free_port, manage
+
+
+def locked_error() -> OperationalError:
+    return OperationalError("database is locked")
+
+
+def test_a_transient_failure_opens_the_breaker_until_one_probe_succeeds():
+    breaker = StoreBreaker("orders", WRITE_TRANSIENT, cooldown_s=0.2)
+    breaker.check()  # closed: nothing happens
+    assert breaker.failed(locked_error()) == "locked"
+    with pytest.raises(StoreShed) as shed:
+        breaker.check()
+    assert (shed.value.store, shed.value.kind) == ("orders", "locked")
+    time.sleep(0.25)
+    breaker.check()  # the first caller past the cool-down probes...
+    with pytest.raises(StoreShed):
+        breaker.check()  # ...while the others are still refused
+    breaker.succeeded()
+    breaker.check()
+    assert breaker.open_until == 0.0
+
+
+def test_a_read_breaker_ignores_locks_and_errors_that_will_not_pass():
+    """SQLite readers never wait for its writers; a missing table is no reason to shed."""
+    reads = StoreBreaker("users", READ_TRANSIENT, cooldown_s=10)
+    reads.failed(locked_error())
+    reads.failed(OperationalError("no such table: users"))
+    reads.check()
+    reads.failed(OperationalError("connection refused"))
+    with pytest.raises(StoreShed):
+        reads.check()
+
+
+def test_a_breaker_as_a_context_manager_answers_503_naming_the_store():
+    breaker = StoreBreaker("products", READ_TRANSIENT, cooldown_s=10)
+    with pytest.raises(ServiceUnavailable) as raised, breaker:
+        raise OperationalError("connection timeout expired")
+    assert raised.value.details == {"store": "products", "failure": "timeout"}
+    with pytest.raises(ServiceUnavailable) as shed, breaker:
+        pytest.fail("an open breaker runs nothing")
+    assert shed.value.details == {"store": "products", "failure": "timeout"}
+
+
+@postgresql_only
+@pytest.mark.django_db(databases=ALL_DATABASES, transaction=True)
+def test_a_postgresql_table_lock_fails_the_batch_within_its_deadline():
+    """``lock_timeout`` from the deadline: 503-worthy ``failed`` records, the lock's kind."""
+    user = User.objects.create(name="U", email="u@example.com")
+    product = Product.objects.create(name="P", price=1)
+    order = {"user_id": user.id, "product_id": product.id, "quantity": 1}
+    settings = connections["orders"].settings_dict
+    holder = psycopg.connect(
+        host=settings["HOST"],
+        port=settings["PORT"] or 5432,
+        user=settings["USER"],
+        dbname=connections["orders"].settings_dict["NAME"],
+        autocommit=False,
+    )
+    try:
+        holder.execute("LOCK TABLE orders IN ACCESS EXCLUSIVE MODE")
+        started = time.monotonic()
+        result = batch_insert(orders=[order], deadline_s=1.0)
+        elapsed = time.monotonic() - started
+    finally:
+        holder.rollback()
+        holder.close()
+    assert result.orders[0].status == "failed" and "locked" in result.orders[0].reason
+    assert 0.9 < elapsed < 3
+    assert WRITES["orders"].open_until  # the next batches are refused at once
+    WRITES["orders"].open_until = time.monotonic()
+    retry = batch_insert(orders=[order]).orders[0]
+    assert retry.status == "inserted", retry
+    assert Order.objects.count() == 1
+
+
+@sqlite_only  # the lock is SQLite's file lock, the data a temporary DATA_DIR
+def test_a_locked_store_fails_fast_while_the_others_keep_their_latency(tmp_path):
+    env = {"DATA_DIR": str(tmp_path)}
+    for command in (("migrate_all",), ("generate_data", "--rows", "3000", "--seed", "5")):
+        run = manage(*command, "--verbosity", "0", env=env)
+        assert run.returncode == 0, run.stderr
+    bind = f"127.0.0.1:{free_port()}"
+    with runner.serve(bind, env={**env, "GUNICORN_LOG_LEVEL": "critical"}) as server:
+        runner.wait_healthy(f"http://{bind}", server)
+        samples = locked_store(f"http://{bind}", tmp_path / "orders.sqlite3", seconds=(2, 5, 3))
+    summary = summarize(samples)
+    during, after = summary["during"], summary["after"]
+    assert during["lookup"]["statuses"] == {200: during["lookup"]["requests"]}
+    assert during["lookup"]["under_1s"] >= 0.95, summary
+    # 503s, but for the batches still waiting (within the deadline) when the lock went
+    assert during["insert"]["statuses"].get(503, 0) >= 0.9 * during["insert"]["requests"]
+    assert during["insert"]["max_s"] < 2 + 1.5, summary  # REQUEST_DEADLINE_SECONDS + margin
+    assert after["insert"]["statuses"].get(200, 0) > after["insert"]["requests"] / 2, summary
