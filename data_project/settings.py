@@ -147,7 +147,9 @@ def sqlite_database(alias: str) -> dict:
 
 
 # Servers: a dead host must fail fast (a 503), not hang a worker thread.
-DATABASE_CONNECT_TIMEOUT_S = int(os.environ.get("DATABASE_CONNECT_TIMEOUT", "5"))
+# 2 s: libpq's smallest; a request that needs a dead server is a 503 about that fast, and
+# the store's breaker (api.bulkheads) then refuses its next requests at once.
+DATABASE_CONNECT_TIMEOUT_S = int(os.environ.get("DATABASE_CONNECT_TIMEOUT", "2"))
 # Django's native psycopg pool (https://docs.djangoproject.com/en/5.2/ref/databases/
 # #connection-pool); it replaces persistent connections, so CONN_MAX_AGE becomes 0.
 DATABASE_POOL = env_bool("DATABASE_POOL", default=True)
