@@ -5,9 +5,10 @@ writes. When an operation on a store fails in a way that will likely repeat (loc
 its wait, timed out, unreachable), the breaker opens for ``STORE_COOLDOWN_SECONDS``:
 requests that need that store get a 503 with ``Retry-After`` at once instead of tying a
 Gunicorn worker up for the whole wait, so requests for the other stores keep their normal
-latency. After the cool-down one request probes the store; its success closes the breaker,
-its failure opens it again. A write breaker opens on a lock too; a read breaker does not
-(SQLite's readers never wait for its writers).
+latency. After the cool-down one request probes the store, waiting at most
+`PROBE_WAIT_SECONDS` for a lock; its success closes the breaker, its failure opens it
+again. A write breaker opens on a lock too; a read breaker does not (SQLite's readers never
+wait for its writers).
 
 Hand-written rather than pybreaker: pybreaker holds one lock for the whole protected call,
 which would serialise every lookup of a store through one thread.
@@ -22,6 +23,7 @@ from django.db import DatabaseError
 from api.errors import BUSY, LOCKED, TIMEOUT, UNREACHABLE, database_unavailable, failure_kind
 
 STORES = ("users", "products", "orders")
+PROBE_WAIT_SECONDS = 0.25  # a probe finds out; it need not wait out a lock that persists
 READ_TRANSIENT = frozenset({TIMEOUT, UNREACHABLE})
 WRITE_TRANSIENT = frozenset({LOCKED, TIMEOUT, UNREACHABLE})
 
@@ -52,16 +54,19 @@ class StoreBreaker:
         self.kind = ""
         self._lock = Lock()
 
-    def check(self) -> None:
-        """Raise `StoreShed` while open; past the cool-down, let one caller probe."""
+    def check(self) -> bool:
+        """Raise `StoreShed` while open; past the cool-down, let one caller probe.
+
+        Returns True for that probe (it should wait at most `PROBE_WAIT_SECONDS`).
+        """
         until = self.open_until
         if not until:
-            return
+            return False
         if monotonic() >= until:
             with self._lock:
                 if self.open_until == until:  # the first caller past the cool-down probes
                     self.open_until = monotonic() + self.cooldown_s
-                    return
+                    return True
         raise StoreShed(self.store, self.kind)
 
     def succeeded(self) -> None:

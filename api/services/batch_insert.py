@@ -44,7 +44,7 @@ from django.db import (
 )
 from django.db.models import QuerySet
 
-from api.bulkheads import WRITES, StoreShed
+from api.bulkheads import PROBE_WAIT_SECONDS, WRITES, StoreShed
 from api.errors import BUSY, TIMEOUT
 from api.models import Order, Product, User
 from api.services.results import FAILED, INSERTED, REJECTED, BatchResult, RecordResult
@@ -205,7 +205,7 @@ def _submit(alias: str, deadline: float | None, work: Callable[..., Stored], *ar
     """``work(*args)`` on ``alias``'s worker, or a future failed at once with `StoreShed`
     when the store's write breaker is open or its queue is full."""
     try:
-        WRITES[alias].check()
+        probe = WRITES[alias].check()
         with _queued_lock:
             if _queued.get(alias, 0) >= settings.INSERT_QUEUE_LIMIT:
                 raise StoreShed(alias, BUSY)
@@ -214,6 +214,8 @@ def _submit(alias: str, deadline: float | None, work: Callable[..., Stored], *ar
         shed: Future = Future()
         shed.set_exception(exc)
         return shed
+    if probe and deadline is not None:
+        deadline = min(deadline, monotonic() + PROBE_WAIT_SECONDS)
     return _worker(alias).submit(_in_worker, alias, deadline, work, *args)
 
 
