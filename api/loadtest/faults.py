@@ -11,6 +11,7 @@ prints them; the suite asserts on them (``api/tests/test_bulkheads.py``).
 import http.client
 import json
 import random
+import socket
 import sqlite3
 import threading
 import time
@@ -126,3 +127,85 @@ def summarize(samples: list[Sample]) -> dict[str, dict[str, dict]]:
                 "under_1s": sum(t < 1 for t in times) / len(times) if times else 0.0,
             }
     return summary
+
+
+SLOW_MODES = ("headers", "body", "unread")
+
+
+def _slow_client(host: str, port: int, mode: str, stop: threading.Event, big_path: str) -> None:
+    """One misbehaving connection until ``stop``: trickles its headers or its body a byte a
+    second, or asks for a large response and never reads it."""
+    while not stop.is_set():
+        try:
+            with socket.create_connection((host, port), timeout=60) as sock:
+                if mode == "unread":
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                    request = f"GET {big_path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+                    sock.sendall(request)
+                    stop.wait(3600)
+                    return
+                if mode == "headers":
+                    head = f"GET /api/health/ HTTP/1.1\r\nHost: {host}\r\nX-Slow: "
+                    sock.sendall(head.encode())
+                    trickle = b"a" * 3600
+                else:
+                    head = (
+                        f"POST /api/run-query/?type=insert HTTP/1.1\r\nHost: {host}\r\n"
+                        "Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n"
+                    )
+                    sock.sendall(head.encode())
+                    trickle = b" " * 3600
+                for byte in trickle:
+                    if stop.wait(1.0):
+                        return
+                    sock.sendall(bytes([byte]))
+        except OSError:
+            stop.wait(0.5)
+
+
+def slow_clients(
+    url: str,
+    mode: str,
+    *,
+    slow: int = 16,
+    lookup_clients: int = 8,
+    seconds: tuple[float, float] = (3.0, 8.0),
+) -> list[Sample]:
+    """Lookups before and while ``slow`` connections misbehave in ``mode``; their `Sample`s.
+
+    ``mode``: ``headers`` (a request's headers a byte a second), ``body`` (a POST body a
+    byte a second), ``unread`` (a response of about 1 MB that the client never reads).
+    """
+    host, port = url.removeprefix("http://").split(":")
+    with closing(http.client.HTTPConnection(host, int(port), timeout=30)) as connection:
+        connection.request("GET", "/api/stats/")
+        stats = json.loads(connection.getresponse().read())
+    users = (stats["users"]["min_id"], stats["users"]["max_id"])
+    big_path = f"/api/run-query/?type=get&user_id={users[0]}&count=1000&include=orders"
+
+    def lookup():
+        return "lookup", "GET", f"/api/run-query/?type=get&user_id={random.randint(*users)}", None
+
+    stop, slow_stop, phase, samples = threading.Event(), threading.Event(), ["before"], []
+    clients = [
+        threading.Thread(target=_client_loop, args=(host, int(port), stop, phase, lookup, samples))
+        for _ in range(lookup_clients)
+    ]
+    misbehaving = [
+        threading.Thread(target=_slow_client, args=(host, int(port), mode, slow_stop, big_path))
+        for _ in range(slow)
+    ]
+    for client in clients:
+        client.start()
+    try:
+        time.sleep(seconds[0])
+        phase[0] = "during"
+        for client in misbehaving:
+            client.start()
+        time.sleep(seconds[1])
+    finally:
+        stop.set()
+        slow_stop.set()
+        for client in clients + misbehaving:
+            client.join(timeout=60)
+    return samples
