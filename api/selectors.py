@@ -61,6 +61,17 @@ LOOKUP_QUERIES: dict[str, CompiledQuery] = {
 }
 
 
+USER_ORDERS = CompiledQuery(
+    Order,
+    lambda user_id: (
+        Order.objects.filter(user_id=user_id)
+        .order_by("id")
+        .values(*_with(output_columns("orders"), "user_id", "product_id"))
+    ),
+    _NUMBER,
+)
+
+
 def lookup_rows(lookup: Lookup) -> list[dict]:
     """Rows for a ``type=get`` lookup, by id ascending, as `api.serializers` renders them.
 
@@ -98,25 +109,36 @@ def orders_with_products(user_ids: list[int]) -> dict[int, UserOrders]:
 
     At most `orders_per_user` orders per user, so a response stays within
     `MAX_INCLUDED_ORDERS` whatever a user has bought; ``total`` counts them all. Two
-    queries: the orders database by the indexed ``user_id`` (a window numbers and counts
-    each user's orders), then the products database by primary key. Orders and products
-    carry the columns their output serializers render. Users without orders are absent.
-    Raises `api.errors.ServiceUnavailable` naming the store whose database fails.
+    queries: the orders database by the indexed ``user_id``, then the products database by
+    primary key. For one user (the usual lookup) the first is compiled once
+    (`USER_ORDERS`, ``LIMIT`` one past the cap; a count only when the cap cuts); for more,
+    a window numbers and counts each user's orders. Orders and products carry the columns
+    their output serializers render. Users without orders are absent. Raises
+    `api.errors.ServiceUnavailable` naming the store whose database fails.
     """
     order_columns = output_columns("orders")
     per_user = orders_per_user(len(user_ids))
-    by_user_id = {"partition_by": [F("user_id")]}
     with READS["orders"]:
-        orders = list(
-            Order.objects.filter(user_id__in=user_ids)
-            .annotate(
-                rank=Window(RowNumber(), order_by=F("id").asc(), **by_user_id),
-                user_total=Window(Count("id"), **by_user_id),
+        if len(user_ids) == 1:
+            orders = USER_ORDERS.fetch(user_ids[0], limit=per_user + 1)
+            total = len(orders)
+            if total > per_user:
+                del orders[per_user:]
+                total = Order.objects.filter(user_id=user_ids[0]).count()
+            for order in orders:
+                order["user_total"] = total
+        else:
+            by_user_id = {"partition_by": [F("user_id")]}
+            orders = list(
+                Order.objects.filter(user_id__in=user_ids)
+                .annotate(
+                    rank=Window(RowNumber(), order_by=F("id").asc(), **by_user_id),
+                    user_total=Window(Count("id"), **by_user_id),
+                )
+                .filter(rank__lte=per_user)
+                .order_by("user_id", "id")
+                .values(*_with(order_columns, "user_id", "product_id", "user_total"))
             )
-            .filter(rank__lte=per_user)
-            .order_by("user_id", "id")
-            .values(*_with(order_columns, "user_id", "product_id", "user_total"))
-        )
     product_ids = {order["product_id"] for order in orders}
     with READS["products"]:
         products = Product.objects.filter(id__in=product_ids).values(*output_columns("products"))

@@ -80,11 +80,17 @@ _MONEY = {"min_value": 0}
 
 
 class StrictCharField(serializers.CharField):
-    """Text must be a JSON string: ``0`` or ``true`` is not silently turned into text."""
+    """Text must be a JSON string: ``0`` or ``true`` is not silently turned into text.
+
+    ``max_length`` holds for the text as sent, as the schema publishes it, not only once
+    surrounding whitespace is trimmed.
+    """
 
     def to_internal_value(self, data):
         if not isinstance(data, str):
             self.fail("invalid")
+        if self.max_length is not None and len(data) > self.max_length:
+            self.fail("max_length", max_length=self.max_length)
         return super().to_internal_value(data)
 
 

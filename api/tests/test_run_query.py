@@ -345,6 +345,8 @@ def test_include_orders_is_capped_per_user_with_the_total_and_the_next_page(clie
     assert small["orders_next"] is None
     page = orjson.loads(client.get(big["orders_next"]).content)
     assert [o["id"] for o in page["results"]] == [4, 5, 6, 7]
+    _, alone = get(client, "type=get&user_id=1&include=orders")  # one user: another query
+    assert alone["results"] == [big]
 
 
 def test_included_orders_stay_within_the_budget_for_any_number_of_users():

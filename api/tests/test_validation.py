@@ -196,3 +196,10 @@ def test_invalid_records_do_not_block_valid_ones():
     assert [r.status for r in result.users] == ["inserted", "rejected", "rejected"]
     assert result.users[2].reason.startswith("city: ")
     assert User.objects.count() == 1
+
+
+@pytest.mark.parametrize("name", [" " + "x" * 200, "x" * 199 + "  "])
+def test_a_length_limit_holds_for_the_text_as_sent(name):
+    """The schema's ``maxLength`` is what is checked: trimming does not make room."""
+    _, errors = v.check_fields(v.input_serializer(v.UserInput), {"name": name, "email": "a@b.co"})
+    assert errors == {"name": ["Ensure this field has no more than 200 characters."]}
