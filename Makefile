@@ -13,8 +13,11 @@ BIND ?= 127.0.0.1:8000
 LOCUST_PROCESSES ?= 4
 LOADTEST = $(PY) manage.py loadtest --users $(USERS) --spawn-rate $(SPAWN_RATE) \
 	--run-time $(RUN_TIME) --rows $(ROWS) --bind $(BIND)
+# The main job is served as production would be: nginx (deploy/nginx.conf) in front of
+# Gunicorn, so slow clients cannot tie up its workers. PROXY= serves Gunicorn directly.
+PROXY ?= --proxy
 
-.PHONY: help venv demo loadtest loadtest-lookups loadtest-distributed bench-generate bench-lookup \
+.PHONY: help venv nginx demo loadtest loadtest-lookups loadtest-distributed bench-generate bench-lookup \
 	bench-instructions bench-faults bench-swarm test lint format migrate clean
 
 help:
@@ -31,21 +34,26 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 
 venv: $(VENV)/.installed
 
+# Debian's nginx, for the proxy in front of Gunicorn (the demo and the slow-client tests).
+nginx:
+	@command -v nginx >/dev/null 2>&1 || test -x /usr/sbin/nginx || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx)
+
 migrate: venv
 	$(PY) manage.py migrate_all --verbosity 0
 
-demo: migrate
+demo: migrate nginx
 	$(PY) manage.py insert_data
-	$(LOADTEST)
+	$(LOADTEST) $(PROXY)
 
-loadtest: migrate
-	$(LOADTEST)
+loadtest: migrate nginx
+	$(LOADTEST) $(PROXY)
 
-loadtest-lookups: migrate
-	$(LOADTEST) --tags user_id --reports reports/lookups
+loadtest-lookups: migrate nginx
+	$(LOADTEST) $(PROXY) --tags user_id --reports reports/lookups
 
-loadtest-distributed: migrate
-	$(LOADTEST) --processes $(LOCUST_PROCESSES) --reports reports/distributed
+loadtest-distributed: migrate nginx
+	$(LOADTEST) $(PROXY) --processes $(LOCUST_PROCESSES) --reports reports/distributed
 
 lint: venv
 	$(PY) -m ruff check .
@@ -58,7 +66,7 @@ PG_ENV = DATABASE_URL_USERS=$(PG_URL)/dp_users DATABASE_URL_PRODUCTS=$(PG_URL)/d
 	DATABASE_URL_ORDERS=$(PG_URL)/dp_orders
 PG_REACHABLE = $(PY) -c "import psycopg; psycopg.connect('$(PG_URL)/postgres', connect_timeout=3).close()"
 
-test: lint
+test: lint nginx
 	$(PY) manage.py makemigrations --check --dry-run --verbosity 0
 	$(PY) -m pytest
 	@if $(PG_REACHABLE) 2>/dev/null; then \

@@ -8,6 +8,7 @@ finished, failed or was interrupted with Ctrl-C. `wait_healthy` polls ``/api/hea
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -19,6 +20,8 @@ from pathlib import Path
 
 from django.conf import settings
 
+from api.loadtest.proxy import nginx_proxy
+
 REPO = Path(settings.BASE_DIR)
 
 
@@ -27,8 +30,19 @@ class ServerError(RuntimeError):
 
 
 @contextmanager
-def serve(bind: str, *, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen]:
-    """Gunicorn with the project's config on ``bind`` for the duration of the block."""
+def serve(
+    bind: str, *, env: dict[str, str] | None = None, proxy: bool = False
+) -> Iterator[subprocess.Popen]:
+    """Gunicorn with the project's config on ``bind`` for the duration of the block.
+
+    With ``proxy``, nginx (`api.loadtest.proxy`) listens on ``bind`` and Gunicorn on a free
+    loopback port behind it. Yields Gunicorn's process.
+    """
+    if proxy:
+        upstream = f"127.0.0.1:{free_port()}"
+        with serve(upstream, env=env) as server, nginx_proxy(bind, upstream):
+            yield server
+        return
     command = [sys.executable, "-m", "gunicorn", "-c", str(REPO / "gunicorn.conf.py")]
     environment = {**os.environ, **(env or {}), "BIND": bind}
     process = subprocess.Popen([*command, "data_project.wsgi"], cwd=REPO, env=environment)
@@ -42,6 +56,13 @@ def serve(bind: str, *, env: dict[str, str] | None = None) -> Iterator[subproces
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def wait_healthy(url: str, process: subprocess.Popen | None = None, timeout: float = 60) -> None:

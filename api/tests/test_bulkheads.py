@@ -15,7 +15,7 @@ from django.db import OperationalError, connections
 from api.bulkheads import READ_TRANSIENT, WRITE_TRANSIENT, WRITES, StoreBreaker, StoreShed
 from api.errors import ServiceUnavailable
 from api.loadtest import runner
-from api.loadtest.faults import locked_store, summarize
+from api.loadtest.faults import SLOW_MODES, locked_store, slow_clients, summarize
 from api.models import Order, Product, User
 from api.services.batch_insert import batch_insert
 from api.tests.conftest import ALL_DATABASES, postgresql_only, sqlite_only
@@ -113,3 +113,38 @@ def test_a_locked_store_fails_fast_while_the_others_keep_their_latency(tmp_path)
     assert during["insert"]["statuses"].get(503, 0) >= 0.9 * during["insert"]["requests"]
     assert during["insert"]["max_s"] < 2 + 1.5, summary  # REQUEST_DEADLINE_SECONDS + margin
     assert after["insert"]["statuses"].get(200, 0) > after["insert"]["requests"] / 2, summary
+
+
+@pytest.fixture(scope="module")
+def generated_dir(tmp_path_factory) -> dict:
+    env = {"DATA_DIR": str(tmp_path_factory.mktemp("slowdb"))}
+    for command in (("migrate_all",), ("generate_data", "--rows", "3000", "--seed", "6")):
+        run = manage(*command, "--verbosity", "0", env=env)
+        assert run.returncode == 0, run.stderr
+    return env
+
+
+@sqlite_only  # one generated SQLite DATA_DIR; the proxy is what is under test
+@pytest.mark.parametrize("mode", SLOW_MODES)
+def test_slow_clients_do_not_stall_lookups_behind_the_proxy(generated_dir, mode):
+    """16 connections trickling headers or a body, or not reading ~1 MB: lookups through
+    nginx (``deploy/nginx.conf``) stay within 100 ms of their latency before."""
+    bind = f"127.0.0.1:{free_port()}"
+    with runner.serve(bind, env=generated_dir, proxy=True) as server:
+        runner.wait_healthy(f"http://{bind}", server)
+        summary = summarize(slow_clients(f"http://{bind}", mode, seconds=(2, 4)))
+    before, during = summary["before"]["lookup"], summary["during"]["lookup"]
+    assert during["statuses"] == {200: during["requests"]}, summary
+    assert during["p95_s"] < before["p95_s"] + 0.1, summary
+    if mode != "unread":  # building sixteen 1 MB answers at once is CPU, not a stall
+        assert during["max_s"] < 1, summary
+
+
+@sqlite_only
+def test_without_the_proxy_trickling_bodies_stall_every_single_threaded_worker(generated_dir):
+    """Why the proxy: Gunicorn's gthread 4x1 reads a body in its only thread."""
+    bind = f"127.0.0.1:{free_port()}"
+    with runner.serve(bind, env=generated_dir) as server:
+        runner.wait_healthy(f"http://{bind}", server)
+        summary = summarize(slow_clients(f"http://{bind}", "body", seconds=(2, 4)))
+    assert summary["during"]["lookup"]["max_s"] > 3, summary

@@ -98,12 +98,14 @@ def test_summary_refuses_a_run_without_requests():
 
 @sqlite_only
 def test_main_job_swarms_gunicorn_with_zero_failures(data_dir, tmp_path):
-    """``loadtest``: Gunicorn healthy, 20 users for 8 s, every task served, reports written."""
+    """``loadtest --proxy``: nginx and Gunicorn healthy, 20 users for 8 s, every task served,
+    reports written."""
     reports = tmp_path / "reports"
     run = manage(
         "loadtest",
         *("--users", "20", "--spawn-rate", "10", "--run-time", "8s", "--rows", "3000"),
         *("--bind", f"127.0.0.1:{free_port()}", "--reports", str(reports)),
+        "--proxy",  # as make demo serves it: nginx in front of Gunicorn
         env=data_dir,
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]

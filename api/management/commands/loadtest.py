@@ -32,6 +32,11 @@ class Command(BaseCommand):
         parser.add_argument("--tags", nargs="*", help="Locust tags, e.g. user_id (lookups only)")
         parser.add_argument("--processes", type=int, help="Locust worker processes (-1: per core)")
         parser.add_argument("--reports", default="reports", help="folder for the reports")
+        parser.add_argument(
+            "--proxy",
+            action="store_true",
+            help="serve through nginx (deploy/nginx.conf) on --bind, Gunicorn behind it",
+        )
 
     def handle(self, *args, **options) -> None:
         reports = Path(options["reports"])
@@ -42,7 +47,7 @@ class Command(BaseCommand):
         else:
             self._prepare(options["rows"], options["verbosity"])
             url = f"http://{options['bind']}"
-            with runner.serve(options["bind"]) as server:
+            with runner.serve(options["bind"], proxy=options["proxy"]) as server:
                 runner.wait_healthy(url, server)
                 status, duration = self._swarm(url, reports, options)
                 server_died = server.poll() is not None
