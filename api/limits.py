@@ -22,5 +22,8 @@ MAX_JSON_DEPTH = 8
 # orders answers its first ones, their total, and where to page on.
 MAX_ORDERS_PER_USER = 100
 MAX_INCLUDED_ORDERS = 1000
+# The most a lookup answer can weigh with these caps and every text at its longest
+# (a test renders that answer): the byte budget per response.
+MAX_RESPONSE_BYTES = 8 * 1024 * 1024
 # Missing id ranges `/api/stats/` reports per table.
 MAX_REPORTED_GAPS = 100

@@ -1,13 +1,24 @@
-"""A store that is locked, slow or down fails its own requests fast; the others keep going.
+"""Faults: a locked store, slow clients, killed workers; what survives and how fast.
 
 The breaker's rules in-process, a PostgreSQL table lock bounded by the batch's deadline,
-and the whole scenario against a live Gunicorn: while another process holds the orders
-store's write lock, user lookups keep their latency and orders inserts are 503s that
-come back within about the deadline, and the store serves again once the lock is gone.
+and live Gunicorn scenarios: while another process holds the orders store's write lock,
+user lookups keep their latency and orders inserts are 503s that come back within about
+the deadline, and the store serves again once the lock is gone; slow clients behind the
+proxy leave lookups alone; SIGKILLed workers lose no acknowledged insert.
 """
 
+import http.client
+import itertools
+import os
+import random
+import signal
+import sqlite3
+import threading
 import time
+from pathlib import Path
 
+import orjson
+import psutil
 import psycopg
 import pytest
 from django.db import OperationalError, connections
@@ -148,3 +159,57 @@ def test_without_the_proxy_trickling_bodies_stall_every_single_threaded_worker(g
         runner.wait_healthy(f"http://{bind}", server)
         summary = summarize(slow_clients(f"http://{bind}", "body", seconds=(2, 4)))
     assert summary["during"]["lookup"]["max_s"] > 3, summary
+
+
+@sqlite_only  # the acknowledged rows are read back from the SQLite file
+def test_workers_sigkilled_during_inserts_lose_no_acknowledged_record(generated_dir):
+    """Every insert answered 200 ``inserted`` is in the database after 5 workers die."""
+    bind = f"127.0.0.1:{free_port()}"
+    acknowledged, stop = [], threading.Event()
+
+    def client(number: int) -> None:
+        connection = http.client.HTTPConnection(*bind.split(":"), timeout=30)
+        for i in itertools.count():
+            if stop.is_set():
+                return
+            user = {"name": f"K{number}-{i}", "email": f"kill-{number}-{i}@example.com"}
+            try:
+                connection.request(
+                    "POST",
+                    "/api/run-query/?type=insert",
+                    orjson.dumps({"users": [user]}),
+                    {"Content-Type": "application/json"},
+                )
+                response = connection.getresponse()
+                body = response.read()
+            except (OSError, http.client.HTTPException):
+                connection.close()  # its worker died: the answer is lost, not acknowledged
+                connection = http.client.HTTPConnection(*bind.split(":"), timeout=30)
+                continue
+            if response.status == 200:
+                (result,) = orjson.loads(body)["users"]
+                if result["status"] == "inserted":
+                    acknowledged.append((result["id"], user["email"]))
+
+    with runner.serve(bind, env=generated_dir) as server:
+        runner.wait_healthy(f"http://{bind}", server)
+        clients = [threading.Thread(target=client, args=(n,)) for n in range(8)]
+        for thread in clients:
+            thread.start()
+        killed = 0
+        for _ in range(5):
+            time.sleep(1)
+            workers = psutil.Process(server.pid).children()
+            os.kill(random.choice(workers).pid, signal.SIGKILL)
+            killed += 1
+        time.sleep(1)
+        stop.set()
+        for thread in clients:
+            thread.join(timeout=60)
+    stored = dict(
+        sqlite3.connect(Path(generated_dir["DATA_DIR"]) / "users.sqlite3")
+        .execute("SELECT id, email FROM users WHERE email LIKE 'kill-%'")
+        .fetchall()
+    )
+    assert killed == 5 and len(acknowledged) > 100
+    assert [(id_, email) for id_, email in acknowledged if stored.get(id_) != email] == []

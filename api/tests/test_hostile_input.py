@@ -9,18 +9,31 @@ fails the test with its traceback.
 import json
 import string
 from base64 import b64encode
+from datetime import UTC, datetime
+from decimal import Decimal
 
 import orjson
 import pytest
+from django.db import connections, models
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from api.limits import AUTOMATIC_ID_ROOM, MAX_EXPLICIT_ID, MAX_ID, MAX_JSON_DEPTH
+from api.limits import (
+    AUTOMATIC_ID_ROOM,
+    MAX_EXPLICIT_ID,
+    MAX_ID,
+    MAX_INCLUDED_ORDERS,
+    MAX_JSON_DEPTH,
+    MAX_LOOKUP_COUNT,
+    MAX_RESPONSE_BYTES,
+)
 from api.lookup_keys import LOOKUP_KEYS
-from api.models import Product, User
-from api.renderers import nesting_depth
+from api.models import Order, Product, User
+from api.renderers import dumps, nesting_depth
 from api.tests.conftest import ALL_DATABASES
+from api.validation import OrderInput, ProductInput, UserInput
 
 pytestmark = pytest.mark.django_db(databases=ALL_DATABASES, transaction=True)
 URL = "/api/run-query/"
@@ -148,10 +161,14 @@ json_values = st.recursive(
     ),
     max_leaves=8,
 )
+# Every field each kind of record takes (and one it does not), from the input serializers.
 FIELDS = {
-    "users": ["id", "name", "email", "organization_id", "credit_limit", "is_active", "created_at"],
-    "products": ["id", "name", "price", "stock", "category"],
-    "orders": ["id", "user_id", "product_id", "quantity", "status"],
+    model: [*serializer().fields, "unknown"]
+    for model, serializer in (
+        ("users", UserInput),
+        ("products", ProductInput),
+        ("orders", OrderInput),
+    )
 }
 
 
@@ -161,7 +178,7 @@ FIELDS = {
     record=st.data(),
 )
 def test_any_record_is_stored_or_rejected_never_a_500(client, shop, model, record):
-    fields = record.draw(st.dictionaries(st.sampled_from(FIELDS[model]), json_values, max_size=6))
+    fields = record.draw(st.dictionaries(st.sampled_from(FIELDS[model]), json_values, max_size=8))
     batch = client.post(f"{URL}?type=insert", _json({model: [fields]}), "application/json")
     assert batch.status_code in (200, 400), batch.content
     single = client.post(f"/api/{model}/", _json(fields), "application/json")
@@ -171,3 +188,41 @@ def test_any_record_is_stored_or_rejected_never_a_500(client, shop, model, recor
 def _json(document) -> bytes:
     """JSON as a client may send it: NaN and huge numbers included (orjson refuses them)."""
     return json.dumps(document).encode()
+
+
+def test_stats_are_computed_once_per_cache_window(client, shop, settings):
+    """Repeated ``/api/stats/`` reads the cache, not every table's whole index."""
+    settings.STATS_CACHE_SECONDS = 60
+    with CaptureQueriesContext(connections["users"]) as queries:
+        first = client.get("/api/stats/")
+        second = client.get("/api/stats/")
+    assert first.status_code == second.status_code == 200
+    assert first.content == second.content
+    once = len(queries)
+    with CaptureQueriesContext(connections["users"]) as again:
+        client.get("/api/stats/")
+    assert once > 0 and len(again) == 0
+
+
+def test_the_largest_lookup_answer_stays_within_the_byte_budget():
+    """1000 users and 1000 orders with products, every text at its longest: within budget."""
+
+    def longest(model) -> dict:
+        row = {}
+        for field in model._meta.concrete_fields:
+            if getattr(field, "max_length", None):
+                row[field.attname] = "\x01" * field.max_length  # JSON writes it as 6 bytes
+            elif isinstance(field, models.DecimalField):
+                row[field.attname] = Decimal("9" * (field.max_digits - 2) + ".99")
+            elif isinstance(field, models.DateTimeField):
+                row[field.attname] = datetime(2026, 12, 4, 23, 59, 59, 999999, tzinfo=UTC)
+            else:
+                row[field.attname] = MAX_ID
+        return row
+
+    users = [longest(User) for _ in range(MAX_LOOKUP_COUNT)]
+    order = {**longest(Order), "product": longest(Product)}
+    users[0]["orders"] = [order] * MAX_INCLUDED_ORDERS
+    body = {"type": "get", "model": "users", "key": "user_id", "value": MAX_ID, "results": users}
+    size = len(dumps(body))
+    assert 0.5 * MAX_RESPONSE_BYTES < size < MAX_RESPONSE_BYTES, size  # a budget, not a guess
