@@ -19,6 +19,8 @@ from string import Template
 
 from django.conf import settings
 
+from api.loadtest.processes import stop_gracefully
+
 TEMPLATE = Path(settings.BASE_DIR) / "deploy" / "nginx.conf"
 
 
@@ -43,13 +45,7 @@ def nginx_proxy(listen: str, upstream: str, timeout: float = 20) -> Iterator[sub
             _wait_listening(listen, process, timeout)
             yield process
         finally:
-            if process.poll() is None:
-                process.send_signal(signal.SIGQUIT)
-                try:
-                    process.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+            stop_gracefully(process, signal.SIGQUIT, timeout=20)
 
 
 def _wait_listening(listen: str, process: subprocess.Popen, timeout: float) -> None:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from django.conf import settings
 
+from api.loadtest.processes import stop_gracefully
 from api.loadtest.proxy import nginx_proxy
 
 REPO = Path(settings.BASE_DIR)
@@ -49,13 +50,7 @@ def serve(
     try:
         yield process
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=40)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_gracefully(process, signal.SIGTERM)
 
 
 def free_port() -> int:
