@@ -22,7 +22,6 @@ Usage: ``python bench/faults.py [--scenario locked|headers|body|unread] [--data-
 
 import argparse
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,12 +37,6 @@ django.setup()
 
 from api.loadtest import runner  # noqa: E402
 from api.loadtest.faults import SLOW_MODES, locked_store, slow_clients, summarize  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def generated(data_dir: str) -> None:
@@ -77,7 +70,7 @@ def main() -> int:
         else:
             if not args.data_dir:
                 generated(data_dir)
-            bind = f"127.0.0.1:{free_port()}"
+            bind = f"127.0.0.1:{runner.free_port()}"
             with runner.serve(bind, env={"DATA_DIR": data_dir}) as server:
                 runner.wait_healthy(f"http://{bind}", server)
                 samples = run(f"http://{bind}", data_dir)

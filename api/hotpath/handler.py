@@ -176,7 +176,7 @@ class LookupFastPathHandler(WSGIHandler):
             return None
         finally:
             PINNED_ALIASES.reset(scope)
-        return "200 OK", body, self._headers.get(secure) or self._probe_headers(environ, secure)
+        return "200 OK", body, self._response_headers(environ, secure)
 
     def _error(self, environ, secure: bool, exc: Exception) -> tuple[str, bytes, list]:
         """The answer `api.errors.exception_handler` gives for ``exc`` on DRF's path.
@@ -185,7 +185,7 @@ class LookupFastPathHandler(WSGIHandler):
         (``Retry-After``); Django's ``log_response`` logs it as Django's handler would.
         """
         status, body, extra = error_response_parts(as_api_exception(exc))
-        headers = dict(self._headers.get(secure) or self._probe_headers(environ, secure))
+        headers = dict(self._response_headers(environ, secure))
         headers.update(extra)
         response = HttpResponse(status=status)
         request = self.request_class(environ)
@@ -210,8 +210,14 @@ class LookupFastPathHandler(WSGIHandler):
                 self._clients[key] = known
         return known
 
-    def _probe_headers(self, environ, secure: bool) -> list[tuple[str, str]]:
-        """The headers DRF's view and Django's middleware put on a lookup's JSON response."""
+    def _response_headers(self, environ, secure: bool) -> list[tuple[str, str]]:
+        """The headers DRF's view and Django's middleware put on a lookup's JSON response.
+
+        Probed once per ``is_secure()``: nothing else they depend on varies per request.
+        """
+        headers = self._headers.get(secure)
+        if headers is not None:
+            return headers
         probe = HttpResponse(content_type="application/json")
         request = self.request_class(environ)
         view = self.view_class()

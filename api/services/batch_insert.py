@@ -254,15 +254,21 @@ def _waits_at_most(alias: str, seconds: float | None):
         with connection.cursor() as cursor:
             # A lock wait ends at the deadline (reported "locked"); a statement that is
             # slow for another reason is stopped a second later (reported "timeout").
-            cursor.execute(f"SET lock_timeout = {milliseconds}")
-            cursor.execute(f"SET statement_timeout = {milliseconds + 1000}")
+            # One round trip for both.
+            cursor.execute(
+                "SELECT set_config('lock_timeout', %s, false),"
+                " set_config('statement_timeout', %s, false)",
+                [str(milliseconds), str(milliseconds + 1000)],
+            )
         try:
             yield
         finally:
             if connection.connection is not None and not connection.needs_rollback:
                 with connection.cursor() as cursor:
-                    for name in ("lock_timeout", "statement_timeout"):
-                        cursor.execute(f"RESET {name}")
+                    cursor.execute(
+                        "SELECT set_config(name, reset_val, false) FROM pg_settings"
+                        " WHERE name IN ('lock_timeout', 'statement_timeout')"
+                    )
     else:
         yield
 

@@ -30,7 +30,7 @@ from api.loadtest.faults import SLOW_MODES, locked_store, slow_clients, summariz
 from api.models import Order, Product, User
 from api.services.batch_insert import batch_insert
 from api.tests.conftest import ALL_DATABASES, postgresql_only, sqlite_only
-from api.tests.test_load import free_port, manage
+from api.tests.test_load import manage
 
 
 def locked_error() -> OperationalError:
@@ -112,7 +112,7 @@ def test_a_locked_store_fails_fast_while_the_others_keep_their_latency(tmp_path)
     for command in (("migrate_all",), ("generate_data", "--rows", "3000", "--seed", "5")):
         run = manage(*command, "--verbosity", "0", env=env)
         assert run.returncode == 0, run.stderr
-    bind = f"127.0.0.1:{free_port()}"
+    bind = f"127.0.0.1:{runner.free_port()}"
     with runner.serve(bind, env={**env, "GUNICORN_LOG_LEVEL": "critical"}) as server:
         runner.wait_healthy(f"http://{bind}", server)
         samples = locked_store(f"http://{bind}", tmp_path / "orders.sqlite3", seconds=(2, 5, 3))
@@ -139,8 +139,9 @@ def generated_dir(tmp_path_factory) -> dict:
 @pytest.mark.parametrize("mode", SLOW_MODES)
 def test_slow_clients_do_not_stall_lookups_behind_the_proxy(generated_dir, mode):
     """16 connections trickling headers or a body, or not reading ~1 MB: lookups through
-    nginx (``deploy/nginx.conf``) stay within 100 ms of their latency before."""
-    bind = f"127.0.0.1:{free_port()}"
+    nginx (``deploy/nginx.conf``) keep their latency: the bound asserted is a p95 at most
+    100 ms above the one before (figures measured: docs/performance.md, "Slow clients")."""
+    bind = f"127.0.0.1:{runner.free_port()}"
     with runner.serve(bind, env=generated_dir, proxy=True) as server:
         runner.wait_healthy(f"http://{bind}", server)
         summary = summarize(slow_clients(f"http://{bind}", mode, seconds=(2, 4)))
@@ -154,7 +155,7 @@ def test_slow_clients_do_not_stall_lookups_behind_the_proxy(generated_dir, mode)
 @sqlite_only
 def test_without_the_proxy_trickling_bodies_stall_every_single_threaded_worker(generated_dir):
     """Why the proxy: Gunicorn's gthread 4x1 reads a body in its only thread."""
-    bind = f"127.0.0.1:{free_port()}"
+    bind = f"127.0.0.1:{runner.free_port()}"
     with runner.serve(bind, env=generated_dir) as server:
         runner.wait_healthy(f"http://{bind}", server)
         summary = summarize(slow_clients(f"http://{bind}", "body", seconds=(2, 4)))
@@ -164,7 +165,7 @@ def test_without_the_proxy_trickling_bodies_stall_every_single_threaded_worker(g
 @sqlite_only  # the acknowledged rows are read back from the SQLite file
 def test_workers_sigkilled_during_inserts_lose_no_acknowledged_record(generated_dir):
     """Every insert answered 200 ``inserted`` is in the database after 5 workers die."""
-    bind = f"127.0.0.1:{free_port()}"
+    bind = f"127.0.0.1:{runner.free_port()}"
     acknowledged, stop = [], threading.Event()
 
     def client(number: int) -> None:

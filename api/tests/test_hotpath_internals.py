@@ -71,7 +71,7 @@ PINS = [
     (
         "django.middleware.security.SecurityMiddleware.process_response",
         "3822bd0d5f79",
-        "api/hotpath/handler.py _probe_headers",
+        "api/hotpath/handler.py _response_headers",
     ),
     (
         "django.middleware.common.CommonMiddleware.process_request",
@@ -91,7 +91,7 @@ PINS = [
     (
         "django.middleware.clickjacking.XFrameOptionsMiddleware.process_response",
         "045e57882708",
-        "api/hotpath/handler.py _probe_headers",
+        "api/hotpath/handler.py _response_headers",
     ),
     (
         "django.http.request.QueryDict.__init__",
@@ -171,12 +171,12 @@ PINS = [
     (
         "rest_framework.views.APIView.default_response_headers",
         "fdea21d29a3b",
-        "api/hotpath/handler.py _probe_headers",
+        "api/hotpath/handler.py _response_headers",
     ),
     (
         "rest_framework.views.APIView.finalize_response",
         "cbcaead2dd2d",
-        "api/hotpath/handler.py _probe_headers",
+        "api/hotpath/handler.py _response_headers",
     ),
     (
         "rest_framework.fields.DateTimeField.to_representation",

@@ -7,7 +7,6 @@ the main job is defined on the embedded SQLite default, so they run on SQLite on
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -30,12 +29,6 @@ KINDS = {key.swarm_name for key in LOOKUP_KEYS.values() if key.swarm_weight} | {
     "get user with orders",
     "insert batch",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def manage(*args: str, env: dict, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -104,7 +97,7 @@ def test_main_job_swarms_gunicorn_with_zero_failures(data_dir, tmp_path):
     run = manage(
         "loadtest",
         *("--users", "20", "--spawn-rate", "10", "--run-time", "8s", "--rows", "3000"),
-        *("--bind", f"127.0.0.1:{free_port()}", "--reports", str(reports)),
+        *("--bind", f"127.0.0.1:{runner.free_port()}", "--reports", str(reports)),
         "--proxy",  # as make demo serves it: nginx in front of Gunicorn
         env=data_dir,
     )
@@ -119,7 +112,7 @@ def test_main_job_swarms_gunicorn_with_zero_failures(data_dir, tmp_path):
 @sqlite_only
 def test_main_job_fails_when_the_server_stops_mid_run(data_dir, tmp_path):
     """A server that dies during the swarm turns into failed requests and exit status 1."""
-    port = free_port()
+    port = runner.free_port()
     url = f"http://127.0.0.1:{port}"
     with runner.serve(f"127.0.0.1:{port}", env=data_dir) as server:
         runner.wait_healthy(url, server)

@@ -25,7 +25,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from api.loadtest import runner
 from api.models import Order, Product, User
 from api.tests.conftest import ALL_DATABASES, sqlite_only
-from api.tests.test_load import free_port, manage
+from api.tests.test_load import manage
 from data_project.wsgi import application
 
 db = pytest.mark.django_db(databases=ALL_DATABASES, transaction=True)
@@ -92,7 +92,7 @@ def test_a_live_server_on_generated_data_answers_as_documented(tmp_path):
     for command in (("migrate_all",), ("generate_data", "--rows", "3000", "--seed", "7")):
         run = manage(*command, "--verbosity", "0", env=env)
         assert run.returncode == 0, run.stderr
-    bind = f"127.0.0.1:{free_port()}"
+    bind = f"127.0.0.1:{runner.free_port()}"
     har = tmp_path / "exchanges.har"
     with runner.serve(bind, env=env) as server:
         runner.wait_healthy(f"http://{bind}", server)
