@@ -141,6 +141,12 @@ def error_response_parts(exc: exceptions.APIException) -> tuple[int, dict, dict[
         headers["Allow"] = exc.allow
     if exc.status_code == status.HTTP_503_SERVICE_UNAVAILABLE:
         headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    # What DRF's own exception handler adds: the 401's challenge (set by the view from
+    # its first authentication class) and the 429's wait.
+    if getattr(exc, "auth_header", None):
+        headers["WWW-Authenticate"] = exc.auth_header
+    if getattr(exc, "wait", None) is not None:
+        headers["Retry-After"] = str(exc.wait)
     if isinstance(exc, exceptions.ValidationError):
         detail = exc.detail
         body = envelope("invalid input", detail if isinstance(detail, dict) else {"input": detail})
@@ -173,6 +179,20 @@ def method_not_allowed(method: str, allow: str, message: str) -> exceptions.Meth
     exc = exceptions.MethodNotAllowed(method, detail=message)
     exc.allow = allow
     return exc
+
+
+def require_json(request) -> None:
+    """Refuse (415) a write whose ``Content-Type`` is not JSON, even with an empty body.
+
+    The rule that stops cross-site writes: a browser sends a cross-site request without
+    asking first (CORS preflight, which this service never grants) only with a form's
+    content types, so a page on another site cannot make a browser write here.
+    """
+    if request.content_type.split(";")[0].strip().lower() != "application/json":
+        raise exceptions.UnsupportedMediaType(
+            request.content_type or "none",
+            detail="writes must be sent as Content-Type: application/json",
+        )
 
 
 def handler400(request, exception=None) -> JsonResponse:

@@ -52,6 +52,7 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.auth",
     "rest_framework",
+    "rest_framework.authtoken",
     "drf_spectacular",
     "api",
 ]
@@ -77,6 +78,78 @@ STORE_COOLDOWN_SECONDS = float(os.environ.get("STORE_COOLDOWN_SECONDS", "2"))
 INSERT_QUEUE_LIMIT = int(os.environ.get("INSERT_QUEUE_LIMIT", "64"))
 # Seconds /api/stats/ may be old: it counts rows and searches id gaps over whole indexes.
 STATS_CACHE_SECONDS = float(os.environ.get("STATS_CACHE_SECONDS", "10"))
+
+# ------------------------------------------------------------------------------
+# Access (api.access): tokens, scopes, throttles, idempotency keys
+# https://www.django-rest-framework.org/api-guide/authentication/#tokenauthentication
+# ------------------------------------------------------------------------------
+# Whether every write and every read of personal data (users, orders) needs a token.
+# Without it (development) an anonymous client may do everything a token may.
+API_TOKENS_REQUIRED = env_bool("API_TOKENS_REQUIRED", default=PRODUCTION)
+# How long a worker trusts what it read about a token: a revoked token, or one whose
+# scopes changed, is answered as before for at most this long.
+TOKEN_CACHE_SECONDS = float(os.environ.get("TOKEN_CACHE_SECONDS", "5"))
+# Off in production unless turned on: the API's docs and schema (else a token is needed),
+# the /run/ page (else 404), ``type=insert&count=N`` synthetic inserts (else 403).
+API_DOCS_PUBLIC = env_bool("API_DOCS_PUBLIC", default=not PRODUCTION)
+RUN_PAGE_ENABLED = env_bool("RUN_PAGE_ENABLED", default=not PRODUCTION)
+SYNTHETIC_INSERTS_ENABLED = env_bool("SYNTHETIC_INSERTS_ENABLED", default=not PRODUCTION)
+# Requests per period by client tier and kind of request (api.throttles). Anonymous
+# clients are one tier per address; a token's tier is its user's ``tier:<name>`` group
+# (``manage.py create_token --tier``), else ``standard``. None: not throttled.
+THROTTLE_RATES: dict[str, dict[str, str | None]] = {
+    "anonymous": {
+        "lookup": "1200/min" if PRODUCTION else None,
+        "insert": "30/min" if PRODUCTION else None,
+        "create": "120/min" if PRODUCTION else None,
+    },
+    "standard": {"lookup": "60000/min", "insert": "600/min", "create": "6000/min"},
+    # The load generator's token: a rate the benchmark never reaches.
+    "benchmark": {"lookup": "100000000/h", "insert": "10000000/h", "create": "10000000/h"},
+}
+for _tier, _rates in THROTTLE_RATES.items():
+    for _kind in _rates:
+        _override = os.environ.get(f"THROTTLE_RATE_{_tier.upper()}_{_kind.upper()}")
+        if _override is not None:
+            _rates[_kind] = None if _override.lower() in {"", "none"} else _override
+# Idempotency-Key on POSTs that insert (api.idempotency): how long a key's response is
+# kept, whether a POST without one is refused (400), and how long a request with a key
+# that is still running elsewhere waits for its response before it gets a 409.
+IDEMPOTENCY_KEY_SECONDS = int(os.environ.get("IDEMPOTENCY_KEY_SECONDS", str(24 * 3600)))
+IDEMPOTENCY_KEY_REQUIRED = env_bool("IDEMPOTENCY_KEY_REQUIRED", default=False)
+IDEMPOTENCY_WAIT_SECONDS = float(
+    os.environ.get("IDEMPOTENCY_WAIT_SECONDS", str(REQUEST_DEADLINE_SECONDS + 1))
+)
+
+# ------------------------------------------------------------------------------
+# Cache: shared by every worker and host (throttle counters, /api/stats/)
+# https://docs.djangoproject.com/en/5.2/topics/cache/
+# ------------------------------------------------------------------------------
+# Redis when REDIS_URL is set; otherwise a table in the default database
+# (``manage.py migrate_all`` creates it). Never a per-process cache: each of N workers
+# would allow a client N times its rate.
+REDIS_URL = os.environ.get("REDIS_URL", "").strip()
+CACHE_TIMEOUT_SECONDS = float(os.environ.get("CACHE_TIMEOUT", "0.5"))
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            # A dead Redis must cost a bounded wait, not a hung worker (api.throttles
+            # then lets requests through and logs it).
+            "OPTIONS": {
+                "socket_connect_timeout": CACHE_TIMEOUT_SECONDS,
+                "socket_timeout": CACHE_TIMEOUT_SECONDS,
+            },
+        }
+    }
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.db.DatabaseCache",
+            "LOCATION": "api_cache",
+        }
+    }
 
 TEMPLATES = [
     {
@@ -205,14 +278,20 @@ DATABASE_ROUTERS = ["api.routers.DatabaseRouter"]
 # https://www.django-rest-framework.org/api-guide/settings/
 # ------------------------------------------------------------------------------
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": [],
-    "DEFAULT_PERMISSION_CLASSES": [],
     "UNAUTHENTICATED_USER": None,
     "DEFAULT_RENDERER_CLASSES": ["api.renderers.ORJSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["api.renderers.ORJSONParser"],
     "EXCEPTION_HANDLER": "api.errors.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "api.schema.AutoSchema",
     "COERCE_DECIMAL_TO_STRING": True,
+    # Every API view's policies (api.access): a token when sent, the scopes a request
+    # needs, a rate per tier and kind. Views without personal data or writes need none.
+    "DEFAULT_AUTHENTICATION_CLASSES": ["api.access.TokenAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["api.access.ScopedAccess"],
+    "DEFAULT_THROTTLE_CLASSES": ["api.throttles.KindRateThrottle"],
+    # Proxies in front of Gunicorn that append to X-Forwarded-For (nginx: 1). 0 throttles
+    # anonymous clients by the connection's address, which no client can forge.
+    "NUM_PROXIES": int(os.environ.get("NUM_PROXIES", "0")),
 }
 # https://drf-spectacular.readthedocs.io/en/latest/settings.html
 SPECTACULAR_SETTINGS = {
@@ -221,6 +300,7 @@ SPECTACULAR_SETTINGS = {
     "and concurrent, validated inserts.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["api.access.DocsAccess"],
     "ENUM_NAME_OVERRIDES": {
         "OrderStatusEnum": "api.models.Order.Status",
         "RecordStatusEnum": "api.services.results.STATUSES",

@@ -1,8 +1,9 @@
 """System checks: the lookup fast path starts only where it answers as Django would.
 
-`api.hotpath.handler.LookupFastPathHandler` reproduces a fixed set of middleware and the
-DRF policies of its view (no authentication, ``AllowAny``, no throttles, no versioning,
-JSON only). Settings that ask for anything else are a system-check error, reported by
+`api.hotpath.handler.LookupFastPathHandler` reproduces a fixed set of middleware and
+applies the DRF policies of its view that `api.hotpath.policies` can run
+(`FAST_PATH_POLICIES`: the API's token authentication, scopes and throttles; no
+versioning, JSON only). Settings that ask for anything else are a system-check error, reported by
 ``manage.py check`` and raised by the handler when Gunicorn builds it, so the server does
 not start with a fast path that would skip a policy. ``LOOKUP_FAST_PATH=0`` turns the fast
 path off instead, and with it these checks.
@@ -13,7 +14,9 @@ from django.core import checks
 from django.urls import resolve, reverse
 from rest_framework.permissions import AllowAny
 
+from api.access import ScopedAccess, TokenAuthentication
 from api.renderers import JSONOnlyNegotiation, ORJSONRenderer
+from api.throttles import KindRateThrottle
 
 # The middleware whose effect on a GET lookup the fast path reproduces:
 # pinning scope, security headers, host check and Content-Length, nothing (CSRF guards
@@ -28,6 +31,9 @@ REPRODUCED_MIDDLEWARE = frozenset(
     }
 )
 HINT = "reproduce it in api/hotpath, or set LOOKUP_FAST_PATH=0"
+# The DRF policy classes `api.hotpath.policies` applies: each reads only what its
+# PolicyRequest has (META, method, query_params, user, auth).
+FAST_PATH_POLICIES = frozenset({TokenAuthentication, ScopedAccess, AllowAny, KindRateThrottle})
 
 
 def lookup_view_class():
@@ -37,23 +43,25 @@ def lookup_view_class():
 
 def unreproduced_policies(view_class) -> list[str]:
     """The DRF policies of ``view_class`` the fast path cannot apply, named; [] if none."""
-    policies = []
-    policies += [
-        f"authentication class {c.__module__}.{c.__name__}"
-        for c in view_class.authentication_classes
+    policies = [
+        f"{kind} class {c.__module__}.{c.__name__}"
+        for kind, classes in (
+            ("authentication", view_class.authentication_classes),
+            ("permission", view_class.permission_classes),
+            ("throttle", view_class.throttle_classes),
+        )
+        for c in classes
+        if c not in FAST_PATH_POLICIES
     ]
-    policies += [
-        f"permission class {c.__module__}.{c.__name__}"
-        for c in view_class.permission_classes
-        if c is not AllowAny
-    ]
-    policies += [f"throttle class {c.__module__}.{c.__name__}" for c in view_class.throttle_classes]
     if view_class.versioning_class is not None:
         policies.append(f"versioning class {view_class.versioning_class.__name__}")
     if view_class.content_negotiation_class is not JSONOnlyNegotiation:
         policies.append(f"content negotiation {view_class.content_negotiation_class.__name__}")
     if list(view_class.renderer_classes[:1]) != [ORJSONRenderer]:
         policies.append("a first renderer other than api.renderers.ORJSONRenderer")
+    rest = settings.REST_FRAMEWORK
+    if rest.get("UNAUTHENTICATED_USER", ...) is not None or rest.get("UNAUTHENTICATED_TOKEN"):
+        policies.append("UNAUTHENTICATED_USER/TOKEN other than None")
     return policies
 
 

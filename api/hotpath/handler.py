@@ -25,6 +25,7 @@ from rest_framework.exceptions import APIException
 
 from api.errors import as_api_exception, error_response_parts
 from api.hotpath.checks import fast_path_errors, lookup_view_class
+from api.hotpath.policies import LookupPolicies
 from api.hotpath.query_string import query_params
 from api.renderers import dumps
 from api.routers import DEFAULT_ALIAS, PINNED_ALIASES
@@ -107,6 +108,7 @@ class LookupFastPathHandler(WSGIHandler):
             raise SystemCheckError("\n".join(f"{e.id}: {e.msg} ({e.hint})" for e in errors))
         self.lookup_path = reverse("run-query")
         self.view_class = lookup_view_class()
+        self.policies = LookupPolicies(self.view_class)
         self.send_signals = settings.DEBUG or not all(
             only_djangos_receivers(signal)
             for signal in (signals.request_started, signals.request_finished)
@@ -166,7 +168,9 @@ class LookupFastPathHandler(WSGIHandler):
         # primary_pinning's scope, entered as api.middleware enters it
         scope = PINNED_ALIASES.set(frozenset())
         try:
-            body = dumps(lookup_response_body(query_params(environ, self.max_fields)))
+            params = query_params(environ, self.max_fields)
+            self.policies.enforce(environ, params)
+            body = dumps(lookup_response_body(params))
         except ANSWERED as exc:
             return self._error(environ, secure, exc)
         except LEFT_TO_DJANGO:

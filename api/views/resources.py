@@ -12,21 +12,48 @@ from rest_framework import generics, status
 from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 
-from api.errors import BadRequest, Conflict, ServiceUnavailable
+from api.access import NO_PERMISSIONS, READ, READ_PERMISSION, SCOPES, WRITE_PERMISSION
+from api.errors import BadRequest, Conflict, ServiceUnavailable, require_json
 from api.models import Order, Product, User
 from api.pagination import KeysetPagination
+from api.routers import DatabaseRouter
 from api.selectors import user_orders
 from api.serializers import ErrorOut, OrderOut, ProductOut, UserOut
 from api.services.batch_insert import batch_insert
 from api.services.results import FAILED, INSERTED
+from api.throttles import CREATE, LOOKUP
 from api.validation import EMAIL_DUPLICATE, ID_EXISTS, OrderInput, ProductInput, UserInput
 
 CONFLICTS = {EMAIL_DUPLICATE, ID_EXISTS}
 CREATE_ERRORS = {status: ErrorOut for status in (400, 409, 503)}
 
 
-def create_one(name: str, model: type[Model], data, serializer_class) -> Response:
+class ResourcePolicy:
+    """The scopes and throttle kind of a resource view (`api.access`, `api.throttles`):
+    reading users or orders needs ``read``, products nothing; creating needs the model's
+    ``add`` permission."""
+
+    def _alias(self) -> str:
+        return DatabaseRouter.model_alias(self.serializer_class.Meta.model)
+
+    def required_permissions(self, request) -> frozenset[str]:
+        if request.method == "POST":
+            return frozenset({WRITE_PERMISSION[self._alias()]})
+        if request.method in ("GET", "HEAD"):
+            needed = READ_PERMISSION.get(self._alias())
+            return frozenset({needed}) if needed else NO_PERMISSIONS
+        return NO_PERMISSIONS
+
+    def throttle_kind(self, request) -> str | None:
+        if request.method == "POST":
+            return CREATE
+        return LOOKUP if request.method in ("GET", "HEAD") else None
+
+
+def create_one(request, name: str, model: type[Model], serializer_class) -> Response:
     """Insert one record through `batch_insert` and map its result to a status code."""
+    require_json(request)
+    data = request.data
     if not isinstance(data, dict):
         raise BadRequest("the body must be a JSON object")
     result = getattr(batch_insert(**{name: [data]}), name)[0]
@@ -41,14 +68,14 @@ def create_one(name: str, model: type[Model], data, serializer_class) -> Respons
     raise BadRequest(result.reason, result.errors)
 
 
-class ResourceList(generics.ListAPIView):
+class ResourceList(ResourcePolicy, generics.ListAPIView):
     """List with keyset pagination; POST creates one record."""
 
     pagination_class = KeysetPagination
     name: str
 
     def post(self, request):
-        return create_one(self.name, self.queryset.model, request.data, self.serializer_class)
+        return create_one(request, self.name, self.queryset.model, self.serializer_class)
 
 
 @extend_schema(tags=["users"])
@@ -82,26 +109,29 @@ class OrderList(ResourceList):
 
 
 @extend_schema(tags=["users"], responses={200: UserOut, 404: ErrorOut})
-class UserDetail(generics.RetrieveAPIView):
+class UserDetail(ResourcePolicy, generics.RetrieveAPIView):
     queryset = User.objects.all()
     serializer_class = UserOut
 
 
 @extend_schema(tags=["products"], responses={200: ProductOut, 404: ErrorOut})
-class ProductDetail(generics.RetrieveAPIView):
+class ProductDetail(ResourcePolicy, generics.RetrieveAPIView):
     queryset = Product.objects.all()
     serializer_class = ProductOut
 
 
 @extend_schema(tags=["orders"], responses={200: OrderOut, 404: ErrorOut})
-class OrderDetail(generics.RetrieveAPIView):
+class OrderDetail(ResourcePolicy, generics.RetrieveAPIView):
     queryset = Order.objects.all()
     serializer_class = OrderOut
 
 
 @extend_schema(tags=["users"], responses={200: OrderOut(many=True), 404: ErrorOut})
-class UserOrderList(generics.ListAPIView):
+class UserOrderList(ResourcePolicy, generics.ListAPIView):
     """One user's orders, keyset-paginated; 404 if the user does not exist."""
+
+    def required_permissions(self, request) -> frozenset[str]:
+        return SCOPES[READ] if request.method in ("GET", "HEAD") else NO_PERMISSIONS
 
     serializer_class = OrderOut
     pagination_class = KeysetPagination

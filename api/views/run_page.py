@@ -6,7 +6,9 @@ shows each record's outcome. A GET never writes.
 
 import logging
 
+from django.conf import settings
 from django.db import DatabaseError
+from django.http import Http404
 from django.shortcuts import render
 from django.views import View
 
@@ -24,6 +26,11 @@ class RunPageView(View):
     """Show counts on GET; insert the assignment batch on POST and show the results."""
 
     http_method_names = ["get", "post", "head", "options"]
+
+    def dispatch(self, request, *args, **kwargs):
+        if not settings.RUN_PAGE_ENABLED:
+            raise Http404("the run page is off (RUN_PAGE_ENABLED)")
+        return super().dispatch(request, *args, **kwargs)
 
     def get(self, request):
         return self._render(request, result=None)

@@ -6,6 +6,7 @@ a 405 naming GET.
 
 from time import perf_counter
 
+from django.conf import settings
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
@@ -16,12 +17,13 @@ from drf_spectacular.utils import (
     extend_schema,
 )
 from rest_framework import status
-from rest_framework.exceptions import NotFound
+from rest_framework.exceptions import NotFound, PermissionDenied
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from api.access import SCOPES, WRITE, lookup_permissions
 from api.batches import MAX_BATCH_RECORDS, InvalidBatch, parse_batch
-from api.errors import RETRY_AFTER_SECONDS, BadRequest, method_not_allowed
+from api.errors import RETRY_AFTER_SECONDS, BadRequest, method_not_allowed, require_json
 from api.limits import MAX_LOOKUP_COUNT, MAX_SYNTHETIC_COUNT
 from api.lookup_keys import INCLUDE_ORDERS, INCLUDES, LOOKUP_KEYS
 from api.pagination import KeysetPagination
@@ -41,6 +43,8 @@ from api.serializers import LOOKUP_OUTS, BatchIn, BatchOut, ErrorOut
 from api.services.batch_insert import batch_insert
 from api.services.results import BatchResult
 from api.services.synthetic import synthetic_insert
+from api.throttles import INSERT as INSERT_KIND
+from api.throttles import LOOKUP as LOOKUP_KIND
 
 ERRORS = {code: ErrorOut for code in (400, 405, 503)}
 TYPE_PARAM = OpenApiParameter("type", str, enum=[GET, INSERT], required=True)
@@ -138,6 +142,17 @@ class RunQueryView(APIView):
 
     content_negotiation_class = JSONOnlyNegotiation
 
+    def required_permissions(self, request) -> frozenset[str]:
+        """A lookup: reading its key's model (`api.access.lookup_permissions`); an insert:
+        the ``write`` scope. Also read by the lookup fast path, with its own request."""
+        if request.method == "POST":
+            return SCOPES[WRITE]
+        return lookup_permissions(request.query_params.keys())
+
+    def throttle_kind(self, request) -> str | None:
+        """`api.throttles` kind: lookups and inserts have their own rates."""
+        return INSERT_KIND if request.method == "POST" else LOOKUP_KIND
+
     @extend_schema(
         operation_id="run_query_get",
         parameters=[
@@ -201,9 +216,12 @@ class RunQueryView(APIView):
         params = as_params(request.query_params)
         if query_type(params) == GET:
             raise method_not_allowed("POST", "GET", "type=get reads: use GET")
+        require_json(request)
         count = parse_insert_count(params)
         started = perf_counter()
         if count is not None:
+            if not settings.SYNTHETIC_INSERTS_ENABLED:
+                raise PermissionDenied("synthetic inserts (count=N) are off here")
             if request.data:
                 raise BadRequest("give either a JSON body or count=N, not both")
             return batch_response(synthetic_insert(count=count), started)

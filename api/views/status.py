@@ -11,6 +11,7 @@ from rest_framework.views import APIView
 from api.errors import RETRY_AFTER_SECONDS, envelope, failure_kind
 from api.selectors import MODELS, cached_table_stats
 from api.serializers import ErrorOut, HealthOut, StatsOut
+from api.throttles import LOOKUP
 
 logger = logging.getLogger(__name__)
 
@@ -20,6 +21,9 @@ class StatsView(APIView):
 
     At most ``STATS_CACHE_SECONDS`` old (`api.selectors.cached_table_stats`).
     """
+
+    def throttle_kind(self, request) -> str | None:
+        return LOOKUP if request.method in ("GET", "HEAD") else None
 
     @extend_schema(responses={200: StatsOut, 503: ErrorOut})
     def get(self, request):
@@ -50,7 +54,13 @@ def check_database(alias: str) -> str:
 
 
 class HealthView(APIView):
-    """Check every database: 200 when all answer, 503 naming those that do not."""
+    """Check every database: 200 when all answer, 503 naming those that do not.
+
+    Neither authenticated nor throttled: load balancers probe it.
+    """
+
+    authentication_classes = []
+    throttle_classes = []
 
     @extend_schema(responses={200: HealthOut, 503: ErrorOut})
     def get(self, request):

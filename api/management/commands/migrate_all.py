@@ -1,4 +1,5 @@
-"""``manage.py migrate_all``: apply migrations to every configured database alias."""
+"""``manage.py migrate_all``: apply migrations to every configured database alias, and
+create the database cache's table when the cache is one."""
 
 from pathlib import Path
 
@@ -18,3 +19,5 @@ class Command(BaseCommand):
             if verbosity:
                 self.stdout.write(self.style.MIGRATE_HEADING(f"Database {alias!r}:"))
             call_command("migrate", database=alias, interactive=False, verbosity=verbosity)
+        # The database cache's table (settings.CACHES without REDIS_URL); a no-op otherwise.
+        call_command("createcachetable", verbosity=verbosity)

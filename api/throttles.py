@@ -1,0 +1,206 @@
+"""Rates per client and kind of request, counted in the cache every worker shares.
+
+`KindRateThrottle` is a DRF throttle: DRF's view calls it, a refused request is DRF's
+429 ``Throttled`` with ``Retry-After``. Its rate comes from ``settings.THROTTLE_RATES``
+by the client's tier (`api.access.Client.tier`, or ``anonymous`` per client address, as
+DRF's ``get_ident`` reads it) and the view's kind of request (`LOOKUP`, `INSERT`,
+`CREATE`).
+
+**Why not DRF's own counting.** ``SimpleRateThrottle`` keeps a list of every request's
+time in the cache, reads it and writes it back: two cache round trips and a list as long
+as the rate per request, and two workers reading the same list both allow (DRF issue
+6730's cousin). Here each window of the rate is one counter, raised atomically
+(`shared_increment`): a limit of N holds across every worker and host.
+
+**Leases.** A worker takes a client's permits from the shared counter in leases of
+``N // LEASE_DIVISOR`` (at least 1) and spends them locally, so a client far below a high
+rate (the benchmark's token) costs one cache round trip per lease, not per request, and a
+client over its rate is refused without one until its window ends. What a lease costs:
+permits leased to one worker and not spent there are not used by another in the same
+window, so each worker may refuse up to one lease before the shared count reaches N;
+never more than N are allowed in a window.
+
+**Windows** are fixed (``time // period``): a client may spend N at the end of one window
+and N at the start of the next, which DRF's sliding log would not allow.
+
+**A dead cache** lets requests through (logged at most once a minute) after a bounded
+wait (``CACHE_TIMEOUT``), and is then not asked again for ``CACHE_RETRY_SECONDS``: a
+throttle must not turn a cache failure into an outage.
+"""
+
+import logging
+import math
+import threading
+import time
+
+from django.conf import settings
+from django.core.cache import cache
+from django.core.cache.backends.db import DatabaseCache
+from django.core.signals import setting_changed
+from django.db import connections, router, transaction
+from django.dispatch import receiver
+from rest_framework.throttling import BaseThrottle, SimpleRateThrottle
+
+from api.access import ANONYMOUS_TIER, Client
+
+logger = logging.getLogger(__name__)
+
+LOOKUP, INSERT, CREATE = "lookup", "insert", "create"
+KINDS = (LOOKUP, INSERT, CREATE)
+LEASE_DIVISOR = 100
+CACHE_RETRY_SECONDS = 5.0
+LOG_INTERVAL_SECONDS = 60.0
+MAX_LOCAL_QUOTAS = 10_000  # (client, kind, window) triples a worker remembers
+
+
+def parse_rate(rate: str | None) -> tuple[int, int] | None:
+    """``"600/min"`` -> ``(600, 60)``: DRF's rate syntax; None for no limit."""
+    if rate is None:
+        return None
+    return SimpleRateThrottle.parse_rate(None, rate)
+
+
+def rate_for(tier: str, kind: str) -> tuple[int, int] | None:
+    """``(requests, period in seconds)`` for ``tier`` and ``kind``, or None (no limit).
+
+    A tier ``THROTTLE_RATES`` does not name has the ``standard`` rates.
+    """
+    rates = settings.THROTTLE_RATES
+    return parse_rate(rates.get(tier, rates["standard"]).get(kind))
+
+
+def shared_increment(key: str, delta: int, timeout: float) -> int:
+    """Add ``delta`` to the shared counter ``key`` (created at 0, kept ``timeout`` s).
+
+    Returns the new count. Redis's INCRBY is atomic; Django's database cache reads and
+    writes, so its read and write run in one transaction of the cache's database: on
+    SQLite an IMMEDIATE one, which holds the write lock; on PostgreSQL after a
+    transaction-scoped advisory lock on the key.
+    """
+    if not isinstance(cache, DatabaseCache):
+        cache.add(key, 0, timeout)
+        try:
+            return cache.incr(key, delta)
+        except ValueError:  # expired between add and incr
+            cache.add(key, 0, timeout)
+            return cache.incr(key, delta)
+    alias = router.db_for_write(cache.cache_model_class)
+    with transaction.atomic(using=alias):
+        if connections[alias].vendor == "postgresql":
+            with connections[alias].cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [key])
+        count = cache.get(key, 0) + delta
+        cache.set(key, count, timeout)
+        return count
+
+
+class LocalQuota:
+    """One worker's permits for one client, kind and window."""
+
+    __slots__ = ("exhausted", "remaining")
+
+    def __init__(self) -> None:
+        self.remaining = 0
+        self.exhausted = False
+
+
+class RateLimiter:
+    """Leased fixed-window counters (see the module docstring); one per process."""
+
+    def __init__(self) -> None:
+        self._quotas: dict[tuple, LocalQuota] = {}
+        self._lock = threading.Lock()
+        self._cache_down_until = 0.0
+        self._logged_at = -math.inf
+
+    def admit(self, ident: str, tier: str, kind: str) -> float | None:
+        """None when the request may go on, else the seconds until the client may retry."""
+        rate = rate_for(tier, kind)
+        if rate is None:
+            return None
+        limit, period = rate
+        now = time.time()
+        window = int(now // period)
+        retry_after = (window + 1) * period - now
+        key = (ident, tier, kind, window)
+        with self._lock:
+            quota = self._quotas.get(key)
+            if quota is None:
+                if len(self._quotas) >= MAX_LOCAL_QUOTAS:
+                    self._quotas.clear()
+                quota = self._quotas[key] = LocalQuota()
+            if quota.remaining > 0:
+                quota.remaining -= 1
+                return None
+            if quota.exhausted:
+                return retry_after
+            if time.monotonic() < self._cache_down_until:
+                return None
+        # The cache round trip runs unlocked: other clients' requests need not wait on it.
+        lease = max(1, limit // LEASE_DIVISOR)
+        try:
+            count = shared_increment(f"throttle:{tier}:{kind}:{ident}:{window}", lease, period * 2)
+        except Exception as exc:  # any cache failure: see the module docstring
+            self._cache_failed(exc)
+            return None
+        granted = min(lease, limit - (count - lease))
+        with self._lock:
+            if granted <= 0:
+                quota.exhausted = True
+                return retry_after
+            quota.remaining += granted - 1
+            return None
+
+    def _cache_failed(self, exc: Exception) -> None:
+        self._cache_down_until = time.monotonic() + CACHE_RETRY_SECONDS
+        if time.monotonic() - self._logged_at >= LOG_INTERVAL_SECONDS:
+            self._logged_at = time.monotonic()
+            logger.error("throttle: the shared cache failed, requests pass unthrottled: %s", exc)
+
+    def reset(self) -> None:
+        """Forget every local quota and cache failure (tests, settings changes)."""
+        with self._lock:
+            self._quotas.clear()
+            self._cache_down_until = 0.0
+
+
+LIMITER = RateLimiter()
+
+
+@receiver(setting_changed)
+def _forget_quotas(*, setting: str, **kwargs) -> None:
+    if setting in {"THROTTLE_RATES", "CACHES"}:
+        LIMITER.reset()
+
+
+def throttle_ident(request) -> str:
+    """Whom a request is counted against: its token's user, else its address."""
+    client = request.auth
+    if isinstance(client, Client):
+        return f"user:{client.user_id}"
+    return f"addr:{_IDENT.get_ident(request)}"
+
+
+_IDENT = BaseThrottle()  # DRF's get_ident: REMOTE_ADDR, or X-Forwarded-For by NUM_PROXIES
+
+
+class KindRateThrottle(SimpleRateThrottle):
+    """DRF throttle: the view's ``throttle_kind(request)`` at its client's tier's rate.
+
+    A view without ``throttle_kind`` (or returning None) is not throttled.
+    """
+
+    def __init__(self) -> None:  # the rate depends on the request, not the class
+        self.retry_after: float | None = None
+
+    def allow_request(self, request, view) -> bool:
+        kind = view.throttle_kind(request) if hasattr(view, "throttle_kind") else None
+        if kind is None:
+            return True
+        client = request.auth
+        tier = client.tier if isinstance(client, Client) else ANONYMOUS_TIER
+        self.retry_after = LIMITER.admit(throttle_ident(request), tier, kind)
+        return self.retry_after is None
+
+    def wait(self) -> float | None:
+        return self.retry_after
