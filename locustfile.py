@@ -10,6 +10,11 @@ request succeeds only when its status is right AND its body says what was asked 
 first result's column equals the value asked for), so a fast error page can never count
 as throughput.
 
+The swarm runs as a production client would: it sends ``LOCUST_API_TOKEN`` (``make demo``
+creates one with the ``read`` and ``write`` scopes and the ``benchmark`` tier's rates,
+``manage.py create_token``) on every request, and each insert batch is a JSON body of new
+records sent with its own ``Idempotency-Key``.
+
 Tags select a traffic shape: ``locust --tags user_id`` runs the lookup-by-user-id task
 alone; each lookup task is tagged with its key and ``lookup``.
 Defaults (1000 users, spawn rate 100, run time, report paths) live in ``locust.conf``.
@@ -17,8 +22,10 @@ Defaults (1000 users, spawn rate 100, run time, report paths) live in ``locust.c
 
 import bisect
 import json
+import os
 import random
 import urllib.request
+import uuid
 from urllib.parse import quote
 
 import orjson
@@ -31,14 +38,22 @@ MISSING_IDS: dict[str, list[list[int]]] = {}  # [first, last] ranges, lowest fir
 VALUES: dict[str, list] = {}  # stored values of the keys that are not id ranges
 INSERT_BATCH = 2
 SWARMED = [key for key in LOOKUP_KEYS.values() if key.swarm_weight]
+API_TOKEN = os.environ.get("LOCUST_API_TOKEN", "")
+AUTH_HEADERS = {"Authorization": f"Token {API_TOKEN}"} if API_TOKEN else {}
+
+
+def read_json(url: str):
+    """GET ``url`` with the swarm's token; the parsed JSON body."""
+    request = urllib.request.Request(url, headers=AUTH_HEADERS)
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.load(response)
 
 
 @events.test_start.add_listener
 def read_id_ranges(environment, **kwargs) -> None:
     """Read the id ranges and some e-mails once, before any user starts."""
     host = environment.host.rstrip("/")
-    with urllib.request.urlopen(f"{host}/api/stats/", timeout=30) as response:
-        stats = json.load(response)
+    stats = read_json(f"{host}/api/stats/")
     for model, table in stats.items():
         if table["min_id"] is None:
             raise RuntimeError(f"no {model} in the database: run manage.py generate_data")
@@ -46,9 +61,7 @@ def read_id_ranges(environment, **kwargs) -> None:
         MISSING_IDS[model] = table["missing_ids"]
     for key in SWARMED:
         if key.query != RANGE:
-            url = f"{host}/api/{key.model}/?page_size=1000"
-            with urllib.request.urlopen(url, timeout=30) as response:
-                rows = json.load(response)["results"]
+            rows = read_json(f"{host}/api/{key.model}/?page_size=1000")["results"]
             VALUES[key.name] = [row[key.column] for row in rows if row[key.column] is not None]
             if not VALUES[key.name]:
                 raise RuntimeError(f"no {key.model} with a {key.column} to look up")
@@ -97,6 +110,7 @@ class ApiUser(FastHttpUser):
     """One client of the API, as real traffic mixes its requests."""
 
     tasks = {lookup_task(key): key.swarm_weight for key in SWARMED}
+    default_headers = AUTH_HEADERS
 
     @tag("lookup")
     @task(10)
@@ -117,7 +131,9 @@ class ApiUser(FastHttpUser):
     @task(5)
     def insert_small_batch(self) -> None:
         with self.client.post(
-            f"/api/run-query/?type=insert&count={INSERT_BATCH}",
+            "/api/run-query/?type=insert",
+            data=orjson.dumps(new_records(INSERT_BATCH)),
+            headers={"Content-Type": "application/json", "Idempotency-Key": str(uuid.uuid4())},
             name="insert batch",
             catch_response=True,
         ) as response:
@@ -127,6 +143,30 @@ class ApiUser(FastHttpUser):
             inserted = {model: c["inserted"] for model, c in body(response)["summary"].items()}
             if set(inserted.values()) != {INSERT_BATCH}:
                 response.failure(f"inserted {inserted}, expected {INSERT_BATCH} of each")
+
+
+def new_records(count: int) -> dict[str, list[dict]]:
+    """``count`` new users, products and orders (of stored users and products), valid and
+    unique, as a client would send them."""
+    tag = uuid.uuid4().hex
+    return {
+        "users": [
+            {"name": f"Swarm {tag[:8]} {i}", "email": f"swarm-{tag}-{i}@example.com"}
+            for i in range(count)
+        ],
+        "products": [
+            {"name": f"Swarm product {tag[:8]} {i}", "price": random.randint(100, 99_999) / 100}
+            for i in range(count)
+        ],
+        "orders": [
+            {
+                "user_id": random_user_id(),
+                "product_id": random_id("products"),
+                "quantity": random.randint(1, 5),
+            }
+            for _ in range(count)
+        ],
+    }
 
 
 def body(response) -> dict:

@@ -5,19 +5,45 @@ database down or locked past its timeout), always with the error envelope; decla
 once here keeps the schema honest without repeating them on every view.
 """
 
+from types import SimpleNamespace
+
+from django.conf import settings
 from drf_spectacular.openapi import AutoSchema as SpectacularAutoSchema
 
 from api.serializers import ErrorOut
 
 COMMON_ERRORS = ("400", "503")
+AUTH_ERRORS = ("401", "403")  # a bad token anywhere; a missing scope (api.access)
+THROTTLED = "429"  # api.throttles
 
 
 class AutoSchema(SpectacularAutoSchema):
-    """Add the common error responses to every operation that does not declare them."""
+    """Add the common error responses to every operation that does not declare them, and
+    say which operations a client may call without a token."""
 
     def _get_response_bodies(self, direction="response"):
         responses = super()._get_response_bodies(direction)
-        for code in COMMON_ERRORS:
+        codes = list(COMMON_ERRORS)
+        if self.view.get_authenticators():
+            codes += AUTH_ERRORS
+        if self.view.get_throttles():
+            codes.append(THROTTLED)
+        for code in codes:
             if code not in responses:
                 responses[code] = self._get_response_for_code(ErrorOut, code, direction=direction)
         return responses
+
+    def get_auth(self) -> list[dict]:
+        """drf-spectacular's token scheme, plus ``{}`` (no token) where anonymous clients
+        are served: everywhere without ``API_TOKENS_REQUIRED``; otherwise where the view
+        needs no scope for the method whatever the parameters (products, lookups)."""
+        auths = super().get_auth()
+        if auths and {} not in auths and not self._token_required():
+            auths.append({})
+        return auths
+
+    def _token_required(self) -> bool:
+        required = getattr(self.view, "required_permissions", None)
+        if not settings.API_TOKENS_REQUIRED or required is None:
+            return False
+        return bool(required(SimpleNamespace(method=self.method, query_params={})))

@@ -34,7 +34,7 @@ import threading
 import time
 
 from django.conf import settings
-from django.core.cache import cache
+from django.core.cache import caches
 from django.core.cache.backends.db import DatabaseCache
 from django.core.signals import setting_changed
 from django.db import connections, router, transaction
@@ -77,6 +77,7 @@ def shared_increment(key: str, delta: int, timeout: float) -> int:
     SQLite an IMMEDIATE one, which holds the write lock; on PostgreSQL after a
     transaction-scoped advisory lock on the key.
     """
+    cache = caches["default"]
     if not isinstance(cache, DatabaseCache):
         cache.add(key, 0, timeout)
         try:

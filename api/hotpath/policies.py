@@ -5,21 +5,46 @@ instances, in the order and with the exceptions of DRF's ``APIView.initial`` (af
 content negotiation, which the fast path's view never refuses) and
 ``APIView.handle_exception`` (a 401's ``WWW-Authenticate``). Each policy gets a
 `PolicyRequest`: what the classes `checks.FAST_PATH_POLICIES` allows read of DRF's
-``Request`` (``META``, ``method``, ``query_params``, ``user``, ``auth``), so the answer is
-theirs, not a copy of it. ``api/tests/test_hotpath_internals.py`` pins the DRF code this
-mirrors.
+``Request`` (``META``, ``headers``, ``method``, ``query_params``, ``user``, ``auth``), so
+the answer is theirs, not a copy of it. ``api/tests/test_hotpath_internals.py`` pins the
+DRF code this mirrors.
 """
 
 from rest_framework import exceptions
 
 
+class EnvironHeaders:
+    """``request.headers.get(name)`` as Django's ``HttpHeaders`` answers it, read from the
+    environ per call: building ``HttpHeaders`` copies every header of the request."""
+
+    __slots__ = ("environ",)
+
+    def __init__(self, environ: dict) -> None:
+        self.environ = environ
+
+    def get(self, name: str, default=None):
+        key = name.upper().replace("-", "_")
+        if key not in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+            key = "HTTP_" + key
+        return self.environ.get(key, default)
+
+
 class PolicyRequest:
     """The part of DRF's ``Request`` the allowed policies read."""
 
-    __slots__ = ("META", "auth", "method", "query_params", "successful_authenticator", "user")
+    __slots__ = (
+        "META",
+        "auth",
+        "headers",
+        "method",
+        "query_params",
+        "successful_authenticator",
+        "user",
+    )
 
     def __init__(self, environ: dict, params) -> None:
         self.META = environ
+        self.headers = EnvironHeaders(environ)
         self.method = "GET"
         self.query_params = params
         self.user = None  # DRF's UNAUTHENTICATED_USER and _TOKEN (api.hotpath.checks)

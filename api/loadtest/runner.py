@@ -88,9 +88,11 @@ def swarm(
     reports: Path,
     tags: list[str] | None = None,
     processes: int | None = None,
+    token: str | None = None,
 ) -> int:
     """Run headless Locust; returns its exit status (1 when any request failed).
 
+    ``token``: the API token the swarm sends (``LOCUST_API_TOKEN``, see ``locustfile``).
     Writes Locust's HTML report, ``locust_*.csv`` and ``locust.json`` into ``reports``.
     """
     reports.mkdir(parents=True, exist_ok=True)
@@ -111,4 +113,5 @@ def swarm(
         command += ["--tags", *tags]
     if processes:
         command += ["--processes", str(processes)]
-    return subprocess.run(command, cwd=REPO).returncode
+    env = {**os.environ, "LOCUST_API_TOKEN": token or ""}
+    return subprocess.run(command, cwd=REPO, env=env).returncode

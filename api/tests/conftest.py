@@ -8,13 +8,16 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
-from django.core.cache import cache
+from django.core.cache import cache, caches
+from django.core.cache.backends.db import DatabaseCache
 from django.db import connections
 
+from api.access import TOKENS
 from api.batches import ASSIGNMENT_FILE, read_batch
 from api.bulkheads import READS, WRITES
 from api.models import Order, Product, User
 from api.services.batch_insert import close_worker_connections
+from api.throttles import LIMITER
 
 ALL_DATABASES = ["default", "users", "products", "orders"]
 ROUTED = ["users", "products", "orders"]
@@ -37,12 +40,26 @@ def _closed_breakers():
         breaker.open_until = 0.0
 
 
+def uses_default_database(request) -> bool:
+    """Whether the test's ``django_db`` mark lets it query the ``default`` alias."""
+    mark = request.node.get_closest_marker("django_db")
+    databases = mark.kwargs.get("databases", ["default"]) if mark else []
+    return databases == "__all__" or "default" in databases
+
+
 @pytest.fixture(autouse=True)
-def _empty_cache():
-    """Django's cache (``/api/stats/``, throttles) starts empty in every test."""
-    cache.clear()
+def _empty_cache(request):
+    """The shared cache (``/api/stats/``, throttles), the workers' token cache and local
+    throttle quotas start empty in every test. A test without the default database
+    cannot have used the database cache."""
+    clear = not isinstance(caches["default"], DatabaseCache) or uses_default_database(request)
+    TOKENS.clear()
+    LIMITER.reset()
+    if clear:
+        cache.clear()
     yield
-    cache.clear()
+    if clear:
+        cache.clear()
 
 
 @pytest.fixture(autouse=True)

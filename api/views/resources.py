@@ -25,7 +25,7 @@ from api.throttles import CREATE, LOOKUP
 from api.validation import EMAIL_DUPLICATE, ID_EXISTS, OrderInput, ProductInput, UserInput
 
 CONFLICTS = {EMAIL_DUPLICATE, ID_EXISTS}
-CREATE_ERRORS = {status: ErrorOut for status in (400, 409, 503)}
+CREATE_ERRORS = {status: ErrorOut for status in (400, 409, 415, 503)}
 
 
 class ResourcePolicy:

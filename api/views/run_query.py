@@ -216,8 +216,8 @@ class RunQueryView(APIView):
         params = as_params(request.query_params)
         if query_type(params) == GET:
             raise method_not_allowed("POST", "GET", "type=get reads: use GET")
-        require_json(request)
         count = parse_insert_count(params)
+        require_json(request)
         started = perf_counter()
         if count is not None:
             if not settings.SYNTHETIC_INSERTS_ENABLED:

@@ -1,11 +1,16 @@
 """``manage.py loadtest``: the main job, from an empty checkout to a report.
 
-Migrates every database, generates the million rows if the users table is empty, starts
-Gunicorn, waits for ``/api/health/``, runs the headless Locust swarm, stops Gunicorn (also
-on Ctrl-C or failure) and writes ``reports/``: Locust's HTML report and CSVs, plus
-``summary.json`` and ``summary.md``. Exits 1 when any request failed or the server died.
+Migrates every database, generates the million rows if the users table is empty, creates
+the swarm's API token (client ``swarm``: ``read`` and ``write`` scopes, ``benchmark``
+tier), starts Gunicorn as production runs it (`production_env`: tokens required, the
+production throttles and switches), waits for ``/api/health/``, runs the headless Locust
+swarm, stops Gunicorn (also on Ctrl-C or failure) and writes ``reports/``: Locust's HTML
+report and CSVs, plus ``summary.json`` and ``summary.md``. Exits 1 when any request failed
+or the server died.
 """
 
+import io
+import secrets
 import time
 from pathlib import Path
 
@@ -15,6 +20,27 @@ from django.core.management.base import BaseCommand, CommandError
 from api.loadtest import runner
 from api.loadtest.summary import read_stats, render_markdown, summarize, write_summary
 from api.selectors import row_counts
+
+
+def swarm_token() -> str:
+    """The key of client ``swarm``'s token, created with its scopes and tier if missing."""
+    out = io.StringIO()
+    call_command(
+        "create_token", "swarm", scopes=["read", "write"], tier="benchmark", reuse=True, stdout=out
+    )
+    return out.getvalue().strip()
+
+
+def production_env(*, proxied: bool) -> dict[str, str]:
+    """The environment of a production server on this machine: ``DJANGO_ENV=production``
+    (tokens required, production throttles, docs, /run/ and synthetic inserts off) with a
+    fresh secret key, and plain HTTP, as behind a TLS-terminating proxy on one host."""
+    return {
+        "DJANGO_ENV": "production",
+        "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
+        "DJANGO_SECURE_SSL_REDIRECT": "0",
+        "NUM_PROXIES": "1" if proxied else "0",
+    }
 
 
 class Command(BaseCommand):
@@ -28,6 +54,9 @@ class Command(BaseCommand):
         parser.add_argument("--bind", default="127.0.0.1:8000", help="address for Gunicorn")
         parser.add_argument(
             "--server-url", help="swarm this running server instead of starting Gunicorn"
+        )
+        parser.add_argument(
+            "--token", help="the API token the swarm sends (default: create_token swarm)"
         )
         parser.add_argument("--tags", nargs="*", help="Locust tags, e.g. user_id (lookups only)")
         parser.add_argument("--processes", type=int, help="Locust worker processes (-1: per core)")
@@ -46,8 +75,10 @@ class Command(BaseCommand):
             status, duration = self._swarm(url, reports, options)
         else:
             self._prepare(options["rows"], options["verbosity"])
+            options["token"] = options["token"] or swarm_token()
             url = f"http://{options['bind']}"
-            with runner.serve(options["bind"], proxy=options["proxy"]) as server:
+            env = production_env(proxied=options["proxy"])
+            with runner.serve(options["bind"], env=env, proxy=options["proxy"]) as server:
                 runner.wait_healthy(url, server)
                 status, duration = self._swarm(url, reports, options)
                 server_died = server.poll() is not None
@@ -73,6 +104,7 @@ class Command(BaseCommand):
             reports=reports,
             tags=options["tags"],
             processes=options["processes"],
+            token=options["token"],
         )
         return status, time.monotonic() - started
 
