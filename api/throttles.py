@@ -108,7 +108,8 @@ class LocalQuota:
 class RateLimiter:
     """Leased fixed-window counters (see the module docstring); one per process."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock=time.time) -> None:
+        self.clock = clock  # seconds since the epoch: windows line up across hosts
         self._quotas: dict[tuple, LocalQuota] = {}
         self._lock = threading.Lock()
         self._cache_down_until = 0.0
@@ -120,7 +121,7 @@ class RateLimiter:
         if rate is None:
             return None
         limit, period = rate
-        now = time.time()
+        now = self.clock()
         window = int(now // period)
         retry_after = (window + 1) * period - now
         key = (ident, tier, kind, window)
@@ -140,7 +141,9 @@ class RateLimiter:
         # The cache round trip runs unlocked: other clients' requests need not wait on it.
         lease = max(1, limit // LEASE_DIVISOR)
         try:
-            count = shared_increment(f"throttle:{tier}:{kind}:{ident}:{window}", lease, period * 2)
+            # The rate is part of the key: servers deployed with another rate count apart.
+            shared_key = f"throttle:{tier}:{kind}:{limit}/{period}:{ident}:{window}"
+            count = shared_increment(shared_key, lease, period * 2)
         except Exception as exc:  # any cache failure: see the module docstring
             self._cache_failed(exc)
             return None
