@@ -61,6 +61,9 @@ lint: venv
 
 # The suite runs twice: on the SQLite default, then with the three routed aliases on
 # PostgreSQL when a server answers at PG_URL (REQUIRE_POSTGRES=1 makes that mandatory).
+# The Redis tests (api/tests/test_access.py) skip when no Redis answers at REDIS_TEST_URL
+# unless REQUIRE_REDIS=1, as CI runs them.
+export REQUIRE_REDIS REDIS_TEST_URL
 PG_URL ?= postgres://postgres@127.0.0.1:5432
 PG_ENV = DATABASE_URL_USERS=$(PG_URL)/dp_users DATABASE_URL_PRODUCTS=$(PG_URL)/dp_products \
 	DATABASE_URL_ORDERS=$(PG_URL)/dp_orders

@@ -34,8 +34,8 @@ from api.views.run_query import lookup_response_body
 logger = logging.getLogger(__name__)
 
 # Django's own receivers of the request signals: database housekeeping, done here
-# instead; closing the caches and resetting a per-request URLconf, which a lookup neither
-# uses nor sets.
+# instead; closing the caches, which the Redis and database caches (settings.CACHES) do
+# not do (BaseCache.close); resetting a per-request URLconf, which a lookup never sets.
 DJANGO_RECEIVERS = frozenset(
     map(id, (close_old_connections, reset_queries, close_caches, reset_urlconf))
 )

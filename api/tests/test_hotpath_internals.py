@@ -188,6 +188,66 @@ PINS = [
         "1a3d7342070b",
         "api/renderers.py _default; api/serializers.py output_columns",
     ),
+    (
+        "rest_framework.views.APIView.check_permissions",
+        "adb6576933b5",
+        "api/hotpath/policies.py LookupPolicies.enforce (permissions)",
+    ),
+    (
+        "rest_framework.views.APIView.permission_denied",
+        "60e43e0731f5",
+        "api/hotpath/policies.py LookupPolicies.enforce (401 or 403)",
+    ),
+    (
+        "rest_framework.views.APIView.check_throttles",
+        "265734c05c96",
+        "api/hotpath/policies.py LookupPolicies.enforce (429)",
+    ),
+    (
+        "rest_framework.views.APIView.handle_exception",
+        "c713c21f901e",
+        "api/hotpath/policies.py LookupPolicies.enforce (WWW-Authenticate)",
+    ),
+    (
+        "rest_framework.views.APIView.get_authenticate_header",
+        "c560a3b88f7f",
+        "api/hotpath/policies.py LookupPolicies.auth_header",
+    ),
+    (
+        "rest_framework.request.Request._authenticate",
+        "b3df4cb506df",
+        "api/hotpath/policies.py LookupPolicies.enforce (authentication)",
+    ),
+    (
+        "rest_framework.request.Request._not_authenticated",
+        "161d9c59bd6c",
+        "api/hotpath/policies.py PolicyRequest (user and auth None)",
+    ),
+    (
+        "rest_framework.authentication.TokenAuthentication.authenticate",
+        "122a6776ae62",
+        "api/hotpath/policies.py PolicyRequest (headers)",
+    ),
+    (
+        "rest_framework.authentication.get_authorization_header",
+        "a3717967ba03",
+        "api/hotpath/policies.py EnvironHeaders",
+    ),
+    (
+        "rest_framework.throttling.BaseThrottle.get_ident",
+        "f5ee69f1ba8f",
+        "api/hotpath/policies.py PolicyRequest (META)",
+    ),
+    (
+        "rest_framework.exceptions.Throttled.__init__",
+        "9f8fd4d5679c",
+        "api/errors.py error_response_parts (Retry-After)",
+    ),
+    (
+        "django.core.cache.backends.base.BaseCache.close",
+        "d6b55968d67c",
+        "api/hotpath/handler.py DJANGO_RECEIVERS (close_caches)",
+    ),
 ]
 
 
