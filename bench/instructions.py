@@ -13,7 +13,9 @@ compiled queries) are left out:
 Prints instructions per lookup and each app's count relative to the raw anchor. Server
 time under load also holds Gunicorn's own work, which is the same for every app: see
 ``bench/lookup.py`` (wrk) and ``bench/swarm.py`` (Locust) for requests per second. Needs
-valgrind (``apt-get install valgrind``) and generated data.
+valgrind (``apt-get install valgrind``) and generated data. ``--access`` as in
+``bench/lookup.py``: ``tokens`` (the default) serves the project as production does and
+sends a token with every lookup; ``open`` as development does.
 Usage: ``python bench/instructions.py [--lookups 1000] [--apps project,django,raw]``.
 """
 
@@ -28,7 +30,16 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+from bench.lookup import PRODUCTION_ENV, bench_token  # noqa: E402
+
 WARM_UP = 200
+# The child's header: every app gets it (the raw anchor ignores it).
+AUTHORIZATION = (
+    {"HTTP_AUTHORIZATION": f"Token {os.environ['BENCH_TOKEN']}"}
+    if os.environ.get("BENCH_TOKEN")
+    else {}
+)
 
 
 def main() -> int:
@@ -37,6 +48,7 @@ def main() -> int:
     parser.add_argument("--anchors", default=str(REPO.parent / "shared" / "anchors"))
     parser.add_argument("--lookups", type=int, default=1000)
     parser.add_argument("--apps", default="project,django,raw")
+    parser.add_argument("--access", choices=["tokens", "open"], default="tokens")
     parser.add_argument("--child", nargs=2, metavar=("APP", "LOOKUPS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     users_db = Path(args.data_dir).resolve() / "users.sqlite3"
@@ -47,11 +59,14 @@ def main() -> int:
     if not users_db.exists():
         sys.exit(f"{users_db} is missing: run `manage.py generate_data` first")
 
+    args.env = {}
+    if args.access == "tokens":
+        args.env = {**PRODUCTION_ENV, "BENCH_TOKEN": bench_token(users_db.parent)}
     counts = {}
     for app in args.apps.split(","):
         empty, full = (count(app, lookups, args) for lookups in (0, args.lookups))
         counts[app] = (full - empty) / args.lookups
-    print(f"\n{args.lookups} lookups by random user id, {users_db}")
+    print(f"\n{args.lookups} lookups by random user id, {users_db}, access: {args.access}")
     print(f"{'app':<8} {'instructions':>13} {'x raw':>6}")
     for app, per_lookup in counts.items():
         ratio = f"{per_lookup / counts['raw']:>6.2f}" if "raw" in counts else ""
@@ -66,7 +81,7 @@ def count(app: str, lookups: int, args) -> int:
         *(sys.executable, __file__, "--data-dir", args.data_dir, "--anchors", args.anchors),
         *("--child", app, str(lookups)),
     ]
-    env = {**os.environ, "LOOKUP_FAST_PATH": "0" if app == "django" else "1"}
+    env = {**os.environ, **args.env, "LOOKUP_FAST_PATH": "0" if app == "django" else "1"}
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     found = re.search(r"Collected : (\d+)", done.stderr)
     if done.returncode or not found:
@@ -102,6 +117,7 @@ def run_lookups(app: str, lookups: int, users_db: Path, anchors: Path) -> int:
 def environ(user_id: int) -> dict:
     """A WSGI environ as Gunicorn builds it for the anchors' lookup URL."""
     return {
+        **AUTHORIZATION,
         "REQUEST_METHOD": "GET",
         "PATH_INFO": "/api/run-query/",
         "QUERY_STRING": f"count=1&type=get&user_id={user_id}",

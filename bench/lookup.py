@@ -15,6 +15,12 @@ recycled ones included) per app, the ratio project/raw per round and its median
 (target >= 0.75), and project/naive (target >= 5, against the seed deployment; the
 same-settings ratio is shown too). Needs wrk (``apt-get install wrk``) and generated data
 (``manage.py generate_data``). Usage: ``python bench/lookup.py [--seconds 15]``.
+
+``--access tokens`` (the default) serves the project as production does
+(``DJANGO_ENV=production``: a token needed for personal data, throttles on the shared
+cache) and wrk sends a ``read`` token of the ``benchmark`` tier made by
+``manage.py create_token``; every app gets the same header, the anchors ignore it.
+``--access open`` serves it as development does: no token, no throttles.
 """
 
 import argparse
@@ -47,6 +53,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=15)
     parser.add_argument("--rounds", type=int, default=2, help="alternate project/raw this often")
     parser.add_argument("--skip-naive", action="store_true")
+    parser.add_argument("--access", choices=["tokens", "open"], default="tokens")
     parser.add_argument(
         "--shapes",
         help="compare Gunicorn shapes instead, e.g. gthread:2x4,gthread:4x1,sync:4,gevent:2",
@@ -66,8 +73,15 @@ def main() -> int:
         f"GUNICORN_THREADS={os.environ.get('GUNICORN_THREADS', 'default')}"
     )
 
+    project_env = {"DATA_DIR": str(users_db.parent)}
+    args.headers = []
+    if args.access == "tokens":
+        project_env.update(PRODUCTION_ENV)
+        args.headers = ["-H", f"Authorization: Token {bench_token(users_db.parent)}"]
+    print(f"access: {args.access}")
+
     apps = {
-        "project": ([*GUNICORN, "data_project.wsgi"], REPO, {"DATA_DIR": str(users_db.parent)}),
+        "project": ([*GUNICORN, "data_project.wsgi"], REPO, project_env),
         "raw": (
             [*GUNICORN, "raw_wsgi:lookup"],
             anchors,
@@ -141,6 +155,23 @@ def sweep(shapes: list[str], apps: dict, max_id: int, anchors: Path, args) -> in
     return 0
 
 
+# Production on one host behind a TLS-terminating proxy (manage.py loadtest's env).
+PRODUCTION_ENV = {
+    "DJANGO_ENV": "production",
+    "DJANGO_SECRET_KEY": "bench-" + "k" * 50,
+    "DJANGO_SECURE_SSL_REDIRECT": "0",
+}
+
+
+def bench_token(data_dir: Path) -> str:
+    """A ``read`` token of the ``benchmark`` tier (client ``bench``) in ``data_dir``."""
+    command = [PYTHON, "manage.py", "create_token", "bench", "--scope", "read"]
+    command += ["--tier", "benchmark", "--reuse"]
+    env = {**os.environ, "DATA_DIR": str(data_dir)}
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, check=True)
+    return done.stdout.strip()
+
+
 def table_size(path: Path) -> tuple[int, int]:
     if not path.exists():
         return 0, 0
@@ -193,7 +224,8 @@ def server_cpu_seconds(master: subprocess.Popen) -> float:
 def serve_and_load(command, cwd, env, max_id, anchors, args, port: int = 18080) -> dict:
     with gunicorn(command, cwd, env, port) as master:
         url = f"http://127.0.0.1:{port}"
-        wrk = ["wrk", "-t2", f"-c{args.connections}", "-s", str(anchors / "lua_random_user.lua")]
+        wrk = ["wrk", "-t2", f"-c{args.connections}", *args.headers]
+        wrk += ["-s", str(anchors / "lua_random_user.lua")]
         wrk_env = {**os.environ, "ANCHOR_N": str(max_id)}
         subprocess.run([*wrk, "-d3s", url], env=wrk_env, capture_output=True, check=True)
         cpu_before = server_cpu_seconds(master)
