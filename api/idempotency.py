@@ -125,7 +125,9 @@ def idempotency_key_claim(
         while True:
             now = timezone.now()
             try:
-                with transaction.atomic(using=DEFAULT_ALIAS):  # a savepoint inside a test's
+                # Its own short transaction (a savepoint inside an outer one): a failed
+                # INSERT must not break the caller's.
+                with transaction.atomic(using=DEFAULT_ALIAS):
                     return IdempotencyKey.objects.create(
                         owner=owner,
                         key=key,
