@@ -45,6 +45,14 @@ class Conflict(ApiError):
     default_detail = "conflict"
 
 
+class UnprocessableEntity(ApiError):
+    """The request is well-formed but cannot be carried out as sent (an ``Idempotency-Key``
+    reused with another payload)."""
+
+    status_code = status.HTTP_422_UNPROCESSABLE_ENTITY
+    default_detail = "unprocessable request"
+
+
 class PayloadTooLarge(ApiError):
     status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
     default_detail = "request body too large"

@@ -9,6 +9,9 @@ Validation rules live in application code (`api.validation`), never in CHECK con
 which is why no ``Positive*Field`` is used (those add CHECKs). The one database-level
 guard is the unique index on ``User.email``, the final word between concurrent writers.
 Money is ``Decimal`` with two places.
+
+`IdempotencyKey` is bookkeeping, not shop data: it lives in ``default`` with Django's own
+tables, and its unique ``(owner, key)`` decides which of concurrent requests runs.
 """
 
 from django.db import models
@@ -101,3 +104,32 @@ class Order(models.Model):
 
     def __str__(self) -> str:
         return f"order {self.pk}: user {self.user_id} × product {self.product_id}"
+
+
+class IdempotencyKey(models.Model):
+    """A client's ``Idempotency-Key`` and the response it got (`api.idempotency`).
+
+    Stored in ``default`` (the router routes only the three shop models). ``owner`` is
+    ``"user:<id>"`` for a token client, ``"anonymous"`` otherwise; ``fingerprint`` the
+    sha256 hex of the request (method, path, query, canonical JSON body). ``status`` is
+    null while the first request runs; then ``status``, ``body`` (the rendered JSON) and
+    ``headers`` (the ones a replay repeats, such as ``Retry-After``) are its response.
+    """
+
+    owner = models.CharField(max_length=64)
+    key = models.CharField(max_length=255)
+    fingerprint = models.CharField(max_length=64)
+    status = models.SmallIntegerField(null=True, blank=True)  # no CHECK: see above
+    body = models.BinaryField(default=b"")
+    headers = models.JSONField(default=dict)
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        db_table = "idempotency_keys"
+        constraints = [
+            models.UniqueConstraint(fields=["owner", "key"], name="idempotency_key_per_owner")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.owner} {self.key!r} ({self.status or 'running'})"

@@ -2,8 +2,8 @@
 
 Django consults every class in ``settings.DATABASE_ROUTERS`` for reads, writes, relations
 and migrations. `DatabaseRouter` maps the three `api` models to their own aliases and keeps
-everything else (Django's contrib apps) in ``default``, so each table exists only in the
-database that owns it.
+everything else (Django's contrib apps, `api.IdempotencyKey`) in ``default``, so each
+table exists only in the database that owns it.
 
 With read replicas (``settings.DATABASE_REPLICAS``, from ``DATABASE_REPLICA_URLS_<ALIAS>``)
 reads go to a random replica of the model's alias, writes to the primary, and once the
@@ -112,6 +112,8 @@ class DatabaseRouter:
         Replica aliases get nothing: they copy their primary.
         """
         if app_label in self.route_app_labels:
-            alias = self._alias_for(app_label, model_name)
-            return alias is not None and db == alias
+            if model_name is None:  # an operation on no model (RunSQL without hints): nowhere
+                return False
+            # An `api` model without an alias (`api.IdempotencyKey`) is bookkeeping: default.
+            return db == (self._alias_for(app_label, model_name) or DEFAULT_ALIAS)
         return db == DEFAULT_ALIAS

@@ -48,6 +48,7 @@ def test_contrib_models_have_no_routed_alias():
     ("api", "user", "users"),
     ("api", "product", "products"),
     ("api", "order", "orders"),
+    ("api", "idempotencykey", "default"),
     ("auth", "user", "default"),
     ("contenttypes", "contenttype", "default"),
 ])  # fmt: skip

@@ -14,6 +14,7 @@ from rest_framework.response import Response
 
 from api.access import NO_PERMISSIONS, READ, READ_PERMISSION, SCOPES, WRITE_PERMISSION
 from api.errors import BadRequest, Conflict, ServiceUnavailable, require_json
+from api.idempotency import idempotent
 from api.models import Order, Product, User
 from api.pagination import KeysetPagination
 from api.routers import DatabaseRouter
@@ -74,6 +75,7 @@ class ResourceList(ResourcePolicy, generics.ListAPIView):
     pagination_class = KeysetPagination
     name: str
 
+    @idempotent
     def post(self, request):
         return create_one(request, self.name, self.queryset.model, self.serializer_class)
 

@@ -24,6 +24,7 @@ from rest_framework.views import APIView
 from api.access import SCOPES, WRITE, lookup_permissions
 from api.batches import MAX_BATCH_RECORDS, InvalidBatch, parse_batch
 from api.errors import RETRY_AFTER_SECONDS, BadRequest, method_not_allowed, require_json
+from api.idempotency import idempotent
 from api.limits import MAX_LOOKUP_COUNT, MAX_SYNTHETIC_COUNT
 from api.lookup_keys import INCLUDE_ORDERS, INCLUDES, LOOKUP_KEYS
 from api.pagination import KeysetPagination
@@ -212,6 +213,7 @@ class RunQueryView(APIView):
         "none failed, 207 when some were stored and some failed, 503 when nothing was "
         "stored because a database failed.",
     )
+    @idempotent
     def post(self, request):
         params = as_params(request.query_params)
         if query_type(params) == GET:
