@@ -17,7 +17,7 @@ LOADTEST = $(PY) manage.py loadtest --users $(USERS) --spawn-rate $(SPAWN_RATE) 
 # Gunicorn, so slow clients cannot tie up its workers. PROXY= serves Gunicorn directly.
 PROXY ?= --proxy
 
-.PHONY: help venv nginx demo loadtest loadtest-lookups loadtest-distributed bench-generate bench-lookup \
+.PHONY: help venv nginx wrk valgrind demo loadtest loadtest-lookups loadtest-distributed bench-generate bench-lookup \
 	bench-instructions bench-faults bench-swarm test lint format migrate clean
 
 help:
@@ -85,12 +85,24 @@ test: lint nginx
 bench-generate: venv
 	$(PY) bench/generate.py --rounds 2
 
-bench-lookup: venv
-	$(PY) bench/lookup.py
+# Debian's wrk and valgrind, for the lookup benchmarks.
+wrk:
+	@command -v wrk >/dev/null 2>&1 || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk)
 
-# Instructions per lookup under callgrind (needs valgrind): repeatable where req/s is not.
-bench-instructions: venv
-	$(PY) bench/instructions.py
+valgrind:
+	@command -v valgrind >/dev/null 2>&1 || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind)
+
+# The lookup under wrk against the raw anchor, served as production (a token per request);
+# ACCESS=open serves it as development.
+ACCESS ?= tokens
+bench-lookup: venv wrk
+	$(PY) bench/lookup.py --access $(ACCESS)
+
+# Instructions per lookup under callgrind: repeatable where req/s is not.
+bench-instructions: venv valgrind
+	$(PY) bench/instructions.py --access $(ACCESS)
 
 # The 1000-user swarm against the raw anchor; the anchor's ids run 1..1,000,000, so both
 # use a users table of a million rows (BENCH_DATA_DIR, generated on first use).
