@@ -15,10 +15,12 @@ dropped connection) without inserting twice. `idempotent` wraps a DRF ``post`` m
 
 An outcome that says "nothing happened, retry" (5xx, such as a batch's 503) is not kept:
 the row is deleted, so a retry with the same key runs again; so is the row of a request
-whose handler raised. Keys belong to the client's token (``user:<id>``, or ``anonymous``)
-and are kept ``IDEMPOTENCY_KEY_SECONDS`` from the first request: an expired row is
-deleted when read, and ``manage.py expire_idempotency_keys`` deletes the rest. Without a
-key a POST behaves as before, unless ``IDEMPOTENCY_KEY_REQUIRED`` makes it a 400.
+whose handler raised, and a key whose first request has run longer than
+``IDEMPOTENCY_ABANDONED_SECONDS`` (its worker was killed) is claimed anew. Keys belong to
+the client's token (``user:<id>``, or ``anonymous``) and are kept
+``IDEMPOTENCY_KEY_SECONDS`` from the first request: an expired row is deleted when read,
+and ``manage.py expire_idempotency_keys`` deletes the rest. Without a key a POST behaves
+as before, unless ``IDEMPOTENCY_KEY_REQUIRED`` makes it a 400.
 """
 
 import functools
@@ -147,6 +149,12 @@ def idempotency_key_claim(
                 raise UnprocessableEntity(KEY_REUSED, {"header": HEADER})
             if row.status is not None:
                 return replay(row)
+            abandoned = now - timedelta(seconds=settings.IDEMPOTENCY_ABANDONED_SECONDS)
+            if row.created_at <= abandoned:  # its worker died mid-request: run it again
+                IdempotencyKey.objects.filter(
+                    pk=row.pk, status__isnull=True, created_at__lte=abandoned
+                ).delete()
+                continue
             if time.monotonic() >= deadline:
                 raise KeyInUse(KEY_IN_USE, {"header": HEADER})
             time.sleep(POLL_SECONDS)

@@ -120,6 +120,9 @@ IDEMPOTENCY_KEY_REQUIRED = env_bool("IDEMPOTENCY_KEY_REQUIRED", default=False)
 IDEMPOTENCY_WAIT_SECONDS = float(
     os.environ.get("IDEMPOTENCY_WAIT_SECONDS", str(REQUEST_DEADLINE_SECONDS + 1))
 )
+# A key whose first request has run this long is taken as abandoned (its worker was
+# killed) and claimed anew: far beyond any request (Gunicorn's timeout is 30 s).
+IDEMPOTENCY_ABANDONED_SECONDS = float(os.environ.get("IDEMPOTENCY_ABANDONED_SECONDS", "300"))
 
 # ------------------------------------------------------------------------------
 # Cache: shared by every worker and host (throttle counters, /api/stats/)

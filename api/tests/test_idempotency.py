@@ -181,6 +181,23 @@ def test_a_key_still_running_after_the_wait_is_409_with_retry_after(settings):
     assert Product.objects.count() == 0
 
 
+@db
+def test_a_key_whose_worker_died_is_claimed_anew_after_the_abandoned_bound(settings):
+    """A running row older than IDEMPOTENCY_ABANDONED_SECONDS: its worker was killed
+    mid-request (the row was never settled nor released), so the retry runs."""
+    settings.IDEMPOTENCY_WAIT_SECONDS = 0
+    body = {"products": [{"name": "Lamp", "price": "1.00"}]}
+    row = running_row("orphan", fingerprint_of(body))
+    assert post(Client(), BATCH_URL, body, key="orphan").status_code == 409
+    IdempotencyKey.objects.filter(pk=row.pk).update(
+        created_at=timezone.now() - timedelta(seconds=settings.IDEMPOTENCY_ABANDONED_SECONDS)
+    )
+    response = post(Client(), BATCH_URL, body, key="orphan")
+    assert response.status_code == 200, response.content
+    assert Product.objects.count() == 1
+    assert IdempotencyKey.objects.get().status == 200
+
+
 def fingerprint_of(body, url: str = BATCH_URL) -> str:
     """The fingerprint the API computes for ``body`` posted to ``url``."""
     posted = APIRequestFactory().post(url, orjson.dumps(body), content_type="application/json")
