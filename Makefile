@@ -11,8 +11,11 @@ RUN_TIME ?= 60s
 ROWS ?= 1000000
 BIND ?= 127.0.0.1:8000
 LOCUST_PROCESSES ?= 4
+# ACCESS=tokens (the default) serves as production and swarms with a token and
+# Idempotency-Keys; ACCESS=open as development, without them (it also picks the benchmarks' mode).
+ACCESS ?= tokens
 LOADTEST = $(PY) manage.py loadtest --users $(USERS) --spawn-rate $(SPAWN_RATE) \
-	--run-time $(RUN_TIME) --rows $(ROWS) --bind $(BIND)
+	--run-time $(RUN_TIME) --rows $(ROWS) --bind $(BIND) --access $(ACCESS)
 # The main job is served as production would be: nginx (deploy/nginx.conf) in front of
 # Gunicorn, so slow clients cannot tie up its workers. PROXY= serves Gunicorn directly.
 PROXY ?= --proxy
@@ -96,7 +99,6 @@ valgrind:
 
 # The lookup under wrk against the raw anchor, served as production (a token per request);
 # ACCESS=open serves it as development.
-ACCESS ?= tokens
 bench-lookup: venv wrk
 	$(PY) bench/lookup.py --access $(ACCESS)
 

@@ -18,6 +18,7 @@ revoked token works for at most that long after ``revoke_token``. Both the DRF v
 the lookup fast path (`api.hotpath`) decide with the classes here.
 """
 
+import functools
 import threading
 import time
 from dataclasses import dataclass
@@ -66,6 +67,11 @@ class Client:
     user_id: int
     permissions: frozenset[str]
     tier: str
+
+    @functools.cached_property
+    def ident(self) -> str:
+        """Whom its requests are counted against (`api.throttles`): ``"user:<id>"``."""
+        return f"user:{self.user_id}"
 
 
 def load_client(key: str) -> tuple[AbstractBaseUser, Client] | None:
@@ -182,9 +188,8 @@ class DocsAccess(permissions.BasePermission):
         return settings.API_DOCS_PUBLIC or isinstance(request.auth, Client)
 
 
-def lookup_permissions(param_names) -> frozenset[str]:
-    """What a ``type=get`` query with these parameter names needs: reading the model of
-    each lookup key named (users, orders) and, for ``include``, orders."""
+@functools.lru_cache(maxsize=256)
+def _lookup_permissions(param_names: tuple[str, ...]) -> frozenset[str]:
     needed = {
         READ_PERMISSION[LOOKUP_KEYS[name].model]
         for name in param_names
@@ -193,3 +198,10 @@ def lookup_permissions(param_names) -> frozenset[str]:
     if "include" in param_names:
         needed.add(READ_PERMISSION["orders"])
     return frozenset(needed)
+
+
+def lookup_permissions(param_names) -> frozenset[str]:
+    """What a ``type=get`` query with these parameter names needs: reading the model of
+    each lookup key named (users, orders) and, for ``include``, orders. Remembered per
+    tuple of names (a query string has few shapes)."""
+    return _lookup_permissions(tuple(param_names))

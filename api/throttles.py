@@ -28,6 +28,7 @@ wait (``CACHE_TIMEOUT``), and is then not asked again for ``CACHE_RETRY_SECONDS`
 throttle must not turn a cache failure into an outage.
 """
 
+import functools
 import logging
 import math
 import threading
@@ -60,10 +61,12 @@ def parse_rate(rate: str | None) -> tuple[int, int] | None:
     return SimpleRateThrottle.parse_rate(None, rate)
 
 
+@functools.cache
 def rate_for(tier: str, kind: str) -> tuple[int, int] | None:
     """``(requests, period in seconds)`` for ``tier`` and ``kind``, or None (no limit).
 
-    A tier ``THROTTLE_RATES`` does not name has the ``standard`` rates.
+    A tier ``THROTTLE_RATES`` does not name has the ``standard`` rates. Parsed once per
+    pair (every request asks); forgotten when the setting changes.
     """
     rates = settings.THROTTLE_RATES
     return parse_rate(rates.get(tier, rates["standard"]).get(kind))
@@ -123,7 +126,7 @@ class RateLimiter:
         limit, period = rate
         now = self.clock()
         window = int(now // period)
-        retry_after = (window + 1) * period - now
+        retry_after = (window + 1) * period - now  # a subtraction: cheaper than a branch
         key = (ident, tier, kind, window)
         with self._lock:
             quota = self._quotas.get(key)
@@ -175,13 +178,14 @@ LIMITER = RateLimiter()
 def _forget_quotas(*, setting: str, **kwargs) -> None:
     if setting in {"THROTTLE_RATES", "CACHES"}:
         LIMITER.reset()
+        rate_for.cache_clear()
 
 
 def throttle_ident(request) -> str:
     """Whom a request is counted against: its token's user, else its address."""
     client = request.auth
     if isinstance(client, Client):
-        return f"user:{client.user_id}"
+        return client.ident
     return f"addr:{_IDENT.get_ident(request)}"
 
 

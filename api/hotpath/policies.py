@@ -12,6 +12,8 @@ DRF code this mirrors.
 
 from rest_framework import exceptions
 
+ENVIRON_KEYS = {"authorization": "HTTP_AUTHORIZATION"}  # what TokenAuthentication reads
+
 
 class EnvironHeaders:
     """``request.headers.get(name)`` as Django's ``HttpHeaders`` answers it, read from the
@@ -23,9 +25,11 @@ class EnvironHeaders:
         self.environ = environ
 
     def get(self, name: str, default=None):
-        key = name.upper().replace("-", "_")
-        if key not in ("CONTENT_TYPE", "CONTENT_LENGTH"):
-            key = "HTTP_" + key
+        key = ENVIRON_KEYS.get(name)
+        if key is None:
+            key = name.upper().replace("-", "_")
+            if key not in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+                key = "HTTP_" + key
         return self.environ.get(key, default)
 
 

@@ -58,6 +58,13 @@ class Command(BaseCommand):
         parser.add_argument(
             "--token", help="the API token the swarm sends (default: create_token swarm)"
         )
+        parser.add_argument(
+            "--access",
+            choices=["tokens", "open"],
+            default="tokens",
+            help="tokens: served as production, the swarm sends a token and Idempotency-Keys; "
+            "open: served as development, neither",
+        )
         parser.add_argument("--tags", nargs="*", help="Locust tags, e.g. user_id (lookups only)")
         parser.add_argument("--processes", type=int, help="Locust worker processes (-1: per core)")
         parser.add_argument("--reports", default="reports", help="folder for the reports")
@@ -75,9 +82,11 @@ class Command(BaseCommand):
             status, duration = self._swarm(url, reports, options)
         else:
             self._prepare(options["rows"], options["verbosity"])
-            options["token"] = options["token"] or swarm_token()
             url = f"http://{options['bind']}"
-            env = production_env(proxied=options["proxy"])
+            env = {}
+            if options["access"] == "tokens":
+                options["token"] = options["token"] or swarm_token()
+                env = production_env(proxied=options["proxy"])
             with runner.serve(options["bind"], env=env, proxy=options["proxy"]) as server:
                 runner.wait_healthy(url, server)
                 status, duration = self._swarm(url, reports, options)
