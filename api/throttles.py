@@ -207,6 +207,8 @@ class KindRateThrottle(SimpleRateThrottle):
             return True
         client = request.auth
         tier = client.tier if isinstance(client, Client) else ANONYMOUS_TIER
+        if rate_for(tier, kind) is None:  # before the ident, which costs more
+            return True
         self.retry_after = LIMITER.admit(throttle_ident(request), tier, kind)
         return self.retry_after is None
 
