@@ -140,6 +140,7 @@ TOKENS = TokenCache()
 @receiver(setting_changed)
 def _forget_tokens(**kwargs) -> None:
     TOKENS.clear()
+    anonymous_permissions.cache_clear()
 
 
 class TokenAuthentication(authentication.TokenAuthentication):
@@ -156,8 +157,12 @@ class TokenAuthentication(authentication.TokenAuthentication):
         return found
 
 
+@functools.cache
 def anonymous_permissions() -> frozenset[str]:
-    """What a request without a token may do: everything unless tokens are required."""
+    """What a request without a token may do: everything unless tokens are required.
+
+    Read once (every request asks); forgotten when settings change.
+    """
     return NO_PERMISSIONS if settings.API_TOKENS_REQUIRED else ALL_PERMISSIONS
 
 
