@@ -82,10 +82,12 @@ def shared_increment(key: str, delta: int, timeout: float) -> int:
     """
     cache = caches["default"]
     if not isinstance(cache, DatabaseCache):
-        cache.add(key, 0, timeout)
+        # Django's RedisCache.incr is EXISTS + INCRBY; the first lease of a window also
+        # creates the key (SET NX with its timeout). A key is only ever raised within its
+        # window, long before it expires, so INCRBY never recreates one without a timeout.
         try:
             return cache.incr(key, delta)
-        except ValueError:  # expired between add and incr
+        except ValueError:
             cache.add(key, 0, timeout)
             return cache.incr(key, delta)
     alias = router.db_for_write(cache.cache_model_class)
