@@ -21,7 +21,7 @@ LOADTEST = $(PY) manage.py loadtest --users $(USERS) --spawn-rate $(SPAWN_RATE) 
 PROXY ?= --proxy
 
 .PHONY: help venv nginx wrk valgrind demo loadtest loadtest-lookups loadtest-distributed bench-generate bench-lookup \
-	bench-instructions bench-faults bench-swarm test lint format migrate clean
+	bench-instructions bench-throttle bench-faults bench-swarm test lint format migrate clean
 
 help:
 	@echo "make demo      - the main job: assignment insert, 1M rows, Gunicorn + 1000-user Locust, reports/"
@@ -109,6 +109,10 @@ bench-instructions: venv valgrind
 # The 1000-user swarm against the raw anchor; the anchor's ids run 1..1,000,000, so both
 # use a users table of a million rows (BENCH_DATA_DIR, generated on first use).
 BENCH_DATA_DIR ?= var/bench
+# A throttle's cost per request: DRF's SimpleRateThrottle against api.throttles, on Redis.
+bench-throttle: venv
+	$(PY) bench/throttle.py
+
 # One store locked: the other stores' lookup latency and the locked store's 503s.
 bench-faults: venv
 	$(PY) bench/faults.py

@@ -36,7 +36,7 @@ from api.management.commands.loadtest import production_env
 from api.models import Order, Product, User
 from api.tests.conftest import ALL_DATABASES, sqlite_only
 from api.tests.test_hotpath import call, environ
-from api.tests.test_load import manage
+from api.tests.test_load import generated_data_dir, manage
 from api.throttles import LEASE_DIVISOR, LIMITER, RateLimiter, rate_for, shared_increment
 
 pytestmark = pytest.mark.django_db(databases=ALL_DATABASES, transaction=True)
@@ -373,11 +373,7 @@ def test_a_dead_cache_lets_requests_through_after_one_bounded_wait(shop, setting
 
 @pytest.fixture(scope="module")
 def generated_dir(tmp_path_factory) -> dict:
-    env = {"DATA_DIR": str(tmp_path_factory.mktemp("accessdb"))}
-    for command in (("migrate_all",), ("generate_data", "--rows", "3000", "--seed", "8")):
-        run = manage(*command, "--verbosity", "0", env=env)
-        assert run.returncode == 0, run.stderr
-    return env
+    return generated_data_dir(tmp_path_factory.mktemp("accessdb"), rows=3000, seed=8)
 
 
 def get(url: str, headers: dict | None = None, data: bytes | None = None) -> int:

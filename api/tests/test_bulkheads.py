@@ -30,7 +30,7 @@ from api.loadtest.faults import SLOW_MODES, locked_store, slow_clients, summariz
 from api.models import Order, Product, User
 from api.services.batch_insert import batch_insert
 from api.tests.conftest import ALL_DATABASES, postgresql_only, sqlite_only
-from api.tests.test_load import manage
+from api.tests.test_load import generated_data_dir, manage
 
 
 def locked_error() -> OperationalError:
@@ -128,11 +128,7 @@ def test_a_locked_store_fails_fast_while_the_others_keep_their_latency(tmp_path)
 
 @pytest.fixture(scope="module")
 def generated_dir(tmp_path_factory) -> dict:
-    env = {"DATA_DIR": str(tmp_path_factory.mktemp("slowdb"))}
-    for command in (("migrate_all",), ("generate_data", "--rows", "3000", "--seed", "6")):
-        run = manage(*command, "--verbosity", "0", env=env)
-        assert run.returncode == 0, run.stderr
-    return env
+    return generated_data_dir(tmp_path_factory.mktemp("slowdb"), rows=3000, seed=6)
 
 
 @sqlite_only  # one generated SQLite DATA_DIR; the proxy is what is under test

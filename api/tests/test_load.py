@@ -42,6 +42,15 @@ def manage(*args: str, env: dict, timeout: int = 300) -> subprocess.CompletedPro
     )
 
 
+def generated_data_dir(path: Path, rows: int, seed: int) -> dict[str, str]:
+    """``{"DATA_DIR": path}`` after ``migrate_all`` and ``generate_data`` there."""
+    env = {"DATA_DIR": str(path)}
+    for command in (("migrate_all",), ("generate_data", "--rows", str(rows), "--seed", str(seed))):
+        run = manage(*command, "--verbosity", "0", env=env)
+        assert run.returncode == 0, run.stderr
+    return env
+
+
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory) -> dict:
     """A DATA_DIR as ``make demo`` leaves it: the assignment data set, then generated rows.
