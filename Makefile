@@ -66,8 +66,9 @@ lint: venv
 # PostgreSQL when a server answers at PG_URL (REQUIRE_POSTGRES=1 makes that mandatory).
 # The Redis tests (api/tests/test_access.py) skip when no Redis answers at REDIS_TEST_URL
 # unless REQUIRE_REDIS=1, as CI runs them.
-export REQUIRE_REDIS REDIS_TEST_URL
 PG_URL ?= postgres://postgres@127.0.0.1:5432
+REDIS_TEST_URL ?= redis://127.0.0.1:6379/15
+export REQUIRE_REDIS REDIS_TEST_URL REQUIRE_POSTGRES PG_URL
 PG_ENV = DATABASE_URL_USERS=$(PG_URL)/dp_users DATABASE_URL_PRODUCTS=$(PG_URL)/dp_products \
 	DATABASE_URL_ORDERS=$(PG_URL)/dp_orders
 PG_REACHABLE = $(PY) -c "import psycopg; psycopg.connect('$(PG_URL)/postgres', connect_timeout=3).close()"

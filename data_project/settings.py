@@ -15,31 +15,52 @@ from django.core.exceptions import ImproperlyConfigured
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
+def env_str(name: str, default: str = "") -> str:
+    """Read a string; unset or blank (``make`` exports unset variables as "") means default."""
+    value = os.environ.get(name, "").strip()
+    return value or default
+
+
+def env_number(name: str, default: float, kind: type = float):
+    """Read an ``int`` or ``float`` (``kind``); unset or blank means ``default``.
+
+    Raises ImproperlyConfigured naming the variable when the value does not parse.
+    """
+    value = env_str(name)
+    if not value:
+        return kind(default)
+    try:
+        return kind(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a {kind.__name__}, not {value!r}.") from None
+
+
 def env_bool(name: str, default: bool = False) -> bool:
-    """Read a boolean flag: ``1/true/yes/on`` (any case) are true, anything else false."""
-    value = os.environ.get(name)
-    if value is None:
+    """Read a boolean flag: ``1/true/yes/on`` (any case) are true, anything else false;
+    unset or blank means ``default``."""
+    value = env_str(name)
+    if not value:
         return default
-    return value.strip().lower() in {"1", "true", "yes", "on"}
+    return value.lower() in {"1", "true", "yes", "on"}
 
 
 def env_list(name: str, default: str = "") -> list[str]:
     """Read a comma-separated list, dropping blanks."""
-    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+    return [item.strip() for item in env_str(name, default).split(",") if item.strip()]
 
 
 # ------------------------------------------------------------------------------
 # Core
 # https://docs.djangoproject.com/en/5.2/ref/settings/#core-settings
 # ------------------------------------------------------------------------------
-DJANGO_ENV = os.environ.get("DJANGO_ENV", "development").strip().lower()
+DJANGO_ENV = env_str("DJANGO_ENV", "development").lower()
 if DJANGO_ENV not in {"development", "production"}:
     raise ImproperlyConfigured("DJANGO_ENV must be 'development' or 'production'.")
 PRODUCTION = DJANGO_ENV == "production"
 
 DEBUG = env_bool("DJANGO_DEBUG", default=False)
 
-SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "")
+SECRET_KEY = env_str("DJANGO_SECRET_KEY")
 if not SECRET_KEY:
     if PRODUCTION:
         raise ImproperlyConfigured("DJANGO_SECRET_KEY is required when DJANGO_ENV=production.")
@@ -73,11 +94,11 @@ LOOKUP_FAST_PATH = env_bool("LOOKUP_FAST_PATH", default=True)
 # Bulkheads (api.bulkheads): how long a request waits for a store's lock before its records
 # fail (503), how long a store that failed so is refused at once, how many insert batches
 # may queue for one store. Commands (insert_data, generate_data) keep SQLITE_BUSY_TIMEOUT.
-REQUEST_DEADLINE_SECONDS = float(os.environ.get("REQUEST_DEADLINE_SECONDS", "2"))
-STORE_COOLDOWN_SECONDS = float(os.environ.get("STORE_COOLDOWN_SECONDS", "2"))
-INSERT_QUEUE_LIMIT = int(os.environ.get("INSERT_QUEUE_LIMIT", "64"))
+REQUEST_DEADLINE_SECONDS = env_number("REQUEST_DEADLINE_SECONDS", 2, float)
+STORE_COOLDOWN_SECONDS = env_number("STORE_COOLDOWN_SECONDS", 2, float)
+INSERT_QUEUE_LIMIT = env_number("INSERT_QUEUE_LIMIT", 64, int)
 # Seconds /api/stats/ may be old: it counts rows and searches id gaps over whole indexes.
-STATS_CACHE_SECONDS = float(os.environ.get("STATS_CACHE_SECONDS", "10"))
+STATS_CACHE_SECONDS = env_number("STATS_CACHE_SECONDS", 10, float)
 
 # ------------------------------------------------------------------------------
 # Access (api.access): tokens, scopes, throttles, idempotency keys
@@ -88,7 +109,7 @@ STATS_CACHE_SECONDS = float(os.environ.get("STATS_CACHE_SECONDS", "10"))
 API_TOKENS_REQUIRED = env_bool("API_TOKENS_REQUIRED", default=PRODUCTION)
 # How long a worker trusts what it read about a token: a revoked token, or one whose
 # scopes changed, is answered as before for at most this long.
-TOKEN_CACHE_SECONDS = float(os.environ.get("TOKEN_CACHE_SECONDS", "5"))
+TOKEN_CACHE_SECONDS = env_number("TOKEN_CACHE_SECONDS", 5, float)
 # Off in production unless turned on: the API's docs and schema (else a token is needed),
 # the /run/ page (else 404), ``type=insert&count=N`` synthetic inserts (else 403).
 API_DOCS_PUBLIC = env_bool("API_DOCS_PUBLIC", default=not PRODUCTION)
@@ -109,20 +130,20 @@ THROTTLE_RATES: dict[str, dict[str, str | None]] = {
 }
 for _tier, _rates in THROTTLE_RATES.items():
     for _kind in _rates:
-        _override = os.environ.get(f"THROTTLE_RATE_{_tier.upper()}_{_kind.upper()}")
-        if _override is not None:
-            _rates[_kind] = None if _override.lower() in {"", "none"} else _override
+        _override = env_str(f"THROTTLE_RATE_{_tier.upper()}_{_kind.upper()}")
+        if _override:
+            _rates[_kind] = None if _override.lower() == "none" else _override
 # Idempotency-Key on POSTs that insert (api.idempotency): how long a key's response is
 # kept, whether a POST without one is refused (400), and how long a request with a key
 # that is still running elsewhere waits for its response before it gets a 409.
-IDEMPOTENCY_KEY_SECONDS = int(os.environ.get("IDEMPOTENCY_KEY_SECONDS", str(24 * 3600)))
+IDEMPOTENCY_KEY_SECONDS = env_number("IDEMPOTENCY_KEY_SECONDS", 24 * 3600, int)
 IDEMPOTENCY_KEY_REQUIRED = env_bool("IDEMPOTENCY_KEY_REQUIRED", default=False)
-IDEMPOTENCY_WAIT_SECONDS = float(
-    os.environ.get("IDEMPOTENCY_WAIT_SECONDS", str(REQUEST_DEADLINE_SECONDS + 1))
+IDEMPOTENCY_WAIT_SECONDS = env_number(
+    "IDEMPOTENCY_WAIT_SECONDS", REQUEST_DEADLINE_SECONDS + 1, float
 )
 # A key whose first request has run this long is taken as abandoned (its worker was
 # killed) and claimed anew: far beyond any request (Gunicorn's timeout is 30 s).
-IDEMPOTENCY_ABANDONED_SECONDS = float(os.environ.get("IDEMPOTENCY_ABANDONED_SECONDS", "300"))
+IDEMPOTENCY_ABANDONED_SECONDS = env_number("IDEMPOTENCY_ABANDONED_SECONDS", 300, float)
 
 # ------------------------------------------------------------------------------
 # Cache: shared by every worker and host (throttle counters, /api/stats/)
@@ -131,8 +152,8 @@ IDEMPOTENCY_ABANDONED_SECONDS = float(os.environ.get("IDEMPOTENCY_ABANDONED_SECO
 # Redis when REDIS_URL is set; otherwise a table in the default database
 # (``manage.py migrate_all`` creates it). Never a per-process cache: each of N workers
 # would allow a client N times its rate.
-REDIS_URL = os.environ.get("REDIS_URL", "").strip()
-CACHE_TIMEOUT_SECONDS = float(os.environ.get("CACHE_TIMEOUT", "0.5"))
+REDIS_URL = env_str("REDIS_URL")
+CACHE_TIMEOUT_SECONDS = env_number("CACHE_TIMEOUT", 0.5, float)
 if REDIS_URL:
     CACHES = {
         "default": {
@@ -174,7 +195,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # https://docs.djangoproject.com/en/5.2/topics/db/multi-db/
 # https://docs.djangoproject.com/en/5.2/ref/databases/#sqlite-notes
 # ------------------------------------------------------------------------------
-DATA_DIR = Path(os.environ.get("DATA_DIR", BASE_DIR / "var" / "db"))
+DATA_DIR = Path(env_str("DATA_DIR") or BASE_DIR / "var" / "db")
 if not DATA_DIR.is_absolute():
     DATA_DIR = BASE_DIR / DATA_DIR
 
@@ -184,12 +205,12 @@ DATABASE_ALIASES = ("default", *ROUTED_ALIASES)
 # None keeps each thread's connection open for its whole life (Django's "persistent"):
 # a request then skips connect + PRAGMAs, the largest fixed cost of a point lookup.
 CONN_MAX_AGE = None
-SQLITE_BUSY_TIMEOUT_S = float(os.environ.get("SQLITE_BUSY_TIMEOUT", "20"))
+SQLITE_BUSY_TIMEOUT_S = env_number("SQLITE_BUSY_TIMEOUT", 20, float)
 # WAL + NORMAL: a commit is durable once the WAL is synced (at checkpoints), so a power
 # loss or OS crash can lose the last acknowledged transactions, never the file; a process
 # crash loses nothing. FULL syncs the WAL on every commit: every acknowledged row survives.
 # https://www.sqlite.org/pragma.html#pragma_synchronous
-SQLITE_SYNCHRONOUS = os.environ.get("SQLITE_SYNCHRONOUS", "NORMAL").strip().upper()
+SQLITE_SYNCHRONOUS = env_str("SQLITE_SYNCHRONOUS", "NORMAL").upper()
 if SQLITE_SYNCHRONOUS not in {"NORMAL", "FULL"}:
     raise ImproperlyConfigured("SQLITE_SYNCHRONOUS must be NORMAL or FULL.")
 
@@ -225,16 +246,16 @@ def sqlite_database(alias: str) -> dict:
 # Servers: a dead host must fail fast (a 503), not hang a worker thread.
 # 2 s: libpq's smallest; a request that needs a dead server is a 503 about that fast, and
 # the store's breaker (api.bulkheads) then refuses its next requests at once.
-DATABASE_CONNECT_TIMEOUT_S = int(os.environ.get("DATABASE_CONNECT_TIMEOUT", "2"))
+DATABASE_CONNECT_TIMEOUT_S = env_number("DATABASE_CONNECT_TIMEOUT", 2, int)
 # Django's native psycopg pool (https://docs.djangoproject.com/en/5.2/ref/databases/
 # #connection-pool); it replaces persistent connections, so CONN_MAX_AGE becomes 0.
 DATABASE_POOL = env_bool("DATABASE_POOL", default=True)
 DATABASE_POOL_OPTIONS = {
-    "min_size": int(os.environ.get("DATABASE_POOL_MIN_SIZE", "2")),
-    "max_size": int(os.environ.get("DATABASE_POOL_MAX_SIZE", "8")),
+    "min_size": env_number("DATABASE_POOL_MIN_SIZE", 2, int),
+    "max_size": env_number("DATABASE_POOL_MAX_SIZE", 8, int),
     # Seconds a request waits for a pooled connection; while the server is unreachable the
     # pool keeps retrying for this long, so it bounds a dead server's 503 too.
-    "timeout": float(os.environ.get("DATABASE_POOL_TIMEOUT", DATABASE_CONNECT_TIMEOUT_S)),
+    "timeout": env_number("DATABASE_POOL_TIMEOUT", DATABASE_CONNECT_TIMEOUT_S, float),
 }
 
 
@@ -255,8 +276,8 @@ def server_database(url: str) -> dict:
 
 DATABASES = {
     alias: (
-        server_database(os.environ[f"DATABASE_URL_{alias.upper()}"])
-        if os.environ.get(f"DATABASE_URL_{alias.upper()}")
+        server_database(env_str(f"DATABASE_URL_{alias.upper()}"))
+        if env_str(f"DATABASE_URL_{alias.upper()}")
         else sqlite_database(alias)
     )
     for alias in DATABASE_ALIASES
@@ -294,7 +315,7 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_CLASSES": ["api.throttles.KindRateThrottle"],
     # Proxies in front of Gunicorn that append to X-Forwarded-For (nginx: 1). 0 throttles
     # anonymous clients by the connection's address, which no client can forge.
-    "NUM_PROXIES": int(os.environ.get("NUM_PROXIES", "0")),
+    "NUM_PROXIES": env_number("NUM_PROXIES", 0, int),
 }
 # https://drf-spectacular.readthedocs.io/en/latest/settings.html
 SPECTACULAR_SETTINGS = {
@@ -318,9 +339,7 @@ SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", default=PRODUCTION)
 # Load balancers probe health over plain HTTP.
 SECURE_REDIRECT_EXEMPT = [r"^api/health/$"]
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
-SECURE_HSTS_SECONDS = int(
-    os.environ.get("DJANGO_SECURE_HSTS_SECONDS", 31536000 if PRODUCTION else 0)
-)
+SECURE_HSTS_SECONDS = env_number("DJANGO_SECURE_HSTS_SECONDS", 31536000 if PRODUCTION else 0, int)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", PRODUCTION)
 SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD", PRODUCTION)
 SESSION_COOKIE_SECURE = PRODUCTION
@@ -337,5 +356,5 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["stderr"], "level": os.environ.get("DJANGO_LOG_LEVEL", "WARNING")},
+    "root": {"handlers": ["stderr"], "level": env_str("DJANGO_LOG_LEVEL", "WARNING")},
 }

@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import orjson
 import psutil
+import psycopg
 import pytest
 import redis
 from django.core.cache import caches
@@ -41,7 +42,8 @@ from api.throttles import LEASE_DIVISOR, LIMITER, RateLimiter, rate_for, shared_
 
 pytestmark = pytest.mark.django_db(databases=ALL_DATABASES, transaction=True)
 
-REDIS_TEST_URL = os.environ.get("REDIS_TEST_URL", "redis://127.0.0.1:6379/15")
+# An empty variable (make exports unset ones as "") means the default.
+REDIS_TEST_URL = os.environ.get("REDIS_TEST_URL") or "redis://127.0.0.1:6379/15"
 # A stored value of each key in the `shop` fixture.
 SHOP_VALUES = {
     "user_id": 10,
@@ -306,6 +308,45 @@ def test_shared_increment_is_atomic_under_concurrent_workers(shared_cache, threa
     with ThreadPoolExecutor(threads) as pool:
         list(pool.map(add, range(threads)))
     assert caches["default"].get(key) == threads * 25
+
+
+PG_URL = os.environ.get("PG_URL") or "postgres://postgres@127.0.0.1:5432"
+INCREMENT_IN_THREADS = """
+from concurrent.futures import ThreadPoolExecutor
+from django.db import connections
+from api.throttles import shared_increment
+def add(_):
+    for _ in range(25):
+        shared_increment("pg-counter", 1, 60)
+    connections.close_all()
+with ThreadPoolExecutor(8) as pool:
+    list(pool.map(add, range(8)))
+from django.core.cache import cache
+print(cache.get("pg-counter"))
+"""
+
+
+def test_the_database_cache_counts_atomically_on_a_postgresql_default(tmp_path):
+    """The database cache on a PostgreSQL ``default`` (the advisory-lock path): 8 threads
+    x 25 increments, in a process whose default alias is a fresh PostgreSQL database."""
+    try:
+        admin = psycopg.connect(f"{PG_URL}/postgres", autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError:
+        if os.environ.get("REQUIRE_POSTGRES"):
+            raise
+        pytest.skip(f"no PostgreSQL at {PG_URL}")
+    name = f"dp_cache_{uuid.uuid4().hex[:8]}"
+    with admin:
+        admin.execute(f"CREATE DATABASE {name}")
+        try:
+            env = {"DATA_DIR": str(tmp_path), "DATABASE_URL_DEFAULT": f"{PG_URL}/{name}"}
+            created = manage("createcachetable", env=env)
+            assert created.returncode == 0, created.stderr
+            run = manage("shell", "-c", INCREMENT_IN_THREADS, env=env)
+            assert run.returncode == 0, run.stderr
+            assert run.stdout.split()[-1] == "200"
+        finally:
+            admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
 
 
 class FakeClock:

@@ -1,6 +1,7 @@
 """Settings come from the environment with safe defaults; production passes `check --deploy`."""
 
 import os
+import re
 import runpy
 import secrets
 import subprocess
@@ -53,6 +54,34 @@ def test_defaults_are_four_sqlite_files_under_var_db(monkeypatch):
         assert db["CONN_MAX_AGE"] is None
         assert db["CONN_HEALTH_CHECKS"] is False  # only servers can drop a connection
         assert not db.get("ATOMIC_REQUESTS")
+
+
+def settings_variables() -> list[str]:
+    """Every variable settings.py reads by a literal name through its env_* helpers."""
+    return sorted(set(re.findall(r'env_\w+\(\s*"([A-Z0-9_]+)"', SETTINGS_FILE.read_text())))
+
+
+def plain_settings(conf: dict) -> dict:
+    return {name: repr(value) for name, value in conf.items() if name.isupper()}
+
+
+def test_a_blank_variable_means_unset(monkeypatch):
+    """``make`` exports an unset variable as "", so every variable settings.py reads, set
+    blank all at once, must give exactly the settings of an empty environment."""
+    names = settings_variables()
+    assert {"REQUEST_DEADLINE_SECONDS", "REDIS_URL", "DATA_DIR", "NUM_PROXIES"} <= set(names)
+    for name in names:
+        monkeypatch.delenv(name, raising=False)
+    unset = plain_settings(load_settings(monkeypatch))
+    for name in names:
+        monkeypatch.setenv(name, "  ")
+    assert plain_settings(load_settings(monkeypatch)) == unset
+
+
+@pytest.mark.parametrize("name", ["REQUEST_DEADLINE_SECONDS", "DATABASE_POOL_MAX_SIZE"])
+def test_a_number_that_does_not_parse_names_its_variable(monkeypatch, name):
+    with pytest.raises(ImproperlyConfigured, match=name):
+        load_settings(monkeypatch, **{name: "two"})
 
 
 def test_data_dir_moves_the_files(monkeypatch, tmp_path):
