@@ -10,11 +10,16 @@ import multiprocessing
 import os
 
 
+def _env(name: str, default: str) -> str:
+    """A variable's value; unset or blank (make exports unset variables as "") is default."""
+    return os.environ.get(name, "").strip() or default
+
+
 def _env_int(name: str, default: int) -> int:
-    return int(os.environ.get(name, default))
+    return int(_env(name, str(default)))
 
 
-bind = os.environ.get("BIND", "127.0.0.1:8000")
+bind = _env("BIND", "127.0.0.1:8000")
 
 # gthread: each worker keeps its idle HTTP keep-alive connections in a poller instead of a
 # thread each, so 1000 clients fit; each thread holds its own persistent SQLite connection.
@@ -22,7 +27,7 @@ bind = os.environ.get("BIND", "127.0.0.1:8000")
 # under a swarm, while more single-threaded workers than cores keep both cores busy while
 # one worker waits on its socket or SQLite. Default: two workers per core, one thread
 # (the shapes measured: docs/performance.md, "Serving"; gevent cannot run preload_app).
-worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")
+worker_class = _env("GUNICORN_WORKER_CLASS", "gthread")
 workers = _env_int("WEB_CONCURRENCY", 2 * multiprocessing.cpu_count())
 threads = _env_int("GUNICORN_THREADS", 1)
 worker_connections = _env_int("GUNICORN_WORKER_CONNECTIONS", 1000)
@@ -56,10 +61,10 @@ def pre_fork(server, worker) -> None:
 
 # Gunicorn 27's control socket lives at one path per user; two servers on one host (a
 # benchmark beside a test run) would fight over it. Opt in with GUNICORN_CONTROL_SOCKET.
-control_socket_disable = "GUNICORN_CONTROL_SOCKET" not in os.environ
+control_socket_disable = not _env("GUNICORN_CONTROL_SOCKET", "")
 if not control_socket_disable:
-    control_socket = os.environ["GUNICORN_CONTROL_SOCKET"]
+    control_socket = _env("GUNICORN_CONTROL_SOCKET", "")
 
-accesslog = "-" if os.environ.get("GUNICORN_ACCESS_LOG", "").lower() in {"1", "true"} else None
+accesslog = "-" if _env("GUNICORN_ACCESS_LOG", "").lower() in {"1", "true"} else None
 errorlog = "-"
-loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
+loglevel = _env("GUNICORN_LOG_LEVEL", "info")
