@@ -23,6 +23,13 @@ cache) and wrk sends a ``read`` token of the ``benchmark`` tier made by
 ``--access open`` serves it as development does: no token, no throttles. ``--access both``
 adds that as a third app, ``open``, in every round, and prints open/raw and project/open:
 what the access policies cost, measured within one run.
+
+``--postgres URL_PREFIX`` (``make bench-lookup-pg``) serves the three routed aliases from
+PostgreSQL databases ``URL_PREFIX`` + ``users``/``products``/``orders`` (``default``, with
+the token, stays an SQLite file in ``--data-dir``), against
+``anchors/raw_wsgi_pg.py:lookup`` (psycopg 3, one persistent connection per thread) on the
+same ``users`` table; target >= 0.9. Load the databases first, e.g. ``DATA_DIR=var/pg
+DATABASE_URL_USERS=URL_PREFIXusers ... manage.py generate_data --users 1000000``.
 """
 
 import argparse
@@ -40,6 +47,7 @@ from contextlib import closing, contextmanager, suppress
 from pathlib import Path
 
 import psutil
+import psycopg
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -57,6 +65,11 @@ def main() -> int:
     parser.add_argument("--skip-naive", action="store_true")
     parser.add_argument("--access", choices=["tokens", "open", "both"], default="tokens")
     parser.add_argument(
+        "--postgres",
+        metavar="URL_PREFIX",
+        help="serve the routed aliases from URL_PREFIX{users,products,orders} on PostgreSQL",
+    )
+    parser.add_argument(
         "--shapes",
         help="compare Gunicorn shapes instead, e.g. gthread:2x4,gthread:4x1,sync:4,gevent:2",
     )
@@ -66,9 +79,10 @@ def main() -> int:
 
     anchors = Path(args.anchors).resolve()
     users_db = Path(args.data_dir).resolve() / "users.sqlite3"
-    rows, max_id = table_size(users_db)
+    store = args.postgres + "users" if args.postgres else users_db
+    rows, max_id = pg_table_size(store) if args.postgres else table_size(users_db)
     if rows < 1000:
-        sys.exit(f"{users_db} holds {rows} users: run `manage.py generate_data` first")
+        sys.exit(f"{store} holds {rows} users: run `manage.py generate_data` first")
     print(
         f"users: {rows} rows, max id {max_id}; wrk {args.connections} connections, "
         f"{args.seconds} s; WEB_CONCURRENCY={os.environ.get('WEB_CONCURRENCY', 'default')} "
@@ -76,6 +90,20 @@ def main() -> int:
     )
 
     open_env = {"DATA_DIR": str(users_db.parent)}
+    raw = (
+        [*GUNICORN, "raw_wsgi:lookup"],
+        anchors,
+        {"ANCHOR_DB": str(users_db), "ANCHOR_TABLE": "users"},
+    )
+    if args.postgres:
+        open_env.update(
+            (f"DATABASE_URL_{alias.upper()}", args.postgres + alias) for alias in ROUTED
+        )
+        raw = (
+            [*GUNICORN, "raw_wsgi_pg:lookup"],
+            anchors,
+            {"ANCHOR_PG_URL": args.postgres + "users", "ANCHOR_TABLE": "users"},
+        )
     args.headers = []
     if args.access != "open":
         args.headers = ["-H", f"Authorization: Token {bench_token(users_db.parent)}"]
@@ -84,11 +112,7 @@ def main() -> int:
     project = [*GUNICORN, "data_project.wsgi"]
     apps = {
         "project": (project, REPO, {**open_env, **PRODUCTION_ENV} if args.headers else open_env),
-        "raw": (
-            [*GUNICORN, "raw_wsgi:lookup"],
-            anchors,
-            {"ANCHOR_DB": str(users_db), "ANCHOR_TABLE": "users"},
-        ),
+        "raw": raw,
     }
     if args.access == "both":  # the project as development serves it, sent no token
         apps["open"] = (project, REPO, {**open_env, NO_HEADERS: "1"})
@@ -98,7 +122,7 @@ def main() -> int:
     for _ in range(args.rounds):
         for name, (command, cwd, env) in apps.items():
             results[name].append(serve_and_load(command, cwd, env, max_id, anchors, args))
-    if not args.skip_naive:
+    if not (args.skip_naive or args.postgres):
         naive_db = Path("/tmp/anchor_users.sqlite3")
         if table_size(naive_db)[0] < 1_000_000:
             subprocess.run([PYTHON, str(anchors / "make_users_db.py"), str(naive_db)], check=True)
@@ -122,7 +146,8 @@ def main() -> int:
     pairs = list(zip(results["project"], results["raw"], strict=True))
     ratios = [ours["rps"] / theirs["rps"] for ours, theirs in pairs]
     print(f"\nproject / raw per round: {', '.join(f'{ratio:.2f}' for ratio in ratios)}")
-    print(f"project / raw   = {statistics.median(ratios):.2f} median  (target >= 0.85)")
+    target = 0.9 if args.postgres else 0.85
+    print(f"project / raw   = {statistics.median(ratios):.2f} median  (target >= {target})")
     if "open" in results:
         for label, side in (("open / raw", "raw"), ("project / open", "open")):
             ratios = [
@@ -188,6 +213,18 @@ def bench_token(data_dir: Path) -> str:
     env = {**os.environ, "DATA_DIR": str(data_dir)}
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, check=True)
     return done.stdout.strip()
+
+
+ROUTED = ("users", "products", "orders")
+
+
+def pg_table_size(url: str) -> tuple[int, int]:
+    """``(rows, max id)`` of the users table in the PostgreSQL database at ``url``."""
+    try:
+        with psycopg.connect(url, connect_timeout=3) as conn:
+            return conn.execute("SELECT count(*), coalesce(max(id), 0) FROM users").fetchone()
+    except psycopg.Error:
+        return 0, 0
 
 
 def table_size(path: Path) -> tuple[int, int]:

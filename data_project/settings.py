@@ -247,9 +247,14 @@ def sqlite_database(alias: str) -> dict:
 # 2 s: libpq's smallest; a request that needs a dead server is a 503 about that fast, and
 # the store's breaker (api.bulkheads) then refuses its next requests at once.
 DATABASE_CONNECT_TIMEOUT_S = env_number("DATABASE_CONNECT_TIMEOUT", 2, int)
-# Django's native psycopg pool (https://docs.djangoproject.com/en/5.2/ref/databases/
-# #connection-pool); it replaces persistent connections, so CONN_MAX_AGE becomes 0.
-DATABASE_POOL = env_bool("DATABASE_POOL", default=True)
+# Persistent connections by default: each thread keeps one per alias it uses (Gunicorn's
+# threads and one insert thread per alias: (GUNICORN_THREADS + 1) x aliases per process),
+# which the lookup fast path reuses without a round trip (api.hotpath.compiled). Django's
+# native psycopg pool (DATABASE_POOL=1, https://docs.djangoproject.com/en/5.2/ref/
+# databases/#connection-pool) bounds a process below its thread count instead, at a
+# checkout and return per request (docs/performance.md); it replaces persistent
+# connections, so CONN_MAX_AGE becomes 0.
+DATABASE_POOL = env_bool("DATABASE_POOL", default=False)
 DATABASE_POOL_OPTIONS = {
     "min_size": env_number("DATABASE_POOL_MIN_SIZE", 2, int),
     "max_size": env_number("DATABASE_POOL_MAX_SIZE", 8, int),
@@ -257,6 +262,17 @@ DATABASE_POOL_OPTIONS = {
     # pool keeps retrying for this long, so it bounds a dead server's 503 too.
     "timeout": env_number("DATABASE_POOL_TIMEOUT", DATABASE_CONNECT_TIMEOUT_S, float),
 }
+
+
+# psycopg prepares a server-bound statement on its connection after this many runs; only
+# the lookup fast path binds server-side (api.hotpath.compiled), Django's own cursors bind
+# client-side and never prepare. "none" turns it off (PgBouncer in transaction mode).
+_prepare_threshold = env_str("DATABASE_PREPARE_THRESHOLD", "5")
+DATABASE_PREPARE_THRESHOLD = (
+    None
+    if _prepare_threshold.lower() == "none"
+    else env_number("DATABASE_PREPARE_THRESHOLD", 5, int)
+)
 
 
 def server_database(url: str) -> dict:
@@ -267,6 +283,7 @@ def server_database(url: str) -> dict:
     if config["ENGINE"] == "django.db.backends.postgresql":
         config["OPTIONS"] = {
             "connect_timeout": DATABASE_CONNECT_TIMEOUT_S,
+            "prepare_threshold": DATABASE_PREPARE_THRESHOLD,
             **config.get("OPTIONS", {}),
         }
         if DATABASE_POOL:

@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from threading import Lock, local
 from typing import Any
 
-from django.db import connections, router
+from django.db import DatabaseError, connections, router
 from django.db.models import Model, QuerySet
+from psycopg import Cursor
 
 from api.hotpath.sqlite_converters import RowConverter, faster_converter, row_converter
 
@@ -142,21 +143,48 @@ def _dbapi_sql(alias: str, sql: str) -> str | None:
 def _fetch_dbapi(connection, sql: str, params: list) -> list[tuple]:
     """What ``connection.cursor()`` and its ``execute`` do, without their wrapper layers.
 
-    Django's checks are called only when they can act: a health check not yet done, no
-    connection yet, a broken transaction, or an event loop running in this thread (when
-    ``ensure_connection`` refuses, as `SynchronousOnlyOperation`, to block it). Must stay
-    equal to Django's ``_cursor``/``_execute`` (pinned in ``test_hotpath_internals``).
+    Django's checks are called only when they can act: no connection yet, a broken
+    transaction, or an event loop running in this thread (when ``ensure_connection``
+    refuses, as `SynchronousOnlyOperation`, to block it). Must stay equal to Django's
+    ``_cursor``/``_execute`` (pinned in ``test_hotpath_internals``).
+
+    The health check (``CONN_HEALTH_CHECKS``) Django runs before a reused connection's
+    first query of a request is a round trip of its own (``SELECT 1`` on PostgreSQL);
+    here the lookup is the check: a read-only query, run again once on a new connection
+    when it fails on a connection that then proves unusable, so a server restart between
+    requests is invisible to clients, as with Django's check.
+
+    On PostgreSQL the statement is bound server-side (a plain psycopg ``Cursor`` instead
+    of the connection's ``ClientCursor``), so psycopg prepares it after the connection's
+    ``prepare_threshold`` runs (5; ``OPTIONS: {"prepare_threshold": None}`` turns that off,
+    e.g. behind PgBouncer in transaction mode).
     Raises `django.db.DatabaseError` as Django's cursor would.
     """
-    if connection.health_check_enabled and not connection.health_check_done:
-        connection.close_if_health_check_failed()
+    checked_by_query = (
+        connection.health_check_enabled
+        and not connection.health_check_done
+        and connection.connection is not None
+    )
+    if checked_by_query:
+        connection.health_check_done = True
+    try:
+        return _execute_dbapi(connection, sql, params)
+    except DatabaseError:
+        if not checked_by_query or connection.needs_rollback or connection.is_usable():
+            raise
+    connection.close()  # gone between requests: what Django's health check would find
+    return _execute_dbapi(connection, sql, params)
+
+
+def _execute_dbapi(connection, sql: str, params: list) -> list[tuple]:
     if connection.connection is None or _get_running_loop() is not None:
         connection.ensure_connection()
     connection.validate_thread_sharing()
     if connection.needs_rollback:
         connection.validate_no_broken_transaction()
     with connection.wrap_database_errors:
-        cursor = connection.connection.cursor()
+        raw = connection.connection
+        cursor = Cursor(raw) if connection.vendor == "postgresql" else raw.cursor()
         try:
             cursor.execute(sql, params)
             return cursor.fetchall()

@@ -25,7 +25,7 @@ from rest_framework.throttling import AnonRateThrottle
 from api.hotpath import LookupFastPathHandler
 from api.hotpath.query_string import query_params
 from api.query_params import as_params
-from api.tests.conftest import ALL_DATABASES
+from api.tests.conftest import ALL_DATABASES, postgresql_only
 from api.views.run_query import RunQueryView
 
 URL = "/api/run-query/"
@@ -247,6 +247,39 @@ def test_a_connection_past_its_max_age_is_closed_after_the_lookup(shop, monkeypa
     app = LookupFastPathHandler()
     assert call(app, environ("type=get&user_id=12"))[0] == "200 OK"
     assert users.connection is None
+
+
+def backend_pid(alias: str) -> int:
+    return connections[alias].connection.info.backend_pid
+
+
+@postgresql_only
+def test_a_connection_the_server_dropped_between_requests_is_replaced_unseen(handler, shop):
+    """The lookup is the health check: the server ending the thread's persistent connection
+    between two requests (a restart, an idle timeout) costs the client nothing; Django's
+    path, whose health check is a ``SELECT 1`` per request, answers the same."""
+    for app in (handler, WSGIHandler()):
+        assert call(app, environ("type=get&user_id=12"))[0] == "200 OK"
+        dropped = backend_pid("users")
+        with connections["orders"].cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(%s)", [dropped])
+        status, _, body = call(app, environ("type=get&user_id=12"))
+        assert status == "200 OK" and body["results"][0]["id"] == 12
+        assert backend_pid("users") != dropped
+    assert handler.django_calls == []
+
+
+@postgresql_only
+def test_lookups_run_as_prepared_statements_after_the_threshold(handler, shop):
+    """psycopg prepares the fast path's statement on the thread's connection after
+    ``prepare_threshold`` runs (the connection is kept between requests)."""
+    threshold = connections["users"].settings_dict["OPTIONS"]["prepare_threshold"]
+    for user in [10, 11, 12, 13, 14, 10, 11][: threshold + 1]:
+        assert call(handler, environ(f"type=get&user_id={user}"))[0] == "200 OK"
+    with connections["users"].connection.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements")
+        prepared = [statement for (statement,) in cursor.fetchall()]
+    assert any('FROM "users" WHERE "users"."id" = $1' in s for s in prepared), prepared
 
 
 def test_a_database_error_is_a_503_answered_once(handler, shop, caplog):

@@ -124,6 +124,16 @@ PINS = [
         "api/hotpath/compiled.py _fetch_dbapi",
     ),
     (
+        "django.db.backends.postgresql.base.DatabaseWrapper.get_connection_params",
+        "c3b08b880d60",
+        "api/hotpath/compiled.py _execute_dbapi (ClientCursor factory, prepare_threshold)",
+    ),
+    (
+        "django.db.backends.postgresql.base.DatabaseWrapper.is_usable",
+        "c6d0cbdb5ef5",
+        "api/hotpath/compiled.py _fetch_dbapi (the query as the health check)",
+    ),
+    (
         "django.db.backends.base.base.BaseDatabaseWrapper.validate_thread_sharing",
         "d8961c58a675",
         "api/hotpath/compiled.py _fetch_dbapi",

@@ -24,7 +24,7 @@ from api.hotpath import LookupFastPathHandler
 from api.limits import MAX_ID
 from api.lookup_keys import INCLUDE_ORDERS, LOOKUP_KEYS, RANGE, LookupKey
 from api.models import User
-from api.selectors import MODELS
+from api.selectors import LOOKUP_QUERIES, MODELS, ONE_ID_QUERIES
 from api.serializers import OUTPUTS, UserOut, output_columns
 from api.tests.conftest import ALL_DATABASES
 from api.tests.test_hotpath import call, environ
@@ -206,3 +206,17 @@ def test_a_first_rows_lookup_asks_the_database_for_count_rows_only(shop, key):
         status, _ = get(query)
     assert status == 200
     assert [sql.rstrip().endswith("LIMIT 2") for sql in seen] == [True]
+
+
+RANGE_KEYS = [key for key in KEYS if key.query == RANGE]
+
+
+@pytest.mark.parametrize("key", RANGE_KEYS, ids=lambda key: key.name)
+def test_one_id_by_equality_reads_what_its_range_reads(shop, key):
+    """A one-id lookup runs as ``id = v`` (`selectors.ONE_ID_QUERIES`), not as the range
+    ``v <= id <= v``; both read the same rows, for ids stored, missing and at the edges."""
+    stored = list(MODELS[key.model].objects.values_list("id", flat=True))
+    for value in {*stored, 0, 1, 9, 15, 10**6, MAX_ID}:
+        one = ONE_ID_QUERIES[key.name].fetch(value)
+        assert one == LOOKUP_QUERIES[key.name].fetch(value, value), value
+        assert [row["id"] for row in one] == ([value] if value in stored else [])

@@ -29,6 +29,7 @@ DJANGO_ENV_VARS = [
     *(f"DATABASE_URL_{alias.upper()}" for alias in ALL_DATABASES),
     *(f"DATABASE_REPLICA_URLS_{alias.upper()}" for alias in ALL_DATABASES),
     "DATABASE_POOL",
+    "DATABASE_PREPARE_THRESHOLD",
     "DATABASE_CONNECT_TIMEOUT",
 ]
 
@@ -181,16 +182,22 @@ PG_URL = "postgres://app@db.internal:5432/users"
 
 
 def test_server_aliases_fail_fast_and_can_pool(monkeypatch):
-    """A PostgreSQL alias has a connect timeout and Django's pool unless DATABASE_POOL=0."""
+    """A PostgreSQL alias has a connect timeout, health checks, prepared statements and a
+    persistent connection per thread, or Django's pool with DATABASE_POOL=1."""
     conf = load_settings(monkeypatch, DATABASE_URL_USERS=PG_URL, DATABASE_CONNECT_TIMEOUT="3")
     users = conf["DATABASES"]["users"]
     assert users["OPTIONS"]["connect_timeout"] == 3
-    assert users["OPTIONS"]["pool"]["max_size"] == 8
-    assert users["CONN_MAX_AGE"] == 0  # the pool replaces persistent connections
-
-    conf = load_settings(monkeypatch, DATABASE_URL_USERS=PG_URL, DATABASE_POOL="0")
-    users = conf["DATABASES"]["users"]
+    assert users["OPTIONS"]["prepare_threshold"] == 5
     assert "pool" not in users["OPTIONS"] and users["CONN_MAX_AGE"] is None
+    assert users["CONN_HEALTH_CHECKS"] is True
+
+    conf = load_settings(
+        monkeypatch, DATABASE_URL_USERS=PG_URL, DATABASE_POOL="1", DATABASE_PREPARE_THRESHOLD="none"
+    )
+    users = conf["DATABASES"]["users"]
+    assert users["OPTIONS"]["pool"]["max_size"] == 8
+    assert users["OPTIONS"]["prepare_threshold"] is None
+    assert users["CONN_MAX_AGE"] == 0  # the pool replaces persistent connections
 
 
 def test_replica_urls_add_mirrored_replica_aliases(monkeypatch):
