@@ -21,6 +21,7 @@ LOADTEST = $(PY) manage.py loadtest --users $(USERS) --spawn-rate $(SPAWN_RATE) 
 PROXY ?= --proxy
 
 .PHONY: help venv nginx wrk valgrind demo loadtest loadtest-lookups loadtest-distributed bench-generate bench-lookup \
+	pg-data loadtest-pg loadtest-pg-lookups bench-lookup-pg bench-swarm-pg \
 	bench-instructions bench-throttle bench-faults bench-swarm test lint format migrate clean
 
 help:
@@ -28,6 +29,7 @@ help:
 	@echo "make test      - set up, ruff check, ruff format --check, migrations check, pytest"
 	@echo "make loadtest-lookups      - the swarm with the lookup-by-id task only"
 	@echo "make loadtest-distributed  - the swarm from LOCUST_PROCESSES Locust processes"
+	@echo "make loadtest-pg           - the main job on PostgreSQL (PG_URL); loadtest-pg-lookups"
 
 # The venv is rebuilt whenever a requirements file changes.
 $(VENV)/.installed: requirements.txt requirements-dev.txt
@@ -57,6 +59,28 @@ loadtest-lookups: migrate nginx
 
 loadtest-distributed: migrate nginx
 	$(LOADTEST) $(PROXY) --processes $(LOCUST_PROCESSES) --reports reports/distributed
+
+# The main job with the three routed aliases on PostgreSQL (PG_URL): databases
+# $(PG_PREFIX)users/products/orders, created and loaded on first use; default (the token)
+# stays an SQLite file in PG_DATA_DIR.
+PG_PREFIX ?= $(PG_URL)/dp_
+PG_DATA_DIR ?= var/pg
+PG_DATA_ENV = DATA_DIR=$(PG_DATA_DIR) DATABASE_URL_USERS=$(PG_PREFIX)users \
+	DATABASE_URL_PRODUCTS=$(PG_PREFIX)products DATABASE_URL_ORDERS=$(PG_PREFIX)orders
+PG_USERS_LOADED = $(PY) -c "import psycopg, sys; \
+	c = psycopg.connect('$(PG_PREFIX)users', connect_timeout=3); \
+	sys.exit(c.execute('SELECT count(*) FROM users').fetchone()[0] < 1000000)"
+
+pg-data: venv
+	$(PG_DATA_ENV) $(PY) manage.py migrate_all --verbosity 0
+	@$(PG_USERS_LOADED) 2>/dev/null || $(PG_DATA_ENV) $(PY) manage.py generate_data \
+		--users 1000000 --products 10000 --orders 10000 --clear
+
+loadtest-pg: pg-data nginx
+	$(PG_DATA_ENV) $(LOADTEST) $(PROXY) --reports reports/postgresql
+
+loadtest-pg-lookups: pg-data nginx
+	$(PG_DATA_ENV) $(LOADTEST) $(PROXY) --tags user_id --reports reports/postgresql-lookups
 
 lint: venv
 	$(PY) -m ruff check .
@@ -103,6 +127,10 @@ valgrind:
 bench-lookup: venv wrk
 	$(PY) bench/lookup.py --access $(ACCESS)
 
+# The same on PostgreSQL (PG_PREFIX) against anchors/raw_wsgi_pg.py (target >= 0.9).
+bench-lookup-pg: pg-data wrk
+	$(PY) bench/lookup.py --access $(ACCESS) --postgres $(PG_PREFIX) --data-dir $(PG_DATA_DIR)
+
 # Instructions per lookup under callgrind: repeatable where req/s is not.
 bench-instructions: venv valgrind
 	$(PY) bench/instructions.py --access $(ACCESS)
@@ -125,6 +153,9 @@ bench-swarm: venv
 			--users 1000000 --products 10000 --orders 10000; \
 	fi
 	$(PY) bench/swarm.py --data-dir $(BENCH_DATA_DIR) --mixed
+
+bench-swarm-pg: pg-data
+	$(PY) bench/swarm.py --data-dir $(PG_DATA_DIR) --postgres $(PG_PREFIX) --mixed
 
 format: venv
 	$(PY) -m ruff check --fix .

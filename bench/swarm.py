@@ -13,6 +13,11 @@ The users file is read once first, so that neither side pays for a cold page cac
 shared 2-core machine one pair of runs swung by ±15%. Prints RPS, p95, p99 and failures of
 every run, and the ratio project/anchor per round and its median (target >= 0.9).
 Usage: ``python bench/swarm.py [--users 1000] [--run-time 60s] [--rounds 3] [--mixed]``.
+
+``--postgres URL_PREFIX`` (``make bench-swarm-pg``) swarms the project with its three
+routed aliases on PostgreSQL (``URL_PREFIX`` + ``users``/``products``/``orders``, loaded as
+``manage.py loadtest`` loads them) against ``anchors/raw_wsgi_pg.py:lookup`` on the same
+``users`` table.
 """
 
 import argparse
@@ -27,7 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from api.loadtest.summary import read_stats, summarize
-from bench.lookup import GUNICORN, PYTHON, REPO, gunicorn
+from bench.lookup import GUNICORN, PYTHON, REPO, ROUTED, gunicorn
 
 
 def main() -> int:
@@ -40,12 +45,15 @@ def main() -> int:
     parser.add_argument("--reports", default=str(REPO / "reports" / "bench"))
     parser.add_argument("--rounds", type=int, default=3, help="project/anchor pairs to run")
     parser.add_argument("--mixed", action="store_true", help="also run the default mixed swarm")
+    parser.add_argument("--postgres", metavar="URL_PREFIX", help="the routed aliases' databases")
     args = parser.parse_args()
     reports = Path(args.reports).resolve()  # the anchor runs from its own folder
     swarm = ["--users", str(args.users), "--spawn-rate", str(args.spawn_rate)]
     env = {**os.environ, "DATA_DIR": args.data_dir}
-
-    warm_page_cache(Path(args.data_dir) / "users.sqlite3")
+    if args.postgres:
+        env.update((f"DATABASE_URL_{alias.upper()}", args.postgres + alias) for alias in ROUTED)
+    else:
+        warm_page_cache(Path(args.data_dir) / "users.sqlite3")
     runs: list[tuple[str, dict]] = []
     ratios = []
     for number in range(1, args.rounds + 1):
@@ -93,8 +101,10 @@ def anchor(reports: Path, swarm: list[str], args) -> dict:
     anchors = Path(args.anchors).resolve()
     users_db = str(Path(args.data_dir).resolve() / "users.sqlite3")
     reports.mkdir(parents=True, exist_ok=True)
-    env = {"ANCHOR_DB": users_db, "ANCHOR_TABLE": "users"}
-    with gunicorn([*GUNICORN, "raw_wsgi:lookup"], anchors, env, 18080):
+    app, env = "raw_wsgi:lookup", {"ANCHOR_DB": users_db, "ANCHOR_TABLE": "users"}
+    if args.postgres:
+        app, env = "raw_wsgi_pg:lookup", {"ANCHOR_PG_URL": args.postgres + "users"}
+    with gunicorn([*GUNICORN, app], anchors, {**env, "ANCHOR_TABLE": "users"}, 18080):
         subprocess.run(
             [
                 *(PYTHON, "-m", "locust", "-f", str(anchors / "locust_anchor.py")),

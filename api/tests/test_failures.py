@@ -23,9 +23,15 @@ print(orjson.dumps({"status": response.status_code, "seconds": time.monotonic() 
 """
 
 
-def lookup_against(url: str, timeout_s: int = 2) -> dict:
-    """Run one lookup in a fresh process whose ``users`` alias points at ``url``."""
-    env = {**os.environ, "DATABASE_URL_USERS": url, "DATABASE_CONNECT_TIMEOUT": str(timeout_s)}
+def lookup_against(url: str, timeout_s: int = 2, pool: str = "0") -> dict:
+    """Run one lookup in a fresh process whose ``users`` alias points at ``url``
+    (``pool``: ``DATABASE_POOL``, persistent connections or Django's pool)."""
+    env = {
+        **os.environ,
+        "DATABASE_URL_USERS": url,
+        "DATABASE_CONNECT_TIMEOUT": str(timeout_s),
+        "DATABASE_POOL": pool,
+    }
     run = subprocess.run(
         [sys.executable, "-c", PROBE],
         cwd=settings.BASE_DIR,
@@ -53,17 +59,21 @@ def closed_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_a_refused_server_is_a_fast_503():
+@pytest.mark.parametrize("pool", ["0", "1"], ids=["persistent", "pool"])
+def test_a_refused_server_is_a_fast_503(pool):
     """Nothing listening: a 503 with Retry-After within the connect timeout."""
-    result = lookup_against(f"postgres://app@127.0.0.1:{closed_port()}/users", timeout_s=2)
+    url = f"postgres://app@127.0.0.1:{closed_port()}/users"
+    result = lookup_against(url, timeout_s=2, pool=pool)
     assert result["status"] == 503 and result["retry_after"]
     assert result["body"]["details"] == {"store": "users", "failure": "unreachable"}
     assert "127.0.0.1" not in orjson.dumps(result["body"]).decode()  # hosts go to the log
     assert result["seconds"] < 4
 
 
-def test_a_silent_server_times_out_into_a_503(silent_server):
+@pytest.mark.parametrize("pool", ["0", "1"], ids=["persistent", "pool"])
+def test_a_silent_server_times_out_into_a_503(silent_server, pool):
     """``connect_timeout`` bounds the wait: a hung host costs seconds, not a worker forever."""
-    result = lookup_against(f"postgres://app@127.0.0.1:{silent_server}/users", timeout_s=2)
+    url = f"postgres://app@127.0.0.1:{silent_server}/users"
+    result = lookup_against(url, timeout_s=2, pool=pool)
     assert result["status"] == 503
     assert result["seconds"] < 6
