@@ -265,10 +265,9 @@ def _waits_at_most(alias: str, seconds: float | None):
         finally:
             if connection.connection is not None and not connection.needs_rollback:
                 with connection.cursor() as cursor:
-                    cursor.execute(
-                        "SELECT set_config(name, reset_val, false) FROM pg_settings"
-                        " WHERE name IN ('lock_timeout', 'statement_timeout')"
-                    )
+                    # Two statements, one round trip (client-side binding sends them as
+                    # one query); reading reset_val from pg_settings built the whole view.
+                    cursor.execute("RESET lock_timeout; RESET statement_timeout")
     else:
         yield
 

@@ -28,7 +28,7 @@ from api.errors import ServiceUnavailable
 from api.loadtest import runner
 from api.loadtest.faults import SLOW_MODES, locked_store, slow_clients, summarize
 from api.models import Order, Product, User
-from api.services.batch_insert import batch_insert
+from api.services.batch_insert import _waits_at_most, batch_insert
 from api.tests.conftest import ALL_DATABASES, postgresql_only, sqlite_only
 from api.tests.test_load import generated_data_dir, manage
 
@@ -210,3 +210,22 @@ def test_workers_sigkilled_during_inserts_lose_no_acknowledged_record(generated_
     )
     assert killed == 5 and len(acknowledged) > 100
     assert [(id_, email) for id_, email in acknowledged if stored.get(id_) != email] == []
+
+
+@postgresql_only
+@pytest.mark.django_db(databases=ALL_DATABASES, transaction=True)
+def test_a_batchs_postgresql_timeouts_last_for_the_batch_only():
+    """The deadline's ``lock_timeout``/``statement_timeout`` hold inside the batch and are
+    back to the server's values after it (the thread's connection serves the next one)."""
+
+    def timeouts() -> tuple[str, str]:
+        with connections["orders"].cursor() as cursor:
+            cursor.execute(
+                "SELECT current_setting('lock_timeout'), current_setting('statement_timeout')"
+            )
+            return cursor.fetchone()
+
+    before = timeouts()
+    with _waits_at_most("orders", 1.5):
+        assert timeouts() == ("1500ms", "2500ms")
+    assert timeouts() == before
