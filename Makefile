@@ -22,6 +22,7 @@ PROXY ?= --proxy
 
 .PHONY: help venv nginx wrk valgrind demo loadtest loadtest-lookups loadtest-distributed bench-generate bench-lookup \
 	pg-data loadtest-pg loadtest-pg-lookups bench-lookup-pg bench-swarm-pg \
+	replica-start replica-stop replica-status replica-destroy \
 	bench-instructions bench-throttle bench-faults bench-swarm test lint format migrate clean
 
 help:
@@ -126,6 +127,11 @@ valgrind:
 # ACCESS=open serves it as development.
 bench-lookup: venv wrk
 	$(PY) bench/lookup.py --access $(ACCESS)
+
+# A streaming replica of the local PostgreSQL server on port 5433 (deploy/replica.sh):
+# idempotent start, stop, and destroy (which also drops the primary's replication slot).
+replica-start replica-stop replica-status replica-destroy:
+	deploy/replica.sh $(subst replica-,,$@)
 
 # The same on PostgreSQL (PG_PREFIX) against anchors/raw_wsgi_pg.py (target >= 0.9).
 bench-lookup-pg: pg-data wrk
