@@ -16,6 +16,7 @@ back. Ctrl-C is caught in the runner (the workers ignore it) so that every worke
 transaction cleanly before the command reports what happened and exits non-zero.
 """
 
+import gc
 import multiprocessing
 import queue as queues
 import signal
@@ -99,6 +100,13 @@ def run_plan(
         context = multiprocessing.get_context("fork")
         channel, decision = context.Queue(), Decision(context)
         connections.close_all()  # a forked child must not share the parent's connections
+        # Everything alive now (Django, the plan) lives until the command exits. Frozen,
+        # no collection walks it again: not the workers' (which would also copy the
+        # shared pages they touch), nor the parent's final one at exit, which took longer
+        # than the rest of a small run's teardown (docs/performance.md). Not unfrozen:
+        # that brings the final collection back; a long-lived caller (the tests) only
+        # keeps what was garbage in cycles at this moment.
+        gc.freeze()
         workers = {
             job.table: context.Process(
                 target=load_table, args=(job, channel, decision), kwargs={"in_process": True}
