@@ -253,7 +253,14 @@ def backend_pid(alias: str) -> int:
     return connections[alias].connection.info.backend_pid
 
 
+persistent_connections = pytest.mark.skipif(
+    "pool" in connections["users"].settings_dict.get("OPTIONS", {}),
+    reason="DATABASE_POOL=1: the connection goes back to the pool after each request",
+)
+
+
 @postgresql_only
+@persistent_connections
 def test_a_connection_the_server_dropped_between_requests_is_replaced_unseen(handler, shop):
     """The lookup is the health check: the server ending the thread's persistent connection
     between two requests (a restart, an idle timeout) costs the client nothing; Django's
@@ -270,6 +277,7 @@ def test_a_connection_the_server_dropped_between_requests_is_replaced_unseen(han
 
 
 @postgresql_only
+@persistent_connections
 def test_lookups_run_as_prepared_statements_after_the_threshold(handler, shop):
     """psycopg prepares the fast path's statement on the thread's connection after
     ``prepare_threshold`` runs (the connection is kept between requests)."""
