@@ -313,6 +313,9 @@ for _alias in ROUTED_ALIASES:
         DATABASE_REPLICAS.setdefault(_alias, []).append(_replica)
 
 DATABASE_ROUTERS = ["api.routers.DatabaseRouter"]
+# Read-your-writes across requests (api.pinning): how long after a write a client's
+# reads of that alias go to the primary (django-multidb-router's default).
+REPLICA_PINNING_SECONDS = env_number("REPLICA_PINNING_SECONDS", 15, float)
 
 # ------------------------------------------------------------------------------
 # Django REST framework

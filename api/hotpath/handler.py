@@ -27,6 +27,7 @@ from api.errors import as_api_exception, error_response_parts
 from api.hotpath.checks import fast_path_errors, lookup_view_class
 from api.hotpath.policies import LookupPolicies
 from api.hotpath.query_string import query_params
+from api.pinning import pinned_by_environ
 from api.renderers import dumps
 from api.routers import DEFAULT_ALIAS, PINNED_ALIASES
 from api.views.run_query import lookup_response_body
@@ -165,8 +166,9 @@ class LookupFastPathHandler(WSGIHandler):
             or (self.check_user_agent and "HTTP_USER_AGENT" in environ)
         ):
             return None
-        # primary_pinning's scope, entered as api.middleware enters it
-        scope = PINNED_ALIASES.set(frozenset())
+        # primary_pinning's scope, entered as api.middleware enters it (a lookup writes
+        # nothing, so it never sets the pinning cookie)
+        scope = PINNED_ALIASES.set(pinned_by_environ(environ))
         try:
             params = query_params(environ, self.max_fields)
             self.policies.enforce(environ, params)

@@ -4,18 +4,26 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 from contextlib import closing
 from pathlib import Path
 
 import pytest
 from django.conf import settings
 from django.db import connections, router
+from django.http import HttpResponse
+from django.test import RequestFactory
+from hypothesis import given
+from hypothesis import strategies as st
 
+from api.hotpath import LookupFastPathHandler
 from api.middleware import primary_pinning_middleware
 from api.models import Order, Product, User
+from api.pinning import PINNING_COOKIE, pinned_by_cookie
 from api.routers import DatabaseRouter, pinned_aliases, primary_pinning
 from api.services.batch_insert import batch_insert
 from api.tests.conftest import ALL_DATABASES, raw_query, sqlite_only, sqlite_tables
+from api.tests.test_hotpath import call, environ
 
 MODEL_TABLES = {"users": "users", "products": "products", "orders": "orders"}
 MODELS = {"users": User, "products": Product, "orders": Order}
@@ -160,8 +168,86 @@ def test_batch_inserts_pin_their_callers_reads(settings):
 
 def test_each_request_starts_unpinned_and_leaves_no_pins_behind():
     """The middleware gives a request a clean scope and restores the thread's own after."""
+    seen = []
+
+    def view(request):
+        seen.append(pinned_aliases())
+        return HttpResponse()
+
     with primary_pinning():
         router.db_for_write(Order)
-        seen_by_request = primary_pinning_middleware(lambda request: pinned_aliases())(None)
-        assert seen_by_request == frozenset()
+        primary_pinning_middleware(view)(RequestFactory().get("/"))
+        assert seen == [frozenset()]
         assert pinned_aliases() == {"orders"}
+
+
+def writing_view(*models):
+    """A view that writes to ``models``' aliases (routes them) and reports its scope."""
+
+    def view(request):
+        for model in models:
+            router.db_for_write(model)
+        return HttpResponse(",".join(sorted(pinned_aliases())))
+
+    return view
+
+
+def cookie_after(request, view) -> str | None:
+    response = primary_pinning_middleware(view)(request)
+    morsel = response.cookies.get(PINNING_COOKIE)
+    return morsel.value if morsel else None
+
+
+BOTH_REPLICATED = {"users": ["users_replica1"], "orders": ["orders_replica1"]}
+
+
+def test_a_write_pins_the_clients_next_requests_by_a_signed_cookie(settings):
+    """A POST that writes answers with a cookie naming the replicated aliases it wrote; a
+    later request that returns it reads them from the primary, others do not."""
+    settings.DATABASE_REPLICAS = BOTH_REPLICATED
+    factory = RequestFactory()
+    cookie = cookie_after(factory.post("/"), writing_view(User, Product))
+    assert cookie is not None
+    response = primary_pinning_middleware(writing_view())(
+        factory.get("/", HTTP_COOKIE=f"{PINNING_COOKIE}={cookie}")
+    )
+    assert response.content == b"users"  # products has no replica: nothing to pin
+    assert PINNING_COOKIE not in response.cookies  # a read renews nothing
+    assert primary_pinning_middleware(writing_view())(factory.get("/")).content == b""
+
+
+def test_pinning_cookies_are_not_set_without_replicas_nor_for_reads(settings):
+    settings.DATABASE_REPLICAS = {}
+    assert cookie_after(RequestFactory().post("/"), writing_view(User)) is None
+    settings.DATABASE_REPLICAS = BOTH_REPLICATED
+    assert cookie_after(RequestFactory().get("/"), writing_view(User)) is None
+
+
+@given(st.text(max_size=80))
+def test_a_forged_or_altered_cookie_pins_nothing(value):
+    assert pinned_by_cookie(value) == frozenset()
+
+
+def test_a_pinning_cookie_expires_after_the_window(settings):
+    settings.DATABASE_REPLICAS = BOTH_REPLICATED
+    cookie = cookie_after(RequestFactory().post("/"), writing_view(Order))
+    assert pinned_by_cookie(cookie) == {"orders"}
+    altered = cookie.replace("orders", "users", 1)
+    assert pinned_by_cookie(altered) == frozenset()
+    settings.REPLICA_PINNING_SECONDS = 0
+    time.sleep(1.01)  # the signature's timestamp counts whole seconds
+    assert pinned_by_cookie(cookie) == frozenset()
+
+
+@pytest.mark.django_db(databases=ALL_DATABASES, transaction=True)
+def test_the_fast_path_reads_the_primary_for_a_pinned_client(settings, caplog):
+    """The replica alias here does not exist: a lookup that reads the primary (pinned by
+    the cookie) answers 200, one that follows the router to the replica cannot."""
+    settings.DATABASE_REPLICAS = {"users": ["users_nowhere"]}
+    User.objects.create(id=5, name="Pinned", email="pinned@example.com")
+    cookie = cookie_after(RequestFactory().post("/"), writing_view(User))
+    app = LookupFastPathHandler()
+    env = environ("type=get&user_id=5", HTTP_COOKIE=f"{PINNING_COOKIE}={cookie}")
+    status, _, body = call(app, env)
+    assert status == "200 OK" and body["results"][0]["name"] == "Pinned"
+    assert call(app, environ("type=get&user_id=5"))[0].startswith("500")  # to the replica
