@@ -93,15 +93,21 @@ lint: venv
 # unless REQUIRE_REDIS=1, as CI runs them.
 PG_URL ?= postgres://postgres@127.0.0.1:5432
 REDIS_TEST_URL ?= redis://127.0.0.1:6379/15
-export REQUIRE_REDIS REDIS_TEST_URL REQUIRE_POSTGRES PG_URL
+export REQUIRE_REDIS REDIS_TEST_URL REQUIRE_POSTGRES PG_URL REQUIRE_REPLICA
 PG_ENV = DATABASE_URL_USERS=$(PG_URL)/dp_users DATABASE_URL_PRODUCTS=$(PG_URL)/dp_products \
 	DATABASE_URL_ORDERS=$(PG_URL)/dp_orders
+# The replica tests (api/tests/test_replica.py) need a streaming replica of the local
+# server: started here where this user can make one (root, Debian's PostgreSQL tools);
+# they skip without it unless REQUIRE_REPLICA=1, as CI runs them.
+REPLICA_FOR_TESTS = if [ "$$(id -u)" = 0 ] && command -v pg_createcluster >/dev/null; then \
+	deploy/replica.sh start || [ -z "$(REQUIRE_REPLICA)" ]; fi
 PG_REACHABLE = $(PY) -c "import psycopg; psycopg.connect('$(PG_URL)/postgres', connect_timeout=3).close()"
 
 test: lint nginx
 	$(PY) manage.py makemigrations --check --dry-run --verbosity 0
 	$(PY) -m pytest
 	@if $(PG_REACHABLE) 2>/dev/null; then \
+		$(REPLICA_FOR_TESTS); \
 		echo "== the suite on PostgreSQL ($(PG_URL)) =="; \
 		$(PG_ENV) $(PY) -m pytest; \
 	elif [ -n "$(REQUIRE_POSTGRES)" ]; then \
