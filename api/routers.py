@@ -21,6 +21,8 @@ from django.core.signals import setting_changed
 from django.db.models import Model
 from django.dispatch import receiver
 
+from api.replica_health import MONITOR
+
 DEFAULT_ALIAS = "default"
 
 # The aliases written in the current scope. A scope sets it to an empty set and resets
@@ -84,12 +86,14 @@ class DatabaseRouter:
         return cls._alias_for(model._meta.app_label, model._meta.model_name)
 
     def db_for_read(self, model: type[Model], **hints) -> str | None:
-        """Read from a replica of the model's alias, or its primary once written to."""
+        """Read from a replica of the model's alias that is healthy and not lagging
+        (`api.replica_health`), or from its primary: once written to, or when none is."""
         alias = self.model_alias(model)
         replicas = replicas_by_alias().get(alias)
         if not replicas or alias in PINNED_ALIASES.get():
             return alias
-        return random.choice(replicas)
+        usable = MONITOR.usable(replicas)
+        return random.choice(usable) if usable else alias
 
     def db_for_write(self, model: type[Model], **hints) -> str | None:
         """Write to the model's primary alias, and pin the scope's reads of it there."""

@@ -210,6 +210,17 @@ class StatsOut(serializers.Serializer):
     orders = TableStatsOut()
 
 
+class ReplicaHealthOut(serializers.Serializer):
+    state = serializers.CharField(help_text="ok, lagging, unchecked, or the failure's kind")
+    lag_seconds = serializers.FloatField(allow_null=True, help_text="replication lag, s")
+    checked_at = serializers.FloatField(allow_null=True, help_text="Unix time of the check")
+
+
 class HealthOut(serializers.Serializer):
     status = serializers.ChoiceField(choices=["ok", "unavailable"])
-    databases = serializers.DictField(child=serializers.CharField(), help_text="alias → ok/error")
+    databases = serializers.DictField(
+        child=serializers.CharField(), help_text="primary alias → ok/error"
+    )
+    replicas = serializers.DictField(
+        child=ReplicaHealthOut(), help_text="replica alias → its last check (no reads unless ok)"
+    )

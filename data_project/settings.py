@@ -316,6 +316,10 @@ DATABASE_ROUTERS = ["api.routers.DatabaseRouter"]
 # Read-your-writes across requests (api.pinning): how long after a write a client's
 # reads of that alias go to the primary (django-multidb-router's default).
 REPLICA_PINNING_SECONDS = env_number("REPLICA_PINNING_SECONDS", 15, float)
+# Replicas leave the rotation while down or lagging past REPLICA_MAX_LAG_SECONDS, checked
+# every REPLICA_CHECK_SECONDS by one thread per process (api.replica_health; 0: off).
+REPLICA_CHECK_SECONDS = env_number("REPLICA_CHECK_SECONDS", 2, float)
+REPLICA_MAX_LAG_SECONDS = env_number("REPLICA_MAX_LAG_SECONDS", 5, float)
 
 # ------------------------------------------------------------------------------
 # Django REST framework

@@ -9,8 +9,11 @@ starts one when it can; CI requires it).
 """
 
 import os
+import subprocess
 import time
 import uuid
+from contextlib import contextmanager, suppress
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -23,6 +26,7 @@ from api.tests.test_load import manage
 PRIMARY_URL = os.environ.get("PG_URL") or "postgres://postgres@127.0.0.1:5432"
 REPLICA_URL = os.environ.get("REPLICA_URL") or "postgres://postgres@127.0.0.1:5433"
 ROUTED = ("users", "products", "orders")
+REPLICA_SCRIPT = str(Path(__file__).resolve().parents[2] / "deploy" / "replica.sh")
 pytestmark = postgresql_only
 
 
@@ -45,8 +49,14 @@ def standby() -> psycopg.Connection:
             pytest.fail(f"{reason} (REQUIRE_REPLICA; start one with deploy/replica.sh start)")
         pytest.skip(f"{reason}: deploy/replica.sh start makes one")
     yield conn
-    conn.execute("SELECT pg_wal_replay_resume()")
+    resume(conn)
     conn.close()
+
+
+def resume(standby: psycopg.Connection) -> None:
+    """Resume replay, if the standby (this connection to it) is still there."""
+    with suppress(psycopg.Error):
+        standby.execute("SELECT pg_wal_replay_resume()")
 
 
 def wait_for(check, what: str, timeout: float = 30) -> None:
@@ -57,12 +67,13 @@ def wait_for(check, what: str, timeout: float = 30) -> None:
         time.sleep(0.1)
 
 
-@pytest.fixture(scope="module")
-def replicated_server(standby, tmp_path_factory):
-    """Gunicorn (development settings) over three new databases and their replicas."""
+@contextmanager
+def replicated_server(standby, data_dir, **settings: str):
+    """Gunicorn (development settings, ``settings`` added) over three new databases and
+    their replicas on the standby; the databases are dropped afterwards."""
     prefix = f"dp_rep_{uuid.uuid4().hex[:8]}_"
     names = [prefix + alias for alias in ROUTED]
-    env = {"DATA_DIR": str(tmp_path_factory.mktemp("replica")), "REPLICA_PINNING_SECONDS": "15"}
+    env = {"DATA_DIR": str(data_dir), "REPLICA_CHECK_SECONDS": "0.2", **settings}
     for alias, name in zip(ROUTED, names, strict=True):
         env[f"DATABASE_URL_{alias.upper()}"] = f"{PRIMARY_URL}/{name}"
         env[f"DATABASE_REPLICA_URLS_{alias.upper()}"] = f"{REPLICA_URL}/{name}"
@@ -85,11 +96,32 @@ def replicated_server(standby, tmp_path_factory):
             server_env = {**env, "GUNICORN_LOG_LEVEL": "critical", "WEB_CONCURRENCY": "2"}
             with runner.serve(bind, env=server_env) as server:
                 runner.wait_healthy(f"http://{bind}", server)
+                wait_for(lambda: replica_states(f"http://{bind}") == {"ok"}, "healthy replicas")
                 yield f"http://{bind}"
         finally:
-            standby.execute("SELECT pg_wal_replay_resume()")
+            resume(standby)
             for name in names:
                 primary.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def health(url: str) -> requests.Response:
+    return requests.get(f"{url}/api/health/", timeout=10)
+
+
+def replica_states(url: str) -> set[str]:
+    """The states of every replica the server reports (both workers answer alike)."""
+    states = set()
+    for _ in range(4):  # two workers: ask a few times to hear from both
+        states |= {r["state"] for r in health(url).json()["replicas"].values()}
+    return states
+
+
+def paused(standby) -> None:
+    standby.execute("SELECT pg_wal_replay_pause()")
+    wait_for(
+        lambda: standby.execute("SELECT pg_get_wal_replay_pause_state()").fetchone()[0] == "paused",
+        "replay to pause",
+    )
 
 
 def insert_user(session: requests.Session, url: str, email: str) -> requests.Response:
@@ -104,26 +136,52 @@ def lookup(session: requests.Session, url: str, email: str) -> int:
     return session.get(f"{url}/api/run-query/?type=get&email={email}", timeout=10).status_code
 
 
-def test_a_client_reads_its_own_write_on_its_next_request_despite_lag(standby, replicated_server):
-    """Replay paused: the writer's next requests (returning the pinning cookie) read the
-    primary and find the new user; another client reads the replica, which has not got
-    it, until replay resumes."""
-    url, email = replicated_server, f"ryw-{uuid.uuid4().hex[:8]}@example.com"
+def test_a_client_reads_its_own_write_on_its_next_request_despite_lag(standby, tmp_path):
+    """Replay paused (the lag tolerated): the writer's next requests, returning the
+    pinning cookie, read the primary and find the new user; another client reads the
+    replica, which has not got it, until replay resumes."""
+    email = f"ryw-{uuid.uuid4().hex[:8]}@example.com"
     writer, other = requests.Session(), requests.Session()
-    standby.execute("SELECT pg_wal_replay_pause()")
-    try:
-        wait_for(
-            lambda: (
-                standby.execute("SELECT pg_get_wal_replay_pause_state()").fetchone()[0] == "paused"
-            ),
-            "replay to pause",
-        )
+    with replicated_server(standby, tmp_path, REPLICA_MAX_LAG_SECONDS="3600") as url:
+        paused(standby)
         inserted = insert_user(writer, url, email)
         assert inserted.status_code == 200, inserted.text
         assert inserted.json()["summary"]["users"]["inserted"] == 1
         assert "dp_pinned" in writer.cookies
         assert [lookup(writer, url, email) for _ in range(5)] == [200] * 5
         assert [lookup(other, url, email) for _ in range(5)] == [404] * 5
-    finally:
         standby.execute("SELECT pg_wal_replay_resume()")
-    wait_for(lambda: lookup(other, url, email) == 200, "the replica to catch up")
+        wait_for(lambda: lookup(other, url, email) == 200, "the replica to catch up")
+
+
+def test_a_lagging_replica_leaves_the_rotation_until_it_catches_up(standby, tmp_path):
+    """Replay paused past REPLICA_MAX_LAG_SECONDS: health reports the lag, and a client
+    without the pinning cookie reads the new user from the primary."""
+    email = f"lag-{uuid.uuid4().hex[:8]}@example.com"
+    with replicated_server(standby, tmp_path, REPLICA_MAX_LAG_SECONDS="1") as url:
+        paused(standby)
+        assert insert_user(requests.Session(), url, email).status_code == 200
+        wait_for(lambda: "lagging" in replica_states(url), "the replicas to report lag")
+        wait_for(lambda: replica_states(url) == {"lagging"}, "every worker to see it")
+        report = health(url).json()
+        assert report["status"] == "ok" and report["replicas"]["users_replica1"]["lag_seconds"] > 1
+        assert [lookup(requests.Session(), url, email) for _ in range(5)] == [200] * 5
+        standby.execute("SELECT pg_wal_replay_resume()")
+        wait_for(lambda: replica_states(url) == {"ok"}, "the replicas to catch up")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="stopping the replica cluster needs root")
+def test_a_stopped_replica_leaves_the_rotation_and_health_stays_ok(standby, tmp_path):
+    """The replica's server stopped: health says so (200: the primaries answer), every
+    lookup is served by the primary; started again, it rejoins."""
+    email = f"down-{uuid.uuid4().hex[:8]}@example.com"
+    with replicated_server(standby, tmp_path, REPLICA_MAX_LAG_SECONDS="3600") as url:
+        assert insert_user(requests.Session(), url, email).status_code == 200
+        subprocess.run([REPLICA_SCRIPT, "stop"], check=True, capture_output=True)
+        try:
+            wait_for(lambda: replica_states(url) == {"unreachable"}, "the replicas to go")
+            assert health(url).status_code == 200
+            assert [lookup(requests.Session(), url, email) for _ in range(5)] == [200] * 5
+        finally:
+            subprocess.run([REPLICA_SCRIPT, "start"], check=True, capture_output=True)
+        wait_for(lambda: replica_states(url) == {"ok"}, "the replicas to return", timeout=60)

@@ -20,6 +20,7 @@ from api.hotpath import LookupFastPathHandler
 from api.middleware import primary_pinning_middleware
 from api.models import Order, Product, User
 from api.pinning import PINNING_COOKIE, pinned_by_cookie
+from api.replica_health import MONITOR
 from api.routers import DatabaseRouter, pinned_aliases, primary_pinning
 from api.services.batch_insert import batch_insert
 from api.tests.conftest import ALL_DATABASES, raw_query, sqlite_only, sqlite_tables
@@ -128,6 +129,13 @@ def test_migrate_all_creates_every_file_with_its_tables(tmp_path):
 
 
 REPLICAS = {"users": ["users_replica1", "users_replica2"]}
+
+
+@pytest.fixture(autouse=True)
+def _replicas_unmonitored(settings):
+    """The routing tests name replicas that do not exist: every one takes reads
+    (`api.replica_health` is off); the monitor's own test turns it on."""
+    settings.REPLICA_CHECK_SECONDS = 0
 
 
 def test_reads_go_to_a_replica_until_the_scope_writes(settings):
@@ -251,3 +259,27 @@ def test_the_fast_path_reads_the_primary_for_a_pinned_client(settings, caplog):
     status, _, body = call(app, env)
     assert status == "200 OK" and body["results"][0]["name"] == "Pinned"
     assert call(app, environ("type=get&user_id=5"))[0].startswith("500")  # to the replica
+
+
+@pytest.mark.django_db(databases=ALL_DATABASES, transaction=True)
+def test_reads_skip_a_replica_until_its_check_finds_it_well(settings):
+    """Monitored: a replica takes no reads before its first check, nor while its check
+    fails; the primary serves them. (The primary stands in for its own replica here;
+    the real one is in test_replica.py.)"""
+    settings.REPLICA_CHECK_SECONDS = 0.05
+    settings.DATABASE_REPLICAS = {"users": ["users"], "orders": ["missing_replica"]}
+    MONITOR.stop()
+    try:
+        assert_reads_follow_the_checks()
+    finally:
+        MONITOR.stop()  # its thread's connections closed before the test databases go
+
+
+def assert_reads_follow_the_checks():
+    assert MONITOR.usable(["users", "missing_replica"]) in ([], ["users"])
+    deadline = time.monotonic() + 5
+    while MONITOR.report()["users"].state != "ok" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert MONITOR.usable(["users", "missing_replica"]) == ["users"]
+    assert MONITOR.report()["missing_replica"].state in ("error", "unchecked")
+    assert router.db_for_read(Order) == "orders"  # its only replica is out: the primary

@@ -9,6 +9,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from api.errors import RETRY_AFTER_SECONDS, envelope, failure_kind
+from api.replica_health import MONITOR
 from api.selectors import MODELS, cached_table_stats
 from api.serializers import ErrorOut, HealthOut, StatsOut
 from api.throttles import LOOKUP
@@ -54,9 +55,12 @@ def check_database(alias: str) -> str:
 
 
 class HealthView(APIView):
-    """Check every database: 200 when all answer, 503 naming those that do not.
+    """Check every primary database: 200 when all answer, 503 naming those that do not.
 
-    Neither authenticated nor throttled: load balancers probe it.
+    Replicas are reported, not checked here (``replicas``: each one's state and lag as
+    `api.replica_health` last measured them); one that is down or lagging takes no reads,
+    which go to its primary, so it does not make the service unhealthy. Neither
+    authenticated nor throttled: load balancers probe it.
     """
 
     authentication_classes = []
@@ -64,9 +68,21 @@ class HealthView(APIView):
 
     @extend_schema(responses={200: HealthOut, 503: ErrorOut})
     def get(self, request):
-        databases = {alias: check_database(alias) for alias in settings.DATABASES}
+        replicas = MONITOR.report()
+        databases = {
+            alias: check_database(alias) for alias in settings.DATABASES if alias not in replicas
+        }
         down = {alias: [state] for alias, state in databases.items() if state != "ok"}
         if down:
             body = envelope(f"database unavailable: {', '.join(down)}", down)
             return Response(body, status=503, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
-        return Response({"status": "ok", "databases": databases})
+        return Response(
+            {
+                "status": "ok",
+                "databases": databases,
+                "replicas": {
+                    alias: {"state": h.state, "lag_seconds": h.lag_s, "checked_at": h.checked_at}
+                    for alias, h in replicas.items()
+                },
+            }
+        )
