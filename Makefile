@@ -22,7 +22,7 @@ PROXY ?= --proxy
 
 .PHONY: help venv nginx wrk valgrind demo loadtest loadtest-lookups loadtest-distributed bench-generate bench-lookup \
 	pg-data loadtest-pg loadtest-pg-lookups bench-lookup-pg bench-swarm-pg \
-	replica-start replica-stop replica-status replica-destroy \
+	replica-start replica-stop replica-status replica-destroy demo-cluster \
 	bench-instructions bench-throttle bench-faults bench-swarm test lint format migrate clean
 
 help:
@@ -31,6 +31,7 @@ help:
 	@echo "make loadtest-lookups      - the swarm with the lookup-by-id task only"
 	@echo "make loadtest-distributed  - the swarm from LOCUST_PROCESSES Locust processes"
 	@echo "make loadtest-pg           - the main job on PostgreSQL (PG_URL); loadtest-pg-lookups"
+	@echo "make demo-cluster          - the main job on PostgreSQL + replica, 2 Gunicorns, distributed Locust"
 
 # The venv is rebuilt whenever a requirements file changes.
 $(VENV)/.installed: requirements.txt requirements-dev.txt
@@ -79,6 +80,19 @@ pg-data: venv
 
 loadtest-pg: pg-data nginx
 	$(PG_DATA_ENV) $(LOADTEST) $(PROXY) --reports reports/postgresql
+
+# The main job as a cluster on one machine (docs/scaling.md): the PostgreSQL aliases with
+# reads on the streaming replica (deploy/replica.sh, port 5433), two Gunicorns sharing
+# WEB_CONCURRENCY behind nginx, and Locust as a master with LOCUST_WORKERS workers.
+REPLICA_PREFIX ?= postgres://postgres@127.0.0.1:5433/dp_
+LOCUST_WORKERS ?= 2
+CLUSTER_ENV = DATABASE_REPLICA_URLS_USERS=$(REPLICA_PREFIX)users \
+	DATABASE_REPLICA_URLS_PRODUCTS=$(REPLICA_PREFIX)products \
+	DATABASE_REPLICA_URLS_ORDERS=$(REPLICA_PREFIX)orders
+
+demo-cluster: pg-data nginx replica-start
+	$(PG_DATA_ENV) $(CLUSTER_ENV) $(LOADTEST) --instances 2 --processes $(LOCUST_WORKERS) \
+		--reports reports/cluster
 
 loadtest-pg-lookups: pg-data nginx
 	$(PG_DATA_ENV) $(LOADTEST) $(PROXY) --tags user_id --reports reports/postgresql-lookups

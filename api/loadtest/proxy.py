@@ -1,9 +1,10 @@
 """nginx in front of Gunicorn, from ``deploy/nginx.conf``, for the length of a block.
 
-`nginx_proxy` fills the template's ``${listen}``, ``${upstream}`` and ``${prefix}`` (a
-temporary folder for its pid and buffers), runs ``nginx`` in the foreground and stops it
-gracefully (SIGQUIT) when the block ends. The project installs nginx with
-``make nginx`` (Debian's package).
+`nginx_proxy` fills the template's ``${listen}``, ``${servers}`` (one ``server`` line per
+upstream: nginx balances round-robin and passes a request that meets a dead upstream to
+the next) and ``${prefix}`` (a temporary folder for its pid and buffers), runs ``nginx``
+in the foreground and stops it gracefully (SIGQUIT) when the block ends. The project
+installs nginx with ``make nginx`` (Debian's package).
 """
 
 import shutil
@@ -29,15 +30,21 @@ class ProxyError(RuntimeError):
 
 
 @contextmanager
-def nginx_proxy(listen: str, upstream: str, timeout: float = 20) -> Iterator[subprocess.Popen]:
-    """nginx listening on ``listen`` (``host:port``) and passing requests to ``upstream``."""
+def nginx_proxy(
+    listen: str, upstream: str | list[str], timeout: float = 20
+) -> Iterator[subprocess.Popen]:
+    """nginx listening on ``listen`` (``host:port``), passing requests to ``upstream``
+    (``host:port``, or a list of them to balance between)."""
+    upstreams = [upstream] if isinstance(upstream, str) else upstream
     binary = shutil.which("nginx") or "/usr/sbin/nginx"
     if not Path(binary).exists():
         raise ProxyError("nginx not found: make nginx (apt-get install nginx)")
     with tempfile.TemporaryDirectory(prefix="nginx-") as prefix:
         # $http_host, $proxy_add_x_forwarded_for are nginx's own: safe_substitute keeps them.
         conf = Template(TEMPLATE.read_text()).safe_substitute(
-            listen=listen, upstream=upstream, prefix=prefix
+            listen=listen,
+            servers="\n        ".join(f"server {address};" for address in upstreams),
+            prefix=prefix,
         )
         (Path(prefix) / "nginx.conf").write_text(conf)
         process = subprocess.Popen([binary, "-p", prefix, "-c", f"{prefix}/nginx.conf"])

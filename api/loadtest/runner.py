@@ -15,7 +15,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from django.conf import settings
@@ -51,6 +51,26 @@ def serve(
         yield process
     finally:
         stop_gracefully(process, signal.SIGTERM)
+
+
+@contextmanager
+def serve_cluster(
+    bind: str, instances: int, *, env: dict[str, str] | None = None
+) -> Iterator[list[subprocess.Popen]]:
+    """``instances`` Gunicorns, each on its own loopback port, behind nginx on ``bind``:
+    one machine standing in for a load balancer and app hosts. Each gets an equal share of
+    ``WEB_CONCURRENCY`` (from ``env`` or the environment; else gunicorn.conf.py's 2 per
+    core in all), so the cluster runs as many workers as one Gunicorn would. Yields the
+    Gunicorn processes."""
+    env = dict(env or {})
+    total = int(env.get("WEB_CONCURRENCY") or os.environ.get("WEB_CONCURRENCY") or 0)
+    total = total or 2 * (os.cpu_count() or 1)
+    env["WEB_CONCURRENCY"] = str(max(1, total // instances))
+    upstreams = [f"127.0.0.1:{free_port()}" for _ in range(instances)]
+    with ExitStack() as stack:
+        servers = [stack.enter_context(serve(address, env=env)) for address in upstreams]
+        stack.enter_context(nginx_proxy(bind, upstreams))
+        yield servers
 
 
 def free_port() -> int:

@@ -10,9 +10,12 @@ import os
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections import Counter
 from pathlib import Path
 
+import psutil
 import pytest
 from django.conf import settings
 
@@ -144,3 +147,46 @@ def test_main_job_fails_when_the_server_stops_mid_run(data_dir, tmp_path):
     assert swarm.returncode == 1, output[-3000:]
     assert "failed requests" in output
     assert json.loads((tmp_path / "summary.json").read_text())["total"]["failures"] > 0
+
+
+@sqlite_only
+def test_the_cluster_run_swarms_two_gunicorns_from_distributed_locust(data_dir, tmp_path):
+    """``loadtest --instances 2 --processes 2``: nginx balancing two Gunicorns, a Locust
+    master with two workers, every task served, no failures."""
+    reports = tmp_path / "cluster"
+    run = manage(
+        "loadtest",
+        *("--users", "20", "--spawn-rate", "10", "--run-time", "8s", "--rows", "3000"),
+        *("--bind", f"127.0.0.1:{runner.free_port()}", "--reports", str(reports)),
+        *("--instances", "2", "--processes", "2"),
+        env=data_dir,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    summary = json.loads((reports / "summary.json").read_text())
+    assert summary["total"]["failures"] == 0 and summary["total"]["requests"] > 100
+
+
+@sqlite_only
+def test_the_cluster_keeps_answering_when_one_gunicorn_is_killed(data_dir):
+    """SIGKILL to one of two Gunicorns (master and workers): nginx passes its share to the
+    other, and every lookup still answers 200."""
+    bind = f"127.0.0.1:{runner.free_port()}"
+    url = f"http://{bind}/api/run-query/?type=get&user_id=1"
+    env = {**data_dir, "WEB_CONCURRENCY": "2", "GUNICORN_LOG_LEVEL": "critical"}
+    with runner.serve_cluster(bind, 2, env=env) as servers:
+        for server in servers:
+            runner.wait_healthy(f"http://{bind}", server)
+        assert {status_of(url) for _ in range(20)} == {200}
+        victim = psutil.Process(servers[0].pid)
+        for process in [*victim.children(recursive=True), victim]:
+            process.kill()
+        servers[0].wait(timeout=10)
+        assert [status_of(url) for _ in range(40)] == [200] * 40
+
+
+def status_of(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code

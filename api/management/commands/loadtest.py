@@ -73,6 +73,13 @@ class Command(BaseCommand):
             action="store_true",
             help="serve through nginx (deploy/nginx.conf) on --bind, Gunicorn behind it",
         )
+        parser.add_argument(
+            "--instances",
+            type=int,
+            default=1,
+            help="Gunicorn instances behind nginx (the cluster run; implies --proxy), "
+            "sharing WEB_CONCURRENCY between them",
+        )
 
     def handle(self, *args, **options) -> None:
         reports = Path(options["reports"])
@@ -84,15 +91,22 @@ class Command(BaseCommand):
             self._prepare(options["rows"], options["verbosity"])
             url = f"http://{options['bind']}"
             env = {}
+            cluster = options["instances"] > 1
             if options["access"] == "tokens":
                 options["token"] = options["token"] or swarm_token()
-                env = production_env(proxied=options["proxy"])
-            with runner.serve(options["bind"], env=env, proxy=options["proxy"]) as server:
-                runner.wait_healthy(url, server)
+                env = production_env(proxied=options["proxy"] or cluster)
+            if cluster:
+                serving = runner.serve_cluster(options["bind"], options["instances"], env=env)
+            else:
+                serving = runner.serve(options["bind"], env=env, proxy=options["proxy"])
+            with serving as served:
+                servers = served if cluster else [served]
+                for server in servers:
+                    runner.wait_healthy(url, server)
                 status, duration = self._swarm(url, reports, options)
-                server_died = server.poll() is not None
+                server_died = any(server.poll() is not None for server in servers)
             if server_died:
-                raise CommandError("gunicorn died during the swarm")
+                raise CommandError("a gunicorn died during the swarm")
         self._report(reports, options["users"], duration, status)
 
     def _prepare(self, rows: int, verbosity: int) -> None:
