@@ -8,6 +8,8 @@ databases must exist and be migrated; their tables are emptied.
 
 Per table, in one process, sequentially (no overlap between tables or stages):
 gen      build the row tuples (the generators, all batches, kept in memory)
+gen_cpu  the same stage's CPU seconds (process_time): other processes on the machine do
+         not count, so runs on a shared machine compare
 enc_wr   encode them with psycopg's text formatter (write_row's own code, no I/O)
 enc_own  encode them as COPY text lines in Python (join per row)
 copy     COPY FROM STDIN of the pre-encoded bytes (32 KiB chunks), indexes dropped as
@@ -55,9 +57,10 @@ def main():
         job = _job(plan, table)
         loader = job.loader
         t = {}
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         batches = list(job.batches(loader))
         t["gen"] = time.perf_counter() - started
+        t["gen_cpu"] = time.process_time() - cpu
 
         loader.begin(clear=True, first_id=1, stored=0, count=job.count)
         conn = loader.conn
