@@ -17,7 +17,15 @@ from dataclasses import dataclass
 from functools import cache
 
 from api.models import Order
-from api.services.generation.values import WINDOW_END_TS, money, slots, spread, timestamp_formatter
+from api.services.generation.values import (
+    WINDOW_END_TS,
+    WINDOW_START_TS,
+    day_texts,
+    money,
+    slots,
+    time_texts,
+    window_step,
+)
 
 ORDER_COLUMNS = (
     "id",
@@ -76,27 +84,31 @@ def order_batches(
     stored_products, stored_cents = ref.stored_products, ref.stored_cents
     n_stored_products, n_products, new_cents = len(stored_products), ref.products, ref.new_cents
     new_product_offset = ref.first_new_product - n_stored_products
-    when = spread(count=count, rng=rng)
-    timestamp = timestamp_formatter()
+    step, day, clock = window_step(count), day_texts(), time_texts()
+    quantities, n_quantities, skew = _QUANTITIES, len(_QUANTITIES), PRODUCT_SKEW
+    # The status tables with their lengths, chosen by the order's age.
+    older, recent, last_month = ((t, len(t)) for t in (_OLDER, _RECENT, _LAST_MONTH))
     # Shop prices repeat (…99, …49), and so do their small multiples: memoise the text.
     price = cache(money)
     for start in range(0, count, batch_size):
         batch = []
+        append = batch.append
         for k in range(start, min(start + batch_size, count)):
             u = int(r() * n_users)
             user = stored_users[u] if u < n_stored_users else u + new_user_offset
-            p = int(n_products * r() ** PRODUCT_SKEW)
+            p = int(n_products * r() ** skew)
             if p < n_stored_products:
                 product, cents = stored_products[p], stored_cents[p]
             else:
                 product, cents = p + new_product_offset, new_cents[p - n_stored_products]
-            quantity = _QUANTITIES[int(r() * len(_QUANTITIES))]
-            moment = when(k)
-            if moment < LAST_MONTH_SINCE:
-                statuses = _OLDER
+            quantity = quantities[int(r() * n_quantities)]
+            # Whole seconds: for an integer bound, s < bound exactly when the time is.
+            s = int(WINDOW_START_TS + (k + r()) * step)
+            if s < LAST_MONTH_SINCE:
+                statuses, n_statuses = older
             else:
-                statuses = _RECENT if moment >= RECENT_SINCE else _LAST_MONTH
-            batch.append(
+                statuses, n_statuses = recent if s >= RECENT_SINCE else last_month
+            append(
                 (
                     first_id + k,
                     user,
@@ -104,8 +116,8 @@ def order_batches(
                     quantity,
                     price(cents),
                     price(cents * quantity),
-                    statuses[int(r() * len(statuses))],
-                    timestamp(moment),
+                    statuses[int(r() * n_statuses)],
+                    day[s // 86_400] + clock[s % 86_400],
                 )
             )
         yield batch

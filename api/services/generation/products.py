@@ -11,7 +11,13 @@ from collections.abc import Iterator
 
 from api.services.generation.catalog import CATEGORIES, Catalog
 from api.services.generation.pools import build_brands
-from api.services.generation.values import money, spread, timestamp_formatter
+from api.services.generation.values import (
+    WINDOW_START_TS,
+    day_texts,
+    money,
+    time_texts,
+    window_step,
+)
 
 PRODUCT_COLUMNS = ("id", "name", "sku", "category", "price", "stock", "created_at")
 SOLD_OUT_SHARE = 0.06
@@ -25,24 +31,34 @@ def product_batches(
     rng = random.Random(f"{seed}:products")
     r = rng.random
     brands = build_brands(seed=seed)
-    when = spread(count=count, rng=rng)
-    timestamp = timestamp_formatter()
+    n_brands = len(brands)
+    categories, cents = catalog.categories, catalog.cents
+    # Per category: its adjectives and nouns with their counts, the SKU prefix, the name.
+    kinds = [
+        (c.adjectives, len(c.adjectives), c.nouns, len(c.nouns), f"{c.code}-", c.name)
+        for c in CATEGORIES
+    ]
+    step, day, clock = window_step(count), day_texts(), time_texts()
     for start in range(0, count, batch_size):
         batch = []
+        append = batch.append
         for k in range(start, min(start + batch_size, count)):
             pid = first_id + k
-            category = CATEGORIES[catalog.categories[k]]
-            adjective = category.adjectives[int(r() * len(category.adjectives))]
-            noun = category.nouns[int(r() * len(category.nouns))]
-            batch.append(
+            adjectives, n_adjectives, nouns, n_nouns, code, category = kinds[categories[k]]
+            adjective = adjectives[int(r() * n_adjectives)]
+            noun = nouns[int(r() * n_nouns)]
+            name = f"{brands[int(r() * n_brands)]} {adjective} {noun}"
+            stock = 0 if r() < SOLD_OUT_SHARE else 1 + int(MAX_STOCK * r() ** 3)
+            s = int(WINDOW_START_TS + (k + r()) * step)
+            append(
                 (
                     pid,
-                    f"{brands[int(r() * len(brands))]} {adjective} {noun}",
-                    f"{category.code}-{pid:07d}",
-                    category.name,
-                    money(catalog.cents[k]),
-                    0 if r() < SOLD_OUT_SHARE else 1 + int(MAX_STOCK * r() ** 3),
-                    timestamp(when(k)),
+                    name,
+                    f"{code}{pid:07d}",
+                    category,
+                    money(cents[k]),
+                    stock,
+                    day[s // 86_400] + clock[s % 86_400],
                 )
             )
         yield batch

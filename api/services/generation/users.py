@@ -17,7 +17,14 @@ from dataclasses import dataclass
 
 from api.models import User
 from api.services.generation.pools import CountryPeople, build_people
-from api.services.generation.values import money, slots, spread, timestamp_formatter
+from api.services.generation.values import (
+    WINDOW_START_TS,
+    day_texts,
+    money,
+    slots,
+    time_texts,
+    window_step,
+)
 
 USER_COLUMNS = (
     "id",
@@ -99,8 +106,7 @@ def user_batches(
     n_countries, n_kinds = len(countries), len(kinds)
     org_domains, n_org_domains = people.company_domains, len(people.company_domains)
     organizations = max(1, count // USERS_PER_ORGANIZATION)
-    when = spread(count=count, rng=rng)
-    timestamp = timestamp_formatter()
+    step, day, clock = window_step(count), day_texts(), time_texts()
     for start in range(0, count, batch_size):
         batch = []
         for k in range(start, min(start + batch_size, count)):
@@ -142,7 +148,8 @@ def user_batches(
                     segment,
                     discount,
                     r() < 0.95,
-                    timestamp(when(k)),
+                    day[(s := int(WINDOW_START_TS + (k + r()) * step)) // 86_400]
+                    + clock[s % 86_400],
                 )
             )
         if taken is not None:

@@ -11,8 +11,7 @@ gives the same rows on any day. Inside the window, rows are spread evenly in id 
 random jitter: a higher id is (almost always) a later row, as with real auto-increment ids.
 """
 
-import random
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from functools import cache
 from time import gmtime, strftime
@@ -25,38 +24,41 @@ WINDOW_START_TS = WINDOW_END_TS - WINDOW_DAYS * 86_400
 
 def money(cents: int) -> str:
     """``12345`` → ``"123.45"``: a non-negative amount of cents as a two-place decimal."""
-    return f"{cents // 100}.{cents % 100:02d}"
+    return f"{cents // 100}.{CENTS[cents % 100]}"
 
 
-def timestamp_formatter() -> Callable[[float], str]:
-    """A function: Unix seconds → the naive UTC text Django stores for ``DateTimeField``.
+# The ``:02d`` format spec cost as much as the rest of `money` together.
+CENTS = tuple(f"{c:02d}" for c in range(100))
 
-    Two table lookups (the day's date, cached as met, and the time of day from a table of
-    all 86,400) instead of ``strftime`` (``docs/performance.md``).
+
+def window_step(count: int) -> float:
+    """Seconds per row when ``count`` new rows share the window.
+
+    The k-th row's time is ``WINDOW_START_TS + (k + random()) * step``: in id order, with
+    jitter, inside the window. Generators compute it inline, as they do its text:
+    ``day_texts()[s // 86_400] + time_texts()[s % 86_400]`` for ``s`` the time's whole
+    seconds, the text Django stores for ``DateTimeField``. Two lookups instead of
+    ``strftime`` (``docs/performance.md``); inline because a function call per row cost
+    more than the lookups themselves.
     """
-    clock, days = _clock(), {}
-
-    def text(seconds: float) -> str:
-        day, second = divmod(int(seconds), 86_400)
-        date = days.get(day)
-        if date is None:
-            date = days[day] = strftime("%Y-%m-%d ", gmtime(day * 86_400))
-        return date + clock[second]
-
-    return text
+    return (WINDOW_END_TS - WINDOW_START_TS) / max(count, 1)
 
 
 @cache
-def _clock() -> tuple[str, ...]:
+def day_texts() -> dict[int, str]:
+    """Day number (Unix seconds // 86,400) → ``"YYYY-MM-DD "``, for every day of the window.
+
+    A dict, not a list offset by the first day: a time outside the window fails loudly.
+    """
+    first, last = WINDOW_START_TS // 86_400, WINDOW_END_TS // 86_400
+    return {day: strftime("%Y-%m-%d ", gmtime(day * 86_400)) for day in range(first, last + 1)}
+
+
+@cache
+def time_texts() -> tuple[str, ...]:
+    """Second of the day → ``"HH:MM:SS"``, all 86,400 of them."""
     minutes = [f"{h:02d}:{m:02d}:" for h in range(24) for m in range(60)]
     return tuple(f"{minute}{s:02d}" for minute in minutes for s in range(60))
-
-
-def spread(*, count: int, rng: random.Random) -> Callable[[int], float]:
-    """A function mapping the k-th of ``count`` new rows to a Unix time inside the window."""
-    step = (WINDOW_END_TS - WINDOW_START_TS) / max(count, 1)
-    r = rng.random
-    return lambda k: WINDOW_START_TS + (k + r()) * step
 
 
 def slots(weighted: Sequence[tuple[object, int]]) -> tuple:
