@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from api.models import User
 from api.services.generation.pools import CountryPeople, build_people
 from api.services.generation.values import (
+    CENTS,
     WINDOW_START_TS,
     day_texts,
     money,
@@ -107,49 +108,54 @@ def user_batches(
     org_domains, n_org_domains = people.company_domains, len(people.company_domains)
     organizations = max(1, count // USERS_PER_ORGANIZATION)
     step, day, clock = window_step(count), day_texts(), time_texts()
+    cents = CENTS
     for start in range(0, count, batch_size):
         batch = []
+        append = batch.append
         for k in range(start, min(start + batch_size, count)):
             uid = first_id + k
-            firsts, lasts, cities, domains, code, landline, mobile, low, span = countries[
-                int(r() * n_countries)
-            ]
-            first, first_letters = firsts[int(r() * len(firsts))]
-            last, last_letters = lasts[int(r() * len(lasts))]
-            kind, min_credit, credit_steps, credit_step, segments, in_org = kinds[
+            (
+                firsts, n_firsts, lasts, n_lasts, cities, n_cities, domains, n_domains,
+                code, landlines, n_landlines, mobiles, n_mobiles, low, span,
+            ) = countries[int(r() * n_countries)]  # fmt: skip
+            first, first_letters = firsts[int(r() * n_firsts)]
+            last, last_letters = lasts[int(r() * n_lasts)]
+            kind, min_credit, credit_steps, credit_step, segments, n_segments, in_org = kinds[
                 int(r() * n_kinds)
             ]
             if in_org:
                 org = 1 + int(organizations * r() ** 2)
-                local, domain = f"{first_letters}.{last_letters}", org_domains[org % n_org_domains]
+                email = f"{first_letters}.{last_letters}{uid}@{org_domains[org % n_org_domains]}"
             else:
                 org, local = None, _personal_local(first_letters, last_letters, r())
-                domain = domains[int(r() * len(domains))]
+                email = f"{local}{uid}@{domains[int(r() * n_domains)]}"
             credit = min_credit + credit_step * int(r() * credit_steps)  # whole units
-            segment, discount = segments[int(r() * len(segments))]
-            phone = f"{code} {landline[int(r() * len(landline))]} {low + int(r() * span)}"
-            has_mobile = r() < 0.85
-            batch.append(
+            segment, discount = segments[int(r() * n_segments)]
+            phone = f"{landlines[int(r() * n_landlines)]}{low + int(r() * span)}"
+            mobile = f"{mobiles[int(r() * n_mobiles)]}{low + int(r() * span)}" if r() < 0.85 else ""
+            city = cities[int(r() * n_cities)]
+            outstanding = int(credit * r() * 90) if r() < 0.7 else 0  # cents
+            sales = int(credit * r() * 600)  # cents
+            active = r() < 0.95
+            s = int(WINDOW_START_TS + (k + r()) * step)
+            append(
                 (
                     uid,
                     f"{first} {last}",
-                    f"{local}{uid}@{domain}",
+                    email,
                     org,
                     phone,
-                    f"{code} {mobile[int(r() * len(mobile))]} {low + int(r() * span)}"
-                    if has_mobile
-                    else "",
+                    mobile,
                     code,
-                    cities[int(r() * len(cities))],
+                    city,
                     f"{credit}.00",
-                    money(int(credit * r() * 90) if r() < 0.7 else 0),
-                    money(int(credit * r() * 600)),
+                    f"{outstanding // 100}.{cents[outstanding % 100]}",
+                    f"{sales // 100}.{cents[sales % 100]}",
                     kind,
                     segment,
                     discount,
-                    r() < 0.95,
-                    day[(s := int(WINDOW_START_TS + (k + r()) * step)) // 86_400]
-                    + clock[s % 86_400],
+                    active,
+                    day[s // 86_400] + clock[s % 86_400],
                 )
             )
         if taken is not None:
@@ -158,19 +164,18 @@ def user_batches(
 
 
 def _flat(p: CountryPeople) -> tuple:
-    """One country's pools as a tuple, unpacked in one step per row."""
+    """One country's pools with their lengths, unpacked in one step per row.
+
+    Phone prefixes come with the calling code and the spaces: one format per number.
+    """
     c = p.country
+    landlines = tuple(f"{c.calling_code} {prefix} " for prefix in c.landline)
+    mobiles = tuple(f"{c.calling_code} {prefix} " for prefix in c.mobile)
     return (
-        p.first,
-        p.last,
-        p.cities,
-        p.domains,
-        c.calling_code,
-        c.landline,
-        c.mobile,
-        c.subscriber_low,
-        c.subscriber_span,
-    )
+        p.first, len(p.first), p.last, len(p.last), p.cities, len(p.cities),
+        p.domains, len(p.domains), c.calling_code, landlines, len(landlines),
+        mobiles, len(mobiles), c.subscriber_low, c.subscriber_span,
+    )  # fmt: skip
 
 
 def _flat_profile(kind: User.CustomerType) -> tuple:
@@ -178,7 +183,8 @@ def _flat_profile(kind: User.CustomerType) -> tuple:
     profile = PROFILES[kind]
     low, high, step = profile.credit
     segments = tuple((name, money(discount)) for name, discount in profile.segments)
-    return kind.value, low, (high - low) // step + 1, step, segments, profile.in_organization
+    steps = (high - low) // step + 1
+    return kind.value, low, steps, step, segments, len(segments), profile.in_organization
 
 
 def _personal_local(first: str, last: str, u: float) -> str:
