@@ -15,6 +15,7 @@ from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
+from math import trunc  # int() of a float, as a plain call: cheaper per pick
 
 from api.models import Order
 from api.services.generation.values import (
@@ -94,16 +95,16 @@ def order_batches(
         batch = []
         append = batch.append
         for k in range(start, min(start + batch_size, count)):
-            u = int(r() * n_users)
+            u = trunc(r() * n_users)
             user = stored_users[u] if u < n_stored_users else u + new_user_offset
-            p = int(n_products * r() ** skew)
+            p = trunc(n_products * r() ** skew)
             if p < n_stored_products:
                 product, cents = stored_products[p], stored_cents[p]
             else:
                 product, cents = p + new_product_offset, new_cents[p - n_stored_products]
-            quantity = quantities[int(r() * n_quantities)]
+            quantity = quantities[trunc(r() * n_quantities)]
             # Whole seconds: for an integer bound, s < bound exactly when the time is.
-            s = int(WINDOW_START_TS + (k + r()) * step)
+            s = trunc(WINDOW_START_TS + (k + r()) * step)
             if s < LAST_MONTH_SINCE:
                 statuses, n_statuses = older
             else:
@@ -116,7 +117,7 @@ def order_batches(
                     quantity,
                     price(cents),
                     price(cents * quantity),
-                    statuses[int(r() * n_statuses)],
+                    statuses[trunc(r() * n_statuses)],
                     day[s // 86_400] + clock[s % 86_400],
                 )
             )

@@ -8,6 +8,7 @@ unique because the id is, a stock level (some items sold out) and a creation tim
 
 import random
 from collections.abc import Iterator
+from math import trunc  # int() of a float, as a plain call: cheaper per pick
 
 from api.services.generation.catalog import CATEGORIES, Catalog
 from api.services.generation.pools import build_brands
@@ -45,11 +46,11 @@ def product_batches(
         for k in range(start, min(start + batch_size, count)):
             pid = first_id + k
             adjectives, n_adjectives, nouns, n_nouns, code, category = kinds[categories[k]]
-            adjective = adjectives[int(r() * n_adjectives)]
-            noun = nouns[int(r() * n_nouns)]
-            name = f"{brands[int(r() * n_brands)]} {adjective} {noun}"
-            stock = 0 if r() < SOLD_OUT_SHARE else 1 + int(MAX_STOCK * r() ** 3)
-            s = int(WINDOW_START_TS + (k + r()) * step)
+            adjective = adjectives[trunc(r() * n_adjectives)]
+            noun = nouns[trunc(r() * n_nouns)]
+            name = f"{brands[trunc(r() * n_brands)]} {adjective} {noun}"
+            stock = 0 if r() < SOLD_OUT_SHARE else 1 + trunc(MAX_STOCK * r() ** 3)
+            s = trunc(WINDOW_START_TS + (k + r()) * step)
             append(
                 (
                     pid,
