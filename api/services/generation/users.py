@@ -121,16 +121,14 @@ def user_batches(
             ) = countries[trunc(r() * n_countries)]  # fmt: skip
             first, first_letters = firsts[trunc(r() * n_firsts)]
             last, last_letters = lasts[trunc(r() * n_lasts)]
-            kind, min_credit, credit_steps, credit_step, segments, n_segments, in_org = kinds[
-                trunc(r() * n_kinds)
-            ]
+            kind, credits, n_credits, segments, n_segments, in_org = kinds[trunc(r() * n_kinds)]
             if in_org:
                 org = 1 + trunc(organizations * r() ** 2)
                 email = f"{first_letters}.{last_letters}{uid}@{org_domains[org % n_org_domains]}"
             else:
                 org, local = None, _personal_local(first_letters, last_letters, r())
                 email = f"{local}{uid}@{domains[trunc(r() * n_domains)]}"
-            credit = min_credit + credit_step * trunc(r() * credit_steps)  # whole units
+            credit, credit_text = credits[trunc(r() * n_credits)]  # whole units
             segment, discount = segments[trunc(r() * n_segments)]
             phone = f"{landlines[trunc(r() * n_landlines)]}{low + trunc(r() * span)}"
             if r() < 0.85:
@@ -152,7 +150,7 @@ def user_batches(
                     mobile,
                     code,
                     city,
-                    f"{credit}.00",
+                    credit_text,
                     f"{outstanding // 100}.{cents[outstanding % 100]}",
                     f"{sales // 100}.{cents[sales % 100]}",
                     kind,
@@ -183,12 +181,16 @@ def _flat(p: CountryPeople) -> tuple:
 
 
 def _flat_profile(kind: User.CustomerType) -> tuple:
-    """A customer type with its profile as a tuple; discounts already as decimal text."""
+    """A customer type with its profile as a tuple, lengths included.
+
+    Every credit limit the type allows comes with its text (at most a thousand), and
+    discounts come as decimal text: the rows pick text instead of formatting it.
+    """
     profile = PROFILES[kind]
     low, high, step = profile.credit
+    credits = tuple((credit, f"{credit}.00") for credit in range(low, high + 1, step))
     segments = tuple((name, money(discount)) for name, discount in profile.segments)
-    steps = (high - low) // step + 1
-    return kind.value, low, steps, step, segments, len(segments), profile.in_organization
+    return kind.value, credits, len(credits), segments, len(segments), profile.in_organization
 
 
 def _personal_local(first: str, last: str, u: float) -> str:
