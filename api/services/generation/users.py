@@ -114,6 +114,8 @@ def user_batches(
         batch = []
         append = batch.append
         for k in range(start, min(start + batch_size, count)):
+            # The draws' order is the rows' identity (same seed, same rows, test-pinned):
+            # reorder a statement and every value after it changes.
             uid = first_id + k
             (
                 firsts, n_firsts, lasts, n_lasts, cities, n_cities, domains, n_domains,
