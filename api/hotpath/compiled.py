@@ -201,9 +201,10 @@ _cursors_by_thread = local()
 
 def _server_binding_cursor(alias: str, raw) -> Cursor:
     """A psycopg ``Cursor`` on ``raw``, kept per thread and alias while ``raw`` is the
-    alias's connection: building one (its adapters map, its transformer) cost 15-25 µs
-    of a lookup's CPU. A new connection (reconnected, or another from the pool) gets a
-    new cursor; the old one goes with its connection."""
+    alias's connection: building one (its adapters map, its transformer) per lookup was
+    a measurable share of its CPU (docs/performance.md, PostgreSQL lookups). A new
+    connection (reconnected, or another from the pool) gets a new cursor; the old one goes
+    with its connection."""
     cursors = getattr(_cursors_by_thread, "cursors", None)
     if cursors is None:
         cursors = _cursors_by_thread.cursors = {}
