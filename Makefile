@@ -20,7 +20,7 @@ LOADTEST = $(PY) manage.py loadtest --users $(USERS) --spawn-rate $(SPAWN_RATE) 
 # Gunicorn, so slow clients cannot tie up its workers. PROXY= serves Gunicorn directly.
 PROXY ?= --proxy
 
-.PHONY: help venv nginx wrk valgrind demo loadtest loadtest-lookups loadtest-distributed bench-generate bench-lookup \
+.PHONY: help venv nginx browser serve wrk valgrind demo loadtest loadtest-lookups loadtest-distributed bench-generate bench-lookup \
 	pg-data loadtest-pg loadtest-pg-lookups bench-lookup-pg bench-swarm-pg \
 	replica-start replica-stop replica-status replica-destroy demo-cluster \
 	bench-instructions bench-throttle bench-faults bench-swarm test lint format migrate clean
@@ -28,6 +28,7 @@ PROXY ?= --proxy
 help:
 	@echo "make demo      - the main job: assignment insert, 1M rows, Gunicorn + 1000-user Locust, reports/"
 	@echo "make test      - set up, ruff check, ruff format --check, migrations check, pytest"
+	@echo "make serve     - serve the loaded data with Gunicorn at http://$(BIND)/ (docs, /run/)"
 	@echo "make loadtest-lookups      - the swarm with the lookup-by-id task only"
 	@echo "make loadtest-distributed  - the swarm from LOCUST_PROCESSES Locust processes"
 	@echo "make loadtest-pg           - the main job on PostgreSQL (PG_URL); loadtest-pg-lookups"
@@ -46,8 +47,21 @@ nginx:
 	@command -v nginx >/dev/null 2>&1 || test -x /usr/sbin/nginx || \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx)
 
+# Debian's Chromium, for the browser tests (api/tests/test_browser.py, Playwright drives it).
+browser:
+	@command -v chromium >/dev/null 2>&1 || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+
 migrate: venv
 	$(PY) manage.py migrate_all --verbosity 0
+
+# The loaded data for a browser: Gunicorn as configured (gunicorn.conf.py, DEBUG off, static
+# files by WhiteNoise, collected and compressed first), served as development: no token
+# needed, the docs and /run/ on. Ctrl-C stops it.
+serve: migrate
+	$(PY) manage.py collectstatic --noinput --verbosity 0
+	@echo "Serving http://$(BIND)/ (Ctrl-C stops)"
+	BIND=$(BIND) $(PY) -m gunicorn -c gunicorn.conf.py data_project.wsgi
 
 demo: migrate nginx
 	$(PY) manage.py insert_data
@@ -107,7 +121,7 @@ lint: venv
 # unless REQUIRE_REDIS=1, as CI runs them.
 PG_URL ?= postgres://postgres@127.0.0.1:5432
 REDIS_TEST_URL ?= redis://127.0.0.1:6379/15
-export REQUIRE_REDIS REDIS_TEST_URL REQUIRE_POSTGRES PG_URL REQUIRE_REPLICA
+export REQUIRE_REDIS REDIS_TEST_URL REQUIRE_POSTGRES PG_URL REQUIRE_REPLICA REQUIRE_BROWSER
 PG_ENV = DATABASE_URL_USERS=$(PG_URL)/dp_users DATABASE_URL_PRODUCTS=$(PG_URL)/dp_products \
 	DATABASE_URL_ORDERS=$(PG_URL)/dp_orders
 # The replica tests (api/tests/test_replica.py) need a streaming replica of the local
@@ -117,7 +131,8 @@ REPLICA_FOR_TESTS = if [ "$$(id -u)" = 0 ] && command -v pg_createcluster >/dev/
 	deploy/replica.sh start || [ -z "$(REQUIRE_REPLICA)" ]; fi
 PG_REACHABLE = $(PY) -c "import psycopg; psycopg.connect('$(PG_URL)/postgres', connect_timeout=3).close()"
 
-test: lint nginx
+# The browser tests skip where no Chromium exists unless REQUIRE_BROWSER=1, as CI runs them.
+test: lint nginx browser
 	$(PY) manage.py makemigrations --check --dry-run --verbosity 0
 	$(PY) -m pytest
 	@if $(PG_REACHABLE) 2>/dev/null; then \

@@ -1,16 +1,19 @@
 """The API under ``/api/``."""
 
 from django.urls import path, register_converter
+from drf_spectacular.renderers import OpenApiJsonRenderer2
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from api.converters import IdConverter
 from api.views import resources
+from api.views.home import ApiRootView
 from api.views.run_query import RunQueryView
 from api.views.status import HealthView, StatsView
 
 register_converter(IdConverter, "id")
 
 urlpatterns = [
+    path("", ApiRootView.as_view(), name="api-root"),
     path("run-query/", RunQueryView.as_view(), name="run-query"),
     path("users/", resources.UserList.as_view(), name="user-list"),
     path("users/<id:pk>/", resources.UserDetail.as_view(), name="user-detail"),
@@ -22,5 +25,11 @@ urlpatterns = [
     path("stats/", StatsView.as_view(), name="stats"),
     path("health/", HealthView.as_view(), name="health"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    # The schema as application/json, which a browser shows instead of downloading.
+    path(
+        "schema.json",
+        SpectacularAPIView.as_view(renderer_classes=[OpenApiJsonRenderer2]),
+        name="schema-json",
+    ),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
 ]

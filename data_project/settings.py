@@ -7,6 +7,7 @@ database alias (``default``, ``users``, ``products``, ``orders``) is an SQLite f
 """
 
 import os
+import warnings
 from pathlib import Path
 
 import dj_database_url
@@ -72,15 +73,18 @@ ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.auth",
+    "django.contrib.staticfiles",
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's files, pinned and served from here (offline)
     "api",
 ]
 
 MIDDLEWARE = [
     "api.middleware.primary_pinning_middleware",
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
@@ -183,6 +187,26 @@ TEMPLATES = [
         "OPTIONS": {"context_processors": ["django.template.context_processors.request"]},
     }
 ]
+
+# ------------------------------------------------------------------------------
+# Static files (Swagger UI, the pages' CSS): served by Gunicorn itself through WhiteNoise,
+# DEBUG or not. https://whitenoise.readthedocs.io/en/stable/django.html
+# ------------------------------------------------------------------------------
+STATIC_URL = "/static/"
+STATIC_ROOT = Path(env_str("STATIC_ROOT") or BASE_DIR / "var" / "static")
+# ``manage.py collectstatic`` (make serve) copies them to STATIC_ROOT with gzip and Brotli
+# copies beside each; until then WhiteNoise serves them from the apps (its finders), so a
+# fresh clone, the test suite and `make demo` need no build step. No manifest (hashed
+# names): a template never fails for a file not collected yet.
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+WHITENOISE_USE_FINDERS = True
+# Until collectstatic has run there is no STATIC_ROOT, and the finders serve every file.
+warnings.filterwarnings("ignore", message="No directory at: ", category=UserWarning)
+# Files served at the site's root: /favicon.ico, which browsers ask for on every page.
+WHITENOISE_ROOT = BASE_DIR / "data_project" / "root"
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -349,6 +373,11 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_PERMISSIONS": ["api.access.DocsAccess"],
+    # Swagger UI from drf-spectacular-sidecar (its version pinned in requirements.txt),
+    # not a CDN: the docs render offline and never change under us.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
     "ENUM_NAME_OVERRIDES": {
         "OrderStatusEnum": "api.models.Order.Status",
         "RecordStatusEnum": "api.services.results.STATUSES",

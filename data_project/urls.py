@@ -1,10 +1,14 @@
-"""Top-level URLs: the API under ``/api/`` and the browser run page at ``/run/``."""
+"""Top-level URLs: the front door at ``/``, the API under ``/api/`` and the browser run
+page at ``/run/``. Static files (``/static/``, ``/favicon.ico``) are WhiteNoise's, ahead of
+these (settings.MIDDLEWARE)."""
 
 from django.urls import include, path
 
+from api.views.home import home
 from api.views.run_page import RunPageView
 
 urlpatterns = [
+    path("", home, name="home"),
     path("api/", include("api.urls")),
     path("run/", RunPageView.as_view(), name="run"),
 ]

@@ -19,12 +19,14 @@ from api.renderers import JSONOnlyNegotiation, ORJSONRenderer
 from api.throttles import KindRateThrottle
 
 # The middleware whose effect on a GET lookup the fast path reproduces:
-# pinning scope, security headers, host check and Content-Length, nothing (CSRF guards
-# only unsafe methods), X-Frame-Options.
+# pinning scope, security headers, nothing (WhiteNoise answers only the paths of static
+# files: /static/ and WHITENOISE_ROOT's few), host check and Content-Length, nothing (CSRF
+# guards only unsafe methods), X-Frame-Options.
 REPRODUCED_MIDDLEWARE = frozenset(
     {
         "api.middleware.primary_pinning_middleware",
         "django.middleware.security.SecurityMiddleware",
+        "whitenoise.middleware.WhiteNoiseMiddleware",
         "django.middleware.common.CommonMiddleware",
         "django.middleware.csrf.CsrfViewMiddleware",
         "django.middleware.clickjacking.XFrameOptionsMiddleware",

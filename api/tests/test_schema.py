@@ -8,6 +8,7 @@ generated data.
 """
 
 import json
+import os
 import subprocess
 import sys
 from collections import Counter
@@ -22,6 +23,8 @@ from django.test import Client
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
+from api import schema_examples
+from api.batches import read_batch
 from api.loadtest import runner
 from api.models import Order, Product, User
 from api.tests.conftest import ALL_DATABASES, sqlite_only
@@ -53,6 +56,57 @@ def test_schema_and_docs_render():
     assert {"200", "400", "405", "413", "415", "503"} <= set(run_query["post"]["responses"])
     docs = client.get("/api/docs/")
     assert docs.status_code == 200 and b"swagger" in docs.content.lower()
+
+
+def without_volatile(value):
+    """``value`` with what differs between two identical requests blanked: timestamps
+    (fields ending ``_at``) and ``elapsed_ms``."""
+    if isinstance(value, dict):
+        return {
+            k: None if k.endswith("_at") or k == "elapsed_ms" else without_volatile(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [without_volatile(v) for v in value]
+    return value
+
+
+@db
+def test_schema_examples_are_the_apis_own_answers():
+    """The documented insert and lookup examples are what the API answers to the
+    assignment batch on empty databases and to those lookups afterwards.
+    ``UPDATE_SCHEMA_EXAMPLES=1`` records them anew."""
+    client = Client()
+    batch = client.post("/api/run-query/?type=insert", read_batch(), "application/json")
+    assert batch.status_code == 200, batch.content
+    answers = {"insert": batch.json(), "lookups": {}}
+    for name, query in schema_examples.LOOKUPS.items():
+        response = client.get(f"/api/run-query/?{query}")
+        assert response.status_code == 200, (query, response.content)
+        answers["lookups"][name] = response.json()
+    if os.environ.get("UPDATE_SCHEMA_EXAMPLES"):
+        text = json.dumps(answers, indent=1, ensure_ascii=False) + "\n"
+        schema_examples.EXAMPLES_FILE.write_text(text, encoding="utf-8")
+    assert without_volatile(answers) == without_volatile(schema_examples.recorded())
+
+
+@pytest.mark.django_db(databases=ALL_DATABASES)
+def test_run_query_examples_are_in_the_schema():
+    """Swagger UI shows the real batch and real answers, and fills only ``type`` and
+    ``user_id`` into a lookup's "Try it out" (a lookup takes exactly one key)."""
+    schema = orjson.loads(Client().get("/api/schema.json").content)
+    lookup, insert = (schema["paths"]["/api/run-query/"][method] for method in ("get", "post"))
+    parameters = lookup["parameters"]
+    filled = {p["name"] for p in parameters if "default" in p["schema"] or "examples" in p}
+    assert filled == {"type", "user_id"}
+    examples = lookup["responses"]["200"]["content"]["application/json"]["examples"]
+    assert [e["value"] for e in examples.values()] == list(
+        schema_examples.recorded()["lookups"].values()
+    )
+    request_examples = insert["requestBody"]["content"]["application/json"]["examples"]
+    assert [e["value"] for e in request_examples.values()] == [read_batch()]
+    stored = insert["responses"]["200"]["content"]["application/json"]["examples"]
+    assert [e["value"] for e in stored.values()] == [schema_examples.recorded()["insert"]]
 
 
 @pytest.fixture

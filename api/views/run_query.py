@@ -39,6 +39,7 @@ from api.query_params import (
     query_type,
 )
 from api.renderers import JSONOnlyNegotiation
+from api.schema_examples import insert_examples, lookup_examples
 from api.selectors import UserOrders, lookup_rows, orders_with_products
 from api.serializers import LOOKUP_OUTS, BatchIn, BatchOut, ErrorOut
 from api.services.batch_insert import batch_insert
@@ -48,13 +49,16 @@ from api.throttles import INSERT as INSERT_KIND
 from api.throttles import LOOKUP as LOOKUP_KIND
 
 ERRORS = {code: ErrorOut for code in (400, 405, 503)}
-TYPE_PARAM = OpenApiParameter("type", str, enum=[GET, INSERT], required=True)
+GET_TYPE_PARAM = OpenApiParameter("type", str, enum=[GET], required=True, default=GET)
+INSERT_TYPE_PARAM = OpenApiParameter("type", str, enum=[INSERT], required=True, default=INSERT)
 KEY_PARAMS = [
     OpenApiParameter(
         name,
         key.value.schema,
-        description=f"{key.model}: {key.query} lookup on {key.column}",
-        examples=[OpenApiExample(name, value=key.example)],
+        description=f"{key.model}: {key.query} lookup on {key.column}, e.g. {key.example}",
+        # Swagger UI fills every parameter that has an example into "Try it out", and a
+        # lookup takes exactly one key: only ``user_id`` gets one, the others say it in words.
+        examples=[OpenApiExample(name, value=key.example)] if name == "user_id" else [],
     )
     for name, key in LOOKUP_KEYS.items()
 ]
@@ -157,7 +161,7 @@ class RunQueryView(APIView):
     @extend_schema(
         operation_id="run_query_get",
         parameters=[
-            TYPE_PARAM,
+            GET_TYPE_PARAM,
             *KEY_PARAMS,
             OpenApiParameter(
                 "count",
@@ -173,6 +177,7 @@ class RunQueryView(APIView):
             ),
         ],
         responses={200: LOOKUP_OUT, 404: ErrorOut, **ERRORS},
+        examples=lookup_examples(),
         description="`type=get`: exactly one key. Id keys return the ids in "
         "[value, value + count); `email` at most one user; `organization_id` the first "
         "`count` users. `include=orders` adds each user's orders with their products.",
@@ -183,7 +188,7 @@ class RunQueryView(APIView):
     @extend_schema(
         operation_id="run_query_insert",
         parameters=[
-            TYPE_PARAM,
+            INSERT_TYPE_PARAM,
             OpenApiParameter(
                 "count",
                 int,
@@ -208,6 +213,7 @@ class RunQueryView(APIView):
                 "stored: every valid record is `failed`; retry after Retry-After",
             ),
         },
+        examples=insert_examples(),
         description=f"`type=insert`: at most {MAX_BATCH_RECORDS} records per batch. Each "
         "record comes back `inserted`, `rejected` (with reasons) or `failed`: 200 when "
         "none failed, 207 when some were stored and some failed, 503 when nothing was "
