@@ -22,20 +22,37 @@ LOOKUPS = {
     "user by email": "type=get&email=bob@example.com",
     "three products from id 1": "type=get&product_id=1&count=3",
 }
+# Lookups that fail, by the status they get: (example name, query string).
+FAILED_LOOKUPS = {
+    "400": ("two keys", "type=get&user_id=1&email=bob@example.com"),
+    "404": ("no such user", "type=get&user_id=999999"),
+}
 
 
 def recorded() -> dict:
-    """``{"insert": <response body>, "lookups": {name: <response body>}}`` from the file."""
+    """``{"insert": <body>, "lookups": {name: <body>}, "failed": {status: <body>}}``, the
+    recorded answers."""
     return json.loads(EXAMPLES_FILE.read_text(encoding="utf-8"))
 
 
 def lookup_examples() -> list[OpenApiExample]:
-    """One response example per recorded lookup, its query string in the summary."""
-    answers = recorded()["lookups"]
-    return [
-        OpenApiExample(name, value=answers.get(name), summary=f"?{query}", response_only=True)
+    """One response example per recorded lookup and failed lookup, its query string in the
+    summary."""
+    answers = recorded()
+    found = [
+        OpenApiExample(name, value=answers["lookups"].get(name), summary=f"?{query}")
         for name, query in LOOKUPS.items()
     ]
+    failed = [
+        OpenApiExample(
+            name,
+            value=answers.get("failed", {}).get(status),
+            summary=f"?{query}",
+            status_codes=[status],
+        )
+        for status, (name, query) in FAILED_LOOKUPS.items()
+    ]
+    return [*found, *failed]
 
 
 def insert_examples() -> list[OpenApiExample]:

@@ -113,9 +113,27 @@ class UserWithOrdersOut(UserOut):
     )
 
 
+@extend_schema_field(
+    {"type": "string", "example": "a sentence naming what went wrong: 'page_size must be >= 1'"}
+)
+class ErrorMessageField(serializers.CharField):
+    """The envelope's ``error``, with an example in the schema instead of ``"string"``."""
+
+
+@extend_schema_field(
+    {
+        "type": "object",
+        "additionalProperties": {},
+        "example": {"page_size": ["must be >= 1"]},
+    }
+)
+class ErrorDetailsField(serializers.DictField):
+    """The envelope's ``details``: messages by field, parameter or database."""
+
+
 class ErrorOut(serializers.Serializer):
-    error = serializers.CharField(help_text="What went wrong, in one line.")
-    details = serializers.DictField(help_text="Per-field or per-parameter messages.")
+    error = ErrorMessageField(help_text="What went wrong, in one line.")
+    details = ErrorDetailsField(help_text="Per-field or per-parameter messages.")
 
 
 def constant(value: str) -> serializers.CharField:

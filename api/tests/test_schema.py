@@ -84,6 +84,11 @@ def test_schema_examples_are_the_apis_own_answers():
         response = client.get(f"/api/run-query/?{query}")
         assert response.status_code == 200, (query, response.content)
         answers["lookups"][name] = response.json()
+    answers["failed"] = {}
+    for status, (_, query) in schema_examples.FAILED_LOOKUPS.items():
+        response = client.get(f"/api/run-query/?{query}")
+        assert response.status_code == int(status), (query, response.content)
+        answers["failed"][status] = response.json()
     if os.environ.get("UPDATE_SCHEMA_EXAMPLES"):
         text = json.dumps(answers, indent=1, ensure_ascii=False) + "\n"
         schema_examples.EXAMPLES_FILE.write_text(text, encoding="utf-8")
@@ -103,6 +108,11 @@ def test_run_query_examples_are_in_the_schema():
     assert [e["value"] for e in examples.values()] == list(
         schema_examples.recorded()["lookups"].values()
     )
+    for status in schema_examples.FAILED_LOOKUPS:
+        failed = lookup["responses"][status]["content"]["application/json"]["examples"]
+        assert [e["value"] for e in failed.values()] == [
+            schema_examples.recorded()["failed"][status]
+        ]
     request_examples = insert["requestBody"]["content"]["application/json"]["examples"]
     assert [e["value"] for e in request_examples.values()] == [read_batch()]
     stored = insert["responses"]["200"]["content"]["application/json"]["examples"]
