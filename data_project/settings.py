@@ -195,14 +195,15 @@ TEMPLATES = [
 STATIC_URL = "/static/"
 STATIC_ROOT = Path(env_str("STATIC_ROOT") or BASE_DIR / "var" / "static")
 # ``manage.py collectstatic`` (make serve) copies them to STATIC_ROOT with gzip and Brotli
-# copies beside each; until then WhiteNoise serves them from the apps (its finders), so a
-# fresh clone, the test suite and `make demo` need no build step. No manifest (hashed
-# names): a template never fails for a file not collected yet.
+# copies beside each, which WhiteNoise then serves to clients that accept them. Until it has
+# run, WhiteNoise serves them from the apps (its finders, uncompressed), so a fresh clone,
+# the test suite and `make demo` need no build step. No manifest (hashed names): a template
+# never fails for a file not collected yet.
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
-WHITENOISE_USE_FINDERS = True
+WHITENOISE_USE_FINDERS = not STATIC_ROOT.is_dir()
 # Until collectstatic has run there is no STATIC_ROOT, and the finders serve every file.
 warnings.filterwarnings("ignore", message="No directory at: ", category=UserWarning)
 # Files served at the site's root: /favicon.ico, which browsers ask for on every page.
