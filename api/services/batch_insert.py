@@ -24,7 +24,7 @@ than the batch's inserts (``docs/performance.md``).
 
 import logging
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence, Set
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -47,7 +47,14 @@ from django.db.models import QuerySet
 from api.bulkheads import PROBE_WAIT_SECONDS, WRITES, StoreShed
 from api.errors import BUSY, TIMEOUT
 from api.models import Order, Product, User
-from api.services.results import FAILED, INSERTED, REJECTED, BatchResult, RecordResult
+from api.services.results import (
+    ALREADY_STORED,
+    FAILED,
+    INSERTED,
+    REJECTED,
+    BatchResult,
+    RecordResult,
+)
 from api.validation import (
     Errors,
     OrderInput,
@@ -350,11 +357,12 @@ def _store(queryset: QuerySet, candidates: list[Candidate]) -> list[RecordResult
     """
     alias, model = queryset.db, queryset.model
     taken = _taken(queryset, [c.data for c in candidates])
+    stored_ids = frozenset(taken.ids)  # before `claim` adds the batch's own
     results, accepted = [], []
     for c in candidates:
         errors = taken.conflicts(c.data)
         if errors:
-            results.append(_rejected(c.index, c.data.get("id"), errors))
+            results.append(_rejected(c.index, c.data.get("id"), errors, stored_ids))
         else:
             taken.claim(c.data)
             accepted.append((c, model(**c.data)))
@@ -370,10 +378,11 @@ def _store(queryset: QuerySet, candidates: list[Candidate]) -> list[RecordResult
                 with transaction.atomic(using=alias):
                     obj.save(using=alias, force_insert=True)
             except IntegrityError:
-                errors = _taken(queryset, [c.data]).conflicts(c.data)
+                now = _taken(queryset, [c.data])
+                errors = now.conflicts(c.data)
                 if not errors:
                     raise
-                results.append(_rejected(c.index, c.data.get("id"), errors))
+                results.append(_rejected(c.index, c.data.get("id"), errors, now.ids))
             else:
                 inserted.append((c, obj))
         accepted = inserted
@@ -414,10 +423,14 @@ def _existing_ids(queryset: QuerySet, ids: set[int | None]) -> set[int]:
     return set(queryset.filter(id__in=ids).values_list("id", flat=True)) if ids else set()
 
 
-def _rejected(index: int, submitted_id: Any, errors: Errors) -> RecordResult:
+def _rejected(
+    index: int, submitted_id: Any, errors: Errors, stored_ids: Set[int] = frozenset()
+) -> RecordResult:
+    """``stored_ids``: ids stored before the batch; a record with one is `ALREADY_STORED`."""
     valid_id = isinstance(submitted_id, int) and not isinstance(submitted_id, bool)
     record_id = submitted_id if valid_id else None
-    return RecordResult(index, REJECTED, record_id, reason(errors), errors)
+    code = ALREADY_STORED if record_id in stored_ids else ""
+    return RecordResult(index, REJECTED, record_id, reason(errors), errors, code)
 
 
 def _failed(candidate: Candidate, message: str) -> RecordResult:

@@ -5,6 +5,8 @@ Every submitted record gets exactly one `RecordResult`:
 - ``inserted``: stored; ``id`` is its primary key.
 - ``rejected``: a validation rule refused it; ``errors`` maps fields to messages and
   ``reason`` is the same in one line. Resubmitting it unchanged gives the same answer.
+  ``code`` is ``ALREADY_STORED`` when its explicit id belongs to a row stored before this
+  batch (the batch ran before, or other data holds the id), else empty.
 - ``failed``: the database could not take it (down, locked past its timeout); nothing of
   it was written and the same request may be retried. When a database fails, every record
   bound for it that passed the field rules is ``failed`` (its database rules could not be
@@ -18,6 +20,7 @@ REJECTED = "rejected"
 FAILED = "failed"
 STATUSES = (INSERTED, REJECTED, FAILED)
 MODELS = ("users", "products", "orders")
+ALREADY_STORED = "already_stored"  # `RecordResult.code` of a record whose id is stored
 
 
 @dataclass(frozen=True)
@@ -29,9 +32,13 @@ class RecordResult:
     id: int | None
     reason: str = ""
     errors: dict[str, list[str]] = field(default_factory=dict)
+    code: str = ""
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        """The API's record: ``index``, ``status``, ``id``, ``reason``, ``errors``."""
+        record = asdict(self)
+        del record["code"]  # for the /run/ page; the API's clients read ``errors``
+        return record
 
 
 @dataclass(frozen=True)
@@ -50,6 +57,15 @@ class BatchResult:
         return {
             name: {status: sum(r.status == status for r in results) for status in STATUSES}
             for name, results in self.by_model().items()
+        }
+
+    def summary_lines(self) -> dict[str, str]:
+        """``{"users": "Users: 8 inserted, 2 rejected, 0 failed", ...}``: `summary` as
+        ``manage.py insert_data`` and the ``/run/`` page print it."""
+        return {
+            name: f"{name.capitalize()}: {counts[INSERTED]} inserted, "
+            f"{counts[REJECTED]} rejected, {counts[FAILED]} failed"
+            for name, counts in self.summary().items()
         }
 
     @property

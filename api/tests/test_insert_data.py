@@ -9,6 +9,7 @@ from django.core.management import CommandError, call_command
 from api.bulkheads import WRITES
 from api.models import Order, Product, User
 from api.services.batch_insert import batch_insert
+from api.services.results import ALREADY_STORED
 from api.tests.conftest import ROUTED, locked, sqlite_only
 
 db = pytest.mark.django_db(databases=ROUTED, transaction=True)
@@ -51,6 +52,30 @@ def test_assignment_twice_stores_nothing_new_and_says_why(assignment):
     assert again.orders[0].reason == "id already exists"
     after = {name: list(model.objects.order_by("id").values()) for name, model in MODELS.items()}
     assert after == before
+
+
+@db
+def test_records_whose_ids_are_stored_are_coded_already_stored(assignment):
+    """On a second run the 24 records stored by the first carry ``ALREADY_STORED``; those
+    a rule refuses (user 8's duplicate e-mail, user 10's blank name, ...) do not, and no
+    record of a first run does, not even one whose id an earlier record of the batch took."""
+    first = batch_insert(**assignment)
+    assert not any(r.code for rs in first.by_model().values() for r in rs)
+    again = batch_insert(**assignment)
+    coded = {
+        name: [r.id for r in rs if r.code == ALREADY_STORED]
+        for name, rs in again.by_model().items()
+    }
+    assert coded == {
+        name: [r.id for r in rs if r.status == "inserted"] for name, rs in first.by_model().items()
+    }
+    assert sum(map(len, coded.values())) == 24
+    twins = batch_insert(users=[{"id": 50, "name": "A", "email": "a@example.com"}] * 2)
+    assert [(r.status, r.reason, r.code) for r in twins.users] == [
+        ("inserted", "", ""),
+        ("rejected", "id already exists; duplicate email", ""),
+    ]
+    assert "code" not in again.users[0].as_dict()  # the API's records are unchanged
 
 
 @db

@@ -36,12 +36,9 @@ class Command(BaseCommand):
 def render_tables(batch: dict[str, list], result: BatchResult) -> str:
     """Plain-text tables, one per model, with the submitted id of each record."""
     lines = []
+    summary_lines = result.summary_lines()
     for name, results in result.by_model().items():
-        counts = result.summary()[name]
-        lines.append(
-            f"{name.capitalize()}: {counts['inserted']} inserted, "
-            f"{counts['rejected']} rejected, {counts['failed']} failed"
-        )
+        lines.append(summary_lines[name])
         lines.append(f"  {'#':>3}  {'id':>6}  {'status':<9} reason")
         for r in results:
             record = batch[name][r.index]
