@@ -273,7 +273,11 @@ def test_the_page_works_with_production_settings(browser, settings):
     assert posted.status_code == 303 and shown.status_code == 200
     assert summary(shown.content.decode())["users"]["inserted"] == 8
     page = shown.content.decode()
-    assert not re.search(r"<script|<link|@import|url\(|https?://", page)
+    # Nothing from elsewhere: no script, and stylesheet and icon from this server.
+    assert not re.search(r"<script|@import|url\(|https?://", page)
+    assert re.findall(r'href="([^"]*)"', page) and all(
+        href.startswith("/") for href in re.findall(r'(?:href|src)="([^"]*)"', page)
+    )
 
 
 @db
