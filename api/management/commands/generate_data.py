@@ -22,6 +22,7 @@ from django.db import DatabaseError
 
 from api.services.generation import PROCESSES, THREADS, Counts, PlanError
 from api.services.generation.plan import plan_generation
+from api.services.generation.progress import ProgressBars
 from api.services.generation.runner import RunResult, run_plan
 from api.services.generation.worker import Event
 
@@ -108,7 +109,7 @@ class Command(BaseCommand):
                 "generate_data interrupted while planning: nothing was written",
                 returncode=INTERRUPTED,
             ) from None
-        progress = getattr(self.stderr, "_out", sys.stderr) if verbose else None
+        progress = ProgressBars(getattr(self.stderr, "_out", sys.stderr)) if verbose else None
         result = run_plan(plan, parallel=options["parallel"], progress=progress)
         seconds = time.perf_counter() - started
         if result.complete:
