@@ -1,11 +1,22 @@
-"""A run's progress, table by table: `ProgressBars` draws one tqdm bar per database.
+"""A run's progress, table by table: bars on a terminal, plain lines anywhere else.
 
-The runner only calls `start`, `advance`, `state` and `close`; `Quiet` shows nothing.
+On a terminal `ProgressBars` draws one tqdm bar per database and redraws them in place.
+Written to a file or a pipe (CI, ``make demo > log 2>&1``) that redrawing is a stream of
+carriage returns and cursor movements with the bars running into each other, so
+`ProgressLines` writes plain lines instead, each whole and flushed: one when a table
+starts, one per tenth of its rows, and one for each later step (indexing, ready, then
+committed, rolled back or failed). tqdm's own ``disable=None`` would only switch the bars
+off there, leaving a log without progress. The caller picks one by its stream's
+``isatty()``; the runner only calls `start`, `advance`, `state` and `close`.
 """
 
+import time
+from dataclasses import dataclass
 from typing import IO, Protocol
 
 from tqdm import tqdm
+
+STEPS = 10  # ProgressLines writes a line per tenth of a table's rows
 
 
 class Progress(Protocol):
@@ -47,6 +58,52 @@ class ProgressBars:
     def close(self) -> None:
         for bar in self.bars.values():
             bar.close()
+
+
+class ProgressLines:
+    """Plain log lines, no control characters: for a file or a pipe.
+
+    ``users     300,000/1,000,000 rows (30%)  12.3 s``, the seconds counted from the
+    table's start.
+    """
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream, self.tables = stream, {}
+
+    def start(self, table: str, *, label: str, total: int) -> None:
+        self.tables[table] = _Table(label, total, time.perf_counter())
+        self._write(table, f"started: {total:,} rows")
+
+    def advance(self, table: str, rows: int) -> None:
+        shown = self.tables[table]
+        shown.done += rows
+        step = shown.done * STEPS // shown.total if shown.total else 0
+        if step > shown.step:  # one line, however many tenths one batch crossed
+            shown.step = step
+            width = len(f"{shown.total:,}")
+            percent = shown.done * 100 // shown.total
+            self._write(table, f"{shown.done:>{width},}/{shown.total:,} rows ({percent}%)")
+
+    def state(self, table: str, state: str) -> None:
+        self._write(table, state)
+
+    def close(self) -> None:
+        self.stream.flush()
+
+    def _write(self, table: str, text: str) -> None:
+        shown = self.tables[table]
+        seconds = time.perf_counter() - shown.started
+        self.stream.write(f"{shown.label:<9} {text}  {seconds:.1f} s\n")
+        self.stream.flush()  # a pipe read while the run goes on sees each line at once
+
+
+@dataclass
+class _Table:
+    label: str
+    total: int
+    started: float
+    done: int = 0
+    step: int = 0
 
 
 class Quiet:
