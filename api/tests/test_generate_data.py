@@ -9,14 +9,21 @@ query plans, the write lock, AUTOINCREMENT); those marked `postgresql_only` chec
 constraints and statistics right.
 """
 
+import fcntl
 import hashlib
 import json
 import os
+import pty
+import re
+import select
 import signal
 import sqlite3
+import struct
 import subprocess
 import sys
+import termios
 import threading
+import time
 from array import array
 from contextlib import closing
 from decimal import Decimal
@@ -99,11 +106,111 @@ def test_explicit_counts_replace_the_split():
 
 @db
 def test_quiet_with_verbosity_0():
-    """``-v 0`` prints neither bars nor summary."""
+    """``-v 0`` prints neither progress nor summary."""
     out, err = StringIO(), StringIO()
     call_command("generate_data", "--rows", "50", "-v", "0", stdout=out, stderr=err)
     assert out.getvalue() == err.getvalue() == ""
     assert sum(counts().values()) == 50
+
+
+CONTROL_CODES = ("\r", "\x1b")
+LOG_LINE = re.compile(r"(users|products|orders) +(.+?)  \d+\.\d s")
+
+
+def log_steps(log: str) -> dict[str, list[str]]:
+    """Each table's steps in a progress log, in order, without the seconds."""
+    steps = {"users": [], "products": [], "orders": []}
+    for line in log.splitlines():
+        table, step = LOG_LINE.fullmatch(line).groups()
+        steps[table].append(step.strip())
+    return steps
+
+
+def tenths(total: int) -> list[str]:
+    return [f"{total * t // 10:,}/{total:,} rows ({t * 10}%)" for t in range(1, 11)]
+
+
+@db
+def test_a_log_gets_plain_lines_not_bars():
+    """Not a terminal: per table a start line, one line per tenth, the steps, the outcome."""
+    err = StringIO()
+    call_command(
+        "generate_data", "--rows", "1000", "--batch-size", "10", stdout=StringIO(), stderr=err
+    )
+    log = err.getvalue()
+    assert not [code for code in CONTROL_CODES if code in log], log
+    planned = {"users": 300, "products": 100, "orders": 600}
+    assert log_steps(log) == {
+        table: [f"started: {total} rows", *tenths(total), "indexing", "ready", "committed"]
+        for table, total in planned.items()
+    }
+
+
+@db
+def test_a_caller_without_its_own_stderr_gets_plain_lines_too(capsys):
+    """``call_command`` as ``loadtest`` calls it: progress on ``sys.stderr``, captured here."""
+    call_command("generate_data", rows=100, verbosity=1)
+    log = capsys.readouterr().err
+    assert not [code for code in CONTROL_CODES if code in log], log
+    assert log_steps(log)["orders"][-2:] == ["ready", "committed"]
+
+
+@db
+def test_a_log_ends_each_table_with_its_outcome_when_a_load_fails(monkeypatch):
+    """Orders failing: its last line says so; the other tables' say rolled back."""
+    fail_orders(monkeypatch, after=2)
+    err = StringIO()
+    with pytest.raises(CommandError):
+        call_command(
+            "generate_data", "--rows", "1000", "--batch-size", "100", stdout=StringIO(), stderr=err
+        )
+    steps = log_steps(err.getvalue())
+    assert steps["orders"][0] == "started: 600 rows"
+    assert {table: done[-1] for table, done in steps.items()} == {
+        "users": "rolled back",
+        "products": "rolled back",
+        "orders": "failed",
+    }
+
+
+def in_terminal(command: list[str], *, env: dict[str, str]) -> tuple[int, str]:
+    """Run ``command`` on a pseudo-terminal (100 columns): its exit status and output."""
+    main, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    run = subprocess.Popen(
+        command, cwd=REPO, env=env, stdin=terminal, stdout=terminal, stderr=terminal
+    )
+    os.close(terminal)
+    output, deadline = [], time.monotonic() + 120
+    try:
+        while select.select([main], [], [], max(0, deadline - time.monotonic()))[0]:
+            try:
+                chunk = os.read(main, 4096)
+            except OSError:  # EIO: the command and its workers closed the terminal
+                break
+            output.append(chunk)
+        code = run.wait(max(1, deadline - time.monotonic()))
+    finally:
+        os.close(main)
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    return code, b"".join(output).decode()
+
+
+def test_a_terminal_gets_the_bars(tmp_path):
+    """On a terminal the tables' tqdm bars are drawn in place, one under the other."""
+    env = command_line_env(tmp_path)
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate_all", "-v", "0"], cwd=REPO, env=env, check=True
+    )
+    command = [sys.executable, "manage.py", "generate_data", "--rows", "300"]
+    code, shown = in_terminal(command, env=env)
+    assert code == 0, shown
+    assert "Generated 300 rows" in shown
+    assert re.search(r"\rorders   : 100%\|█+\| 180/180 ", shown), shown
+    assert "\x1b[A" in shown  # back up to the bar above
+    assert "started:" not in shown
 
 
 @db
@@ -471,7 +578,7 @@ def test_ctrl_c_on_the_command_line_loads_nothing(tmp_path):
     def read_stderr():
         while chunk := run.stderr.read1(4096):
             stderr.append(chunk)
-            if b"rows/s" in chunk:
+            if b"%)" in chunk:  # a table's first tenth: "... rows (10%)  0.4 s"
                 seen.set()
 
     reader = threading.Thread(target=read_stderr)
@@ -483,6 +590,7 @@ def test_ctrl_c_on_the_command_line_loads_nothing(tmp_path):
     text = b"".join(stderr).decode()
     assert code == 130, text[-3000:]
     assert "interrupted: the load is NOT complete; 0 rows stored" in text
+    assert not [code for code in CONTROL_CODES if code in text], text[-3000:]
     for alias in ROUTED:
         with closing(sqlite3.connect(tmp_path / f"{alias}.sqlite3")) as conn:
             assert conn.execute(f'SELECT count(*) FROM "{alias}"').fetchone() == (0,)

@@ -4,8 +4,9 @@ By default 1,000,000 rows: 30% users, 10% products, 60% orders (``--rows``), or 
 counts (``--users/--products/--orders``; those not given are 0 unless ``--rows`` is also
 given). The same ``--seed`` gives the same rows. Without ``--clear`` rows are appended with
 fresh ids after the stored ones. The work is `api.services.generation`; this command reads
-the options, plans, runs the plan with one progress bar per database and prints the
-summary.
+the options, plans, runs the plan and prints the summary. Progress goes to stderr: one bar
+per database on a terminal, plain lines (no carriage returns, no escape codes) when
+stderr is a file or a pipe.
 
 Exit status: 0 when every table committed; 2 for bad options; 1 when a database failed,
 130 when interrupted (Ctrl-C). In both of those cases the message lists each table's state:
@@ -16,12 +17,14 @@ load is never reported as complete.
 import argparse
 import sys
 import time
+from typing import IO
 
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError
 
 from api.services.generation import PROCESSES, THREADS, Counts, PlanError
 from api.services.generation.plan import plan_generation
+from api.services.generation.progress import Progress, ProgressBars, ProgressLines
 from api.services.generation.runner import RunResult, run_plan
 from api.services.generation.worker import Event
 
@@ -108,7 +111,7 @@ class Command(BaseCommand):
                 "generate_data interrupted while planning: nothing was written",
                 returncode=INTERRUPTED,
             ) from None
-        progress = getattr(self.stderr, "_out", sys.stderr) if verbose else None
+        progress = _progress(getattr(self.stderr, "_out", sys.stderr)) if verbose else None
         result = run_plan(plan, parallel=options["parallel"], progress=progress)
         seconds = time.perf_counter() - started
         if result.complete:
@@ -118,6 +121,11 @@ class Command(BaseCommand):
         raise CommandError(
             render_failure(result), returncode=INTERRUPTED if result.interrupted else FAILURE
         )
+
+
+def _progress(stream: IO[str]) -> Progress:
+    """Bars for a terminal; in a log (file, pipe) redrawn bars are noise: plain lines."""
+    return ProgressBars(stream) if stream.isatty() else ProgressLines(stream)
 
 
 def _check_keyword_options(options: dict) -> None:

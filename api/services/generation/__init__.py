@@ -16,9 +16,8 @@ A run has three steps, each in its own module:
 `data_generate` runs the three steps; the command adds options, progress and the summary.
 """
 
-from typing import IO
-
 from api.services.generation.plan import Counts, PlanError, plan_generation
+from api.services.generation.progress import Progress
 from api.services.generation.runner import PROCESSES, THREADS, RunResult, run_plan
 
 __all__ = ["PROCESSES", "THREADS", "Counts", "PlanError", "RunResult", "data_generate"]
@@ -32,7 +31,7 @@ def data_generate(
     clear: bool = False,
     parallel: str = PROCESSES,
     portable: bool = False,
-    progress: IO[str] | None = None,
+    progress: Progress | None = None,
 ) -> RunResult:
     """Plan and load ``counts`` new rows; the result says what was committed.
 

@@ -9,11 +9,11 @@ the server's backends parse the rows in their own processes either way. Both loa
 their own connection in the worker. `OrmLoader` goes through Django's connections, which
 do not survive a fork (nor does psycopg's pool, with its threads), so its runs use threads.
 
-The runner reads the workers' messages, moves one progress bar per database, and decides:
-once every table is ready (rows written, indexes rebuilt, still uncommitted) it tells all
-of them to commit; if one fails, or Ctrl-C arrives first, it tells all of them to roll
-back. Ctrl-C is caught in the runner (the workers ignore it) so that every worker ends its
-transaction cleanly before the command reports what happened and exits non-zero.
+The runner reads the workers' messages, reports each table's progress (`progress`), and
+decides: once every table is ready (rows written, indexes rebuilt, still uncommitted) it
+tells all of them to commit; if one fails, or Ctrl-C arrives first, it tells all of them to
+roll back. Ctrl-C is caught in the runner (the workers ignore it) so that every worker ends
+its transaction cleanly before the command reports what happened and exits non-zero.
 """
 
 import gc
@@ -24,14 +24,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import Any
 
 from django.db import connections
-from tqdm import tqdm
 
 from api.services.generation.orders import order_batches
 from api.services.generation.plan import TABLES, Plan, TablePlan
 from api.services.generation.products import product_batches
+from api.services.generation.progress import Progress, Quiet
 from api.services.generation.users import user_batches
 from api.services.generation.worker import Decision, Event, Job, load_table
 
@@ -82,9 +82,9 @@ class RunResult:
 
 
 def run_plan(
-    plan: Plan, *, parallel: str = PROCESSES, progress: IO[str] | None = None
+    plan: Plan, *, parallel: str = PROCESSES, progress: Progress | None = None
 ) -> RunResult:
-    """Load every planned table in parallel; ``progress`` is where the bars go (or None)."""
+    """Load every planned table in parallel, reporting to ``progress`` (None: quietly)."""
     started = time.perf_counter()
     jobs = [_job(plan, table) for table in TABLES if _runs(plan.tables[table])]
     result = RunResult(
@@ -124,7 +124,7 @@ def run_plan(
     with _interrupts(lambda: _interrupt(result, decision)):
         try:
             _start(workers.values())
-            _follow(result, channel, decision, workers, jobs, progress)
+            _follow(result, channel, decision, workers, jobs, progress or Quiet())
         finally:
             decision.decide(Decision.STOP)  # only if undecided: the runner itself failed
             for worker in workers.values():
@@ -179,39 +179,27 @@ def _job(plan: Plan, table: str) -> Job:
     return Job(table, part.count, part.first_id, part.stored, part.clear, part.loader, batches)
 
 
-def _follow(result, channel, decision, workers, jobs, progress) -> None:
+def _follow(result, channel, decision, workers, jobs, progress: Progress) -> None:
     """Read messages until every table has an outcome; decide commit or stop."""
-    bars = {
-        job.table: tqdm(
-            total=job.count,
-            desc=f"{result.tables[job.table].alias:<9}",
-            position=position,
-            unit=" rows",
-            unit_scale=True,
-            file=progress,
-            disable=progress is None,
-            leave=True,
-            dynamic_ncols=True,
-        )
-        for position, job in enumerate(jobs)
-    }
+    for job in jobs:
+        progress.start(job.table, label=result.tables[job.table].alias, total=job.count)
     pending, ready, silent = set(workers), set(), set()
     try:
         while pending:
             try:
                 kind, table, value = channel.get(timeout=POLL_S)
             except queues.Empty:
-                _reap(result, decision, workers, pending, silent)
+                _reap(result, decision, workers, pending, silent, progress)
                 continue
-            outcome, bar = result.tables[table], bars[table]
+            outcome = result.tables[table]
             if kind == Event.PROGRESS:
-                bar.update(value)
+                progress.advance(table, value)
             elif kind == Event.INDEXING:
-                bar.set_postfix_str("indexing")
+                progress.state(table, Event.INDEXING)
             elif kind == Event.READY:
                 ready.add(table)
                 outcome.seconds = value
-                bar.set_postfix_str("ready")
+                progress.state(table, Event.READY)
                 if ready == set(workers):
                     decision.decide(Decision.COMMIT)
             else:
@@ -221,13 +209,12 @@ def _follow(result, channel, decision, workers, jobs, progress) -> None:
                     outcome.error = value
                     result.errors.append(f"{table}: {value}")
                     decision.decide(Decision.STOP)
-                bar.set_postfix_str(kind)
+                progress.state(table, kind)
     finally:
-        for bar in bars.values():
-            bar.close()
+        progress.close()
 
 
-def _reap(result, decision, workers, pending, silent) -> None:
+def _reap(result, decision, workers, pending, silent, progress: Progress) -> None:
     """A worker that died without reporting (killed, out of memory) failed its table.
 
     A worker seen dead is only failed at the next quiet poll, after its last message (sent
@@ -244,6 +231,7 @@ def _reap(result, decision, workers, pending, silent) -> None:
             result.errors.append(f"{table}: {message}")
             pending.discard(table)
             decision.decide(Decision.STOP)
+            progress.state(table, Event.FAILED)
 
 
 def _interrupt(result: RunResult, decision: Decision) -> None:
