@@ -18,7 +18,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
 from api.loadtest import runner
-from api.loadtest.summary import read_stats, render_markdown, summarize, write_summary
+from api.loadtest.summary import read_stats, read_total, render_markdown, summarize, write_summary
 from api.selectors import row_counts
 
 
@@ -134,7 +134,8 @@ class Command(BaseCommand):
     def _report(self, reports: Path, users: int, duration: float, status: int) -> None:
         try:
             entries = read_stats(reports / "locust.json")
-            summary = summarize(entries, users=users, duration_s=duration)
+            total = read_total(reports / "locust_total.json")
+            summary = summarize(entries, users=users, total=total)
         except (FileNotFoundError, ValueError) as exc:
             raise CommandError(f"Locust left no statistics ({exc}); exit status {status}") from exc
         write_summary(summary, reports)
