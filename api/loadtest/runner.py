@@ -12,12 +12,14 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import IO
 
 from django.conf import settings
 
@@ -145,11 +147,22 @@ def swarm(
     env = {**os.environ, "LOCUST_API_TOKEN": token or ""}
     (reports / "locust_total.json").unlink(missing_ok=True)  # a previous run's
     process = subprocess.Popen(command, cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
+    with (reports / "locust.log").open("w") as log:
+        copier = threading.Thread(target=_tee, args=(process.stderr, log), daemon=True)
+        copier.start()
+        try:
+            process.wait()
+        finally:
+            process.wait()  # also after Ctrl-C, which Locust receives and handles too
+            copier.join(timeout=5)  # Locust's worker processes may hold the pipe longer
+    return process.returncode
+
+
+def _tee(lines: IO[str], log: IO[str]) -> None:
+    """Copy ``lines`` to the console's stderr and to ``log`` until they end or it closes."""
     try:
-        with (reports / "locust.log").open("w") as log:
-            for line in process.stderr:
-                sys.stderr.write(line)
-                log.write(line)
-    finally:
-        status = process.wait()  # also after Ctrl-C, which Locust receives too
-    return status
+        for line in lines:
+            sys.stderr.write(line)
+            log.write(line)
+    except ValueError:  # log closed: the master exited while a worker held the pipe
+        pass
