@@ -14,8 +14,13 @@ LOCUST_PROCESSES ?= 4
 # ACCESS=tokens (the default) serves as production and swarms with a token and
 # Idempotency-Keys; ACCESS=open as development, without them (it also picks the benchmarks' mode).
 ACCESS ?= tokens
+# Thresholds (k6-style): make demo P95_MS=200 MIN_RPS=800 fails the run when p95 is above
+# P95_MS or requests/s below MIN_RPS (any failed request always fails it). Empty: not set.
+P95_MS ?=
+MIN_RPS ?=
 LOADTEST = $(PY) manage.py loadtest --users $(USERS) --spawn-rate $(SPAWN_RATE) \
-	--run-time $(RUN_TIME) --rows $(ROWS) --bind $(BIND) --access $(ACCESS)
+	--run-time $(RUN_TIME) --rows $(ROWS) --bind $(BIND) --access $(ACCESS) \
+	$(if $(P95_MS),--p95-ms $(P95_MS)) $(if $(MIN_RPS),--min-rps $(MIN_RPS))
 # The main job is served as production would be: nginx (deploy/nginx.conf) in front of
 # Gunicorn, so slow clients cannot tie up its workers. PROXY= serves Gunicorn directly.
 PROXY ?= --proxy

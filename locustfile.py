@@ -19,6 +19,10 @@ it sends neither.
 Tags select a traffic shape: ``locust --tags user_id`` runs the lookup-by-user-id task
 alone; each lookup task is tagged with its key and ``lookup``.
 Defaults (1000 users, spawn rate 100, run time, report paths) live in ``locust.conf``.
+
+With ``--json-file F``, `save_total` also writes ``F_total.json``: Locust's aggregated
+entry, whose start time (the runner's, before the first user) is the start of the window
+that locust.html's duration and RPS count; ``locust.json`` holds the per-kind entries only.
 """
 
 import bisect
@@ -31,6 +35,7 @@ from urllib.parse import quote
 
 import orjson
 from locust import FastHttpUser, events, tag, task
+from locust.runners import WorkerRunner
 
 from api.lookup_keys import LOOKUP_KEYS, RANGE, LookupKey
 
@@ -66,6 +71,16 @@ def read_id_ranges(environment, **kwargs) -> None:
             VALUES[key.name] = [row[key.column] for row in rows if row[key.column] is not None]
             if not VALUES[key.name]:
                 raise RuntimeError(f"no {key.model} with a {key.column} to look up")
+
+
+@events.quitting.add_listener
+def save_total(environment, **kwargs) -> None:
+    """Write the aggregated entry beside ``locust.json`` (not on a worker: the master's
+    aggregate is the run's)."""
+    json_file = getattr(environment.parsed_options, "json_file", None)
+    if json_file and not isinstance(environment.runner, WorkerRunner):
+        with open(f"{json_file}_total.json", "w") as file:
+            json.dump(environment.runner.stats.total.serialize(), file, indent=4)
 
 
 def random_id(model: str) -> int:

@@ -115,7 +115,7 @@ def anchor(reports: Path, swarm: list[str], args) -> dict:
             check=False,
         )
     entries = read_stats(reports / "locust.json")
-    return summarize(entries, users=args.users, duration_s=0)["total"]
+    return summarize(entries, users=args.users)["total"]
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 `serve` starts ``gunicorn -c gunicorn.conf.py data_project.wsgi`` in the background and
 stops it with SIGTERM (a graceful shutdown) when the block ends, whether the swarm
 finished, failed or was interrupted with Ctrl-C. `wait_healthy` polls ``/api/health/``.
-`swarm` runs Locust with the repository's ``locust.conf`` plus the run's own figures.
+`swarm` runs Locust with the repository's ``locust.conf`` plus the run's own figures, and
+copies its log (stderr) into ``reports/locust.log`` while still showing it on the console.
 """
 
 import os
@@ -11,12 +12,14 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import IO
 
 from django.conf import settings
 
@@ -62,15 +65,21 @@ def serve_cluster(
     ``WEB_CONCURRENCY`` (from ``env`` or the environment; else gunicorn.conf.py's 2 per
     core in all), so the cluster runs as many workers as one Gunicorn would. Yields the
     Gunicorn processes."""
-    env = dict(env or {})
-    total = int(env.get("WEB_CONCURRENCY") or os.environ.get("WEB_CONCURRENCY") or 0)
-    total = total or 2 * (os.cpu_count() or 1)
-    env["WEB_CONCURRENCY"] = str(max(1, total // instances))
+    env = cluster_env(env, instances)
     upstreams = [f"127.0.0.1:{free_port()}" for _ in range(instances)]
     with ExitStack() as stack:
         servers = [stack.enter_context(serve(address, env=env)) for address in upstreams]
         stack.enter_context(nginx_proxy(bind, upstreams))
         yield servers
+
+
+def cluster_env(env: dict[str, str] | None, instances: int) -> dict[str, str]:
+    """``env`` with ``WEB_CONCURRENCY`` set to one instance's share of the cluster's."""
+    env = dict(env or {})
+    total = int(env.get("WEB_CONCURRENCY") or os.environ.get("WEB_CONCURRENCY") or 0)
+    total = total or 2 * (os.cpu_count() or 1)
+    env["WEB_CONCURRENCY"] = str(max(1, total // instances))
+    return env
 
 
 def free_port() -> int:
@@ -113,7 +122,9 @@ def swarm(
     """Run headless Locust; returns its exit status (1 when any request failed).
 
     ``token``: the API token the swarm sends (``LOCUST_API_TOKEN``, see ``locustfile``).
-    Writes Locust's HTML report, ``locust_*.csv`` and ``locust.json`` into ``reports``.
+    Writes Locust's HTML report, ``locust_*.csv`` (the history with a row per request kind),
+    ``locust.json``, ``locust_total.json`` (its aggregated entry, see ``locustfile``) and
+    ``locust.log`` into ``reports``.
     """
     reports.mkdir(parents=True, exist_ok=True)
     command = [
@@ -125,7 +136,7 @@ def swarm(
         "--users", str(users),
         "--spawn-rate", str(spawn_rate),
         "--run-time", run_time,
-        "--csv", str(reports / "locust"),
+        "--csv", str(reports / "locust"), "--csv-full-history",
         "--html", str(reports / "locust.html"),
         "--json-file", str(reports / "locust"),
     ]  # fmt: skip
@@ -134,4 +145,24 @@ def swarm(
     if processes:
         command += ["--processes", str(processes)]
     env = {**os.environ, "LOCUST_API_TOKEN": token or ""}
-    return subprocess.run(command, cwd=REPO, env=env).returncode
+    (reports / "locust_total.json").unlink(missing_ok=True)  # a previous run's
+    process = subprocess.Popen(command, cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
+    with (reports / "locust.log").open("w") as log:
+        copier = threading.Thread(target=_tee, args=(process.stderr, log), daemon=True)
+        copier.start()
+        try:
+            process.wait()
+        finally:
+            process.wait()  # also after Ctrl-C, which Locust receives and handles too
+            copier.join(timeout=5)  # Locust's worker processes may hold the pipe longer
+    return process.returncode
+
+
+def _tee(lines: IO[str], log: IO[str]) -> None:
+    """Copy ``lines`` to the console's stderr and to ``log`` until they end or it closes."""
+    try:
+        for line in lines:
+            sys.stderr.write(line)
+            log.write(line)
+    except ValueError:  # log closed: the master exited while a worker held the pipe
+        pass

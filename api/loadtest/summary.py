@@ -7,6 +7,12 @@ percentiles follow Locust's own algorithm over its response-time histogram; Locu
 ``StatsEntry`` is not imported because importing ``locust`` monkey-patches the process
 with gevent, which breaks Django's per-thread database connections. `write_summary`
 stores ``summary.json`` and ``summary.md`` beside Locust's HTML report and CSVs.
+
+The window is Locust's own, so that the summary and locust.html agree: from the start
+time of its aggregated entry (the runner's creation, before the first user: the
+``locustfile`` saves that entry as ``locust_total.json``) to the last request, and every
+kind's RPS is its requests over that whole window (``StatsEntry.total_rps``). A run whose
+locustfile did not save the entry (the anchor's) falls back to the first to last request.
 """
 
 import json
@@ -14,11 +20,30 @@ from collections import Counter
 from pathlib import Path
 
 TOTAL = "total"
+LOCUST_WINDOW = "Locust's: its runner's start to the last request, as locust.html counts it"
+REQUESTS_WINDOW = "the first to the last request (Locust's start time was not saved)"
 
 
 def read_stats(path: Path) -> list[dict]:
     """Entries of Locust's ``--json-file`` output; raises `FileNotFoundError` if missing."""
     return json.loads(Path(path).read_text())
+
+
+def read_total(path: Path) -> dict | None:
+    """Locust's aggregated entry saved by the ``locustfile``; None if it was not saved."""
+    path = Path(path)
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def window(entries: list[dict], total: dict | None = None) -> dict:
+    """``{"start", "end", "seconds", "counted"}``: the seconds that RPS divides by."""
+    if total is not None and total.get("last_request_timestamp"):
+        start, end, counted = total["start_time"], total["last_request_timestamp"], LOCUST_WINDOW
+    else:
+        start = min(entry["start_time"] for entry in entries)
+        end = max(entry["last_request_timestamp"] or start for entry in entries)
+        counted = REQUESTS_WINDOW
+    return {"start": start, "end": end, "seconds": end - start, "counted": counted}
 
 
 def percentile(histogram: Counter, fraction: float) -> int:
@@ -37,39 +62,47 @@ def percentile(histogram: Counter, fraction: float) -> int:
     return 0
 
 
-def _figures(entries: list[dict]) -> dict:
-    histogram = Counter()
+def histogram(entries: list[dict]) -> Counter:
+    """Response time (ms, as Locust rounds it) -> requests, over ``entries``."""
+    merged = Counter()
     for entry in entries:
-        histogram.update({int(ms): n for ms, n in entry["response_times"].items()})
+        merged.update({int(ms): n for ms, n in entry["response_times"].items()})
+    return merged
+
+
+def _figures(entries: list[dict], seconds: float) -> dict:
+    times = histogram(entries)
     requests = sum(entry["num_requests"] for entry in entries)
-    started = min(entry["start_time"] for entry in entries)
-    ended = max(entry["last_request_timestamp"] or started for entry in entries)
     return {
         "requests": requests,
         "failures": sum(entry["num_failures"] for entry in entries),
-        "rps": round(requests / max(ended - started, 1e-9), 1),
-        "p50_ms": percentile(histogram, 0.50),
-        "p95_ms": percentile(histogram, 0.95),
-        "p99_ms": percentile(histogram, 0.99),
+        "rps": round(requests / max(seconds, 1e-9), 1),
+        "p50_ms": percentile(times, 0.50),
+        "p95_ms": percentile(times, 0.95),
+        "p99_ms": percentile(times, 0.99),
         "max_ms": round(max(entry["max_response_time"] or 0 for entry in entries)),
     }
 
 
-def summarize(entries: list[dict], *, users: int, duration_s: float) -> dict:
-    """``{"users", "duration_s", "total": {...}, "kinds": {name: {...}}}`` from the entries.
+def summarize(entries: list[dict], *, users: int, total: dict | None = None) -> dict:
+    """``{"users", "duration_s", "window", "total": {...}, "kinds": {name: {...}}}``.
 
-    Each figure set holds requests, failures, rps (requests over the time from the first
-    to the last request), p50_ms, p95_ms, p99_ms and max_ms. Raises `ValueError` when no
-    request was recorded.
+    ``total``: Locust's aggregated entry (`read_total`), whose start opens the `window`.
+    Each figure set holds requests, failures, rps (requests over the window), p50_ms,
+    p95_ms, p99_ms and max_ms. Raises `ValueError` when no request was recorded.
     """
     if not any(entry["num_requests"] for entry in entries):
         raise ValueError("Locust recorded no requests")
+    span = window(entries, total)
+    seconds = span["seconds"]
     return {
         "users": users,
-        "duration_s": round(duration_s, 1),
-        TOTAL: _figures(entries),
+        "duration_s": round(seconds, 1),
+        "window": span,
+        TOTAL: _figures(entries, seconds),
         "kinds": {
-            entry["name"]: _figures([entry]) for entry in sorted(entries, key=lambda e: e["name"])
+            entry["name"]: _figures([entry], seconds)
+            for entry in sorted(entries, key=lambda e: e["name"])
         },
     }
 
@@ -92,6 +125,18 @@ def render_markdown(summary: dict) -> str:
             f"| {name} | {f['requests']} | {f['failures']} | {f['rps']} | {f['p50_ms']} "
             f"| {f['p95_ms']} | {f['p99_ms']} | {f['max_ms']} |"
         )
+    lines += ["", f"Duration and requests/s count one window: {summary['window']['counted']}."]
+    if summary.get("thresholds"):
+        lines += ["", "| threshold | limit | this run | result |", "|---|---|---:|---|"]
+        for check in summary["thresholds"]:
+            result = "pass" if check["passed"] else "**fail**"
+            lines.append(f"| {check['name']} | {check['limit']} | {check['actual']} | {result} |")
+    if summary.get("cpu_warning"):
+        lines += [
+            "",
+            f"**Locust ran out of CPU**: the figures are the load generator's limit "
+            f"(`{summary['cpu_warning']}`).",
+        ]
     return "\n".join(lines) + "\n"
 
 

@@ -1,12 +1,14 @@
 """``manage.py loadtest``: the main job, from an empty checkout to a report.
 
-Migrates every database, generates the million rows if the users table is empty, creates
-the swarm's API token (client ``swarm``: ``read`` and ``write`` scopes, ``benchmark``
-tier), starts Gunicorn as production runs it (`production_env`: tokens required, the
-production throttles and switches), waits for ``/api/health/``, runs the headless Locust
-swarm, stops Gunicorn (also on Ctrl-C or failure) and writes ``reports/``: Locust's HTML
-report and CSVs, plus ``summary.json`` and ``summary.md``. Exits 1 when any request failed
-or the server died.
+Migrates every database, generates the million rows if the users table is empty (timed,
+and recorded in ``DATA_DIR`` for later runs' reports), creates the swarm's API token
+(client ``swarm``: ``read`` and ``write`` scopes, ``benchmark`` tier), starts Gunicorn as
+production runs it (`production_env`: tokens required, the production throttles and
+switches), waits for ``/api/health/``, runs the headless Locust swarm, stops Gunicorn (also
+on Ctrl-C or failure) and writes ``reports/``: ``index.html``, the one page to open
+(`api.loadtest.report`), Locust's HTML report, CSVs and log, ``summary.json`` and
+``summary.md``. Exits 1 when a threshold is breached (any failed request; p95 above
+``--p95-ms``; RPS below ``--min-rps``), Locust failed or a server died, naming each.
 """
 
 import io
@@ -17,9 +19,19 @@ from pathlib import Path
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
-from api.loadtest import runner
-from api.loadtest.summary import read_stats, render_markdown, summarize, write_summary
+from api.loadtest import report, runinfo, runner
+from api.loadtest.checks import breaches, cpu_warning, thresholds
+from api.loadtest.summary import (
+    TOTAL,
+    read_stats,
+    read_total,
+    render_markdown,
+    summarize,
+    write_summary,
+)
 from api.selectors import row_counts
+
+SERVER_DIED = "a gunicorn died during the swarm"
 
 
 def swarm_token() -> str:
@@ -80,15 +92,23 @@ class Command(BaseCommand):
             help="Gunicorn instances behind nginx (the cluster run; implies --proxy), "
             "sharing WEB_CONCURRENCY between them",
         )
+        parser.add_argument(
+            "--p95-ms", type=float, help="fail when the p95 response time is above N ms"
+        )
+        parser.add_argument("--min-rps", type=float, help="fail when requests/s is below N")
 
     def handle(self, *args, **options) -> None:
         reports = Path(options["reports"])
+        previous = report.previous_summary(reports)  # before this run replaces it
+        problems, generated, server_env = [], None, None
         if options["server_url"]:
             url = options["server_url"].rstrip("/")
             runner.wait_healthy(url)
-            status, duration = self._swarm(url, reports, options)
+            stored = report.stored_rows()
+            status = self._swarm(url, reports, options)
         else:
-            self._prepare(options["rows"], options["verbosity"])
+            generated = self._prepare(options["rows"], options["verbosity"])
+            stored = report.stored_rows()
             url = f"http://{options['bind']}"
             env = {}
             cluster = options["instances"] > 1
@@ -96,30 +116,39 @@ class Command(BaseCommand):
                 options["token"] = options["token"] or swarm_token()
                 env = production_env(proxied=options["proxy"] or cluster)
             if cluster:
+                server_env = runner.cluster_env(env, options["instances"])
                 serving = runner.serve_cluster(options["bind"], options["instances"], env=env)
             else:
+                server_env = env
                 serving = runner.serve(options["bind"], env=env, proxy=options["proxy"])
             with serving as served:
                 servers = served if cluster else [served]
                 for server in servers:
                     runner.wait_healthy(url, server)
-                status, duration = self._swarm(url, reports, options)
-                server_died = any(server.poll() is not None for server in servers)
-            if server_died:
-                raise CommandError("a gunicorn died during the swarm")
-        self._report(reports, options["users"], duration, status)
+                status = self._swarm(url, reports, options)
+                if any(server.poll() is not None for server in servers):
+                    problems.append(SERVER_DIED)
+        options["url"] = url
+        facts = report.run_facts(
+            options=options, stored=stored, server_env=server_env, generated=generated
+        )
+        self._report(reports, options, facts, status=status, problems=problems, previous=previous)
 
-    def _prepare(self, rows: int, verbosity: int) -> None:
-        """Migrate, then generate ``rows`` rows unless the databases already hold that many."""
+    def _prepare(self, rows: int, verbosity: int) -> dict | None:
+        """Migrate, then generate ``rows`` rows unless the databases already hold that many;
+        returns the generation's record (`runinfo.generation_saved`) if it ran."""
         call_command("migrate_all", verbosity=0)
         stored = sum(row_counts().values())
-        if stored < rows:
-            self.stdout.write(f"{stored:,} rows stored: generating {rows:,} more.")
-            call_command("generate_data", rows=rows, verbosity=verbosity)
-
-    def _swarm(self, url: str, reports: Path, options: dict) -> tuple[int, float]:
+        if stored >= rows:
+            return None
+        self.stdout.write(f"{stored:,} rows stored: generating {rows:,} more.")
         started = time.monotonic()
-        status = runner.swarm(
+        call_command("generate_data", rows=rows, verbosity=verbosity)
+        seconds = time.monotonic() - started
+        return runinfo.generation_saved(seconds=seconds, rows=rows, stored=row_counts())
+
+    def _swarm(self, url: str, reports: Path, options: dict) -> int:
+        return runner.swarm(
             url,
             users=options["users"],
             spawn_rate=options["spawn_rate"],
@@ -129,18 +158,32 @@ class Command(BaseCommand):
             processes=options["processes"],
             token=options["token"],
         )
-        return status, time.monotonic() - started
 
-    def _report(self, reports: Path, users: int, duration: float, status: int) -> None:
+    def _report(
+        self, reports: Path, options: dict, facts: dict, *, status: int, problems: list,
+        previous: dict | None,
+    ) -> None:  # fmt: skip
         try:
             entries = read_stats(reports / "locust.json")
-            summary = summarize(entries, users=users, duration_s=duration)
+            total = read_total(reports / "locust_total.json")
+            summary = summarize(entries, users=options["users"], total=total)
         except (FileNotFoundError, ValueError) as exc:
             raise CommandError(f"Locust left no statistics ({exc}); exit status {status}") from exc
+        summary["run"] = facts
+        summary["thresholds"] = thresholds(
+            summary[TOTAL], p95_ms=options["p95_ms"], min_rps=options["min_rps"]
+        )
+        summary["cpu_warning"] = cpu_warning(reports / "locust.log")
+        summary["comparisons"] = report.comparisons(
+            summary[TOTAL], previous=previous, tags=options["tags"]
+        )
+        if status != 0 and not (status == 1 and summary[TOTAL]["failures"]):
+            problems.append(f"Locust exit status {status} (see locust.log)")
+        summary["breaches"] = breaches(summary["thresholds"]) + problems
         write_summary(summary, reports)
+        index = report.write_report(summary, reports).resolve()
         self.stdout.write(render_markdown(summary))
-        self.stdout.write(f"Reports: {reports}/locust.html, {reports}/summary.md")
-        if summary["total"]["failures"] or status != 0:
-            raise CommandError(
-                f"{summary['total']['failures']} failed requests (Locust exit status {status})"
-            )
+        self.stdout.write(f"Report: {index}\n        {index.as_uri()}")
+        self.stdout.write("Browse the loaded data: make serve")
+        if summary["breaches"]:
+            raise CommandError("; ".join(summary["breaches"]))
