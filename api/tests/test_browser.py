@@ -230,3 +230,20 @@ def test_the_run_page_button_runs_the_batch_once(empty, browse):
     assert view.page.locator("#counts").inner_text() == counts
     view.screenshot("run-again")
     view.assert_clean()
+
+
+def test_the_load_test_report_renders_offline(tmp_path, browse):
+    """``reports/index.html`` opened from disk: headline, thresholds and every request
+    kind's charts drawn, nothing fetched, no error."""
+    from api.tests.test_report import written_report
+
+    written_report(tmp_path / "reports")
+    view = browse(None)
+    view.page.goto((tmp_path / "reports" / "index.html").as_uri())
+    assert view.page.locator("h1").inner_text() == "Load test report"
+    # Lines of two or more points are drawn (a kind with one sample has a dot-less line).
+    lines = view.page.locator("svg polyline")
+    widths = lines.evaluate_all("lines => lines.map(line => line.getBBox().width)")
+    assert sum(width > 0 for width in widths) >= 4
+    view.screenshot("report")
+    view.assert_clean()
