@@ -44,8 +44,11 @@ def serve(
     """
     if proxy:
         upstream = f"127.0.0.1:{free_port()}"
-        with serve(upstream, env=env) as server, nginx_proxy(bind, upstream):
-            yield server
+        with serve(upstream, env=env) as server:
+            # nginx starts once Gunicorn answers: else it logs every early probe as an error.
+            wait_healthy(f"http://{upstream}", server)
+            with nginx_proxy(bind, upstream):
+                yield server
         return
     command = [sys.executable, "-m", "gunicorn", "-c", str(REPO / "gunicorn.conf.py")]
     environment = {**os.environ, **(env or {}), "BIND": bind}
@@ -69,6 +72,8 @@ def serve_cluster(
     upstreams = [f"127.0.0.1:{free_port()}" for _ in range(instances)]
     with ExitStack() as stack:
         servers = [stack.enter_context(serve(address, env=env)) for address in upstreams]
+        for address, server in zip(upstreams, servers, strict=True):
+            wait_healthy(f"http://{address}", server)
         stack.enter_context(nginx_proxy(bind, upstreams))
         yield servers
 
