@@ -53,7 +53,7 @@ def nice_ceiling(value: float) -> float:
 def line_chart(rows: list[dict], lines: list[tuple[str, str, str]]) -> dict:
     """A chart of ``rows`` (each with ``t``, seconds into the run, and a value per key)
     for ``lines`` of ``(key, label, color)``: axes' maxima and each line's polylines
-    (a missing value breaks its line)."""
+    (a missing value breaks its line; a lone point is a polyline of it twice)."""
     plot_w = CHART["width"] - CHART["left"] - CHART["right"]
     plot_h = CHART["height"] - CHART["top"] - CHART["bottom"]
     x_max = max((row["t"] for row in rows), default=0) or 1
@@ -76,6 +76,8 @@ def line_chart(rows: list[dict], lines: list[tuple[str, str, str]]) -> dict:
                 current = []
         if current:
             paths.append(current)
+        # A lone point is drawn as a zero-length segment, which the round cap shows as a dot.
+        paths = [path * 2 if len(path) == 1 else path for path in paths]
         drawn.append({"label": label, "color": color, "paths": [" ".join(p) for p in paths]})
     return {
         **CHART,
