@@ -31,7 +31,8 @@ PROXY ?= --proxy
 	bench-instructions bench-throttle bench-faults bench-swarm test lint format migrate clean
 
 help:
-	@echo "make demo      - the main job: assignment insert, 1M rows, Gunicorn + 1000-user Locust, reports/"
+	@echo "make demo      - the main job: assignment insert, 1M rows, Gunicorn + 1000-user Locust, reports/index.html"
+	@echo "                 (ROWS, USERS, RUN_TIME, ...; thresholds P95_MS=, MIN_RPS= set the exit code)"
 	@echo "make test      - set up, ruff check, ruff format --check, migrations check, pytest"
 	@echo "make serve     - serve the loaded data with Gunicorn at http://$(BIND)/ (docs, /run/)"
 	@echo "make loadtest-lookups      - the swarm with the lookup-by-id task only"
