@@ -15,12 +15,14 @@ import signal
 import sqlite3
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import orjson
 import psutil
 import psycopg
 import pytest
+from django.conf import settings
 from django.db import OperationalError, connections
 
 from api.bulkheads import READ_TRANSIENT, WRITE_TRANSIENT, WRITES, StoreBreaker, StoreShed
@@ -115,15 +117,23 @@ def test_a_locked_store_fails_fast_while_the_others_keep_their_latency(tmp_path)
     bind = f"127.0.0.1:{runner.free_port()}"
     with runner.serve(bind, env={**env, "GUNICORN_LOG_LEVEL": "critical"}) as server:
         runner.wait_healthy(f"http://{bind}", server)
-        samples = locked_store(f"http://{bind}", tmp_path / "orders.sqlite3", seconds=(2, 5, 3))
+        samples = locked_store(f"http://{bind}", tmp_path / "orders.sqlite3", seconds=(2, 5, 4))
     summary = summarize(samples)
-    during, after = summary["during"], summary["after"]
+    during = summary["during"]
     assert during["lookup"]["statuses"] == {200: during["lookup"]["requests"]}
     assert during["lookup"]["under_1s"] >= 0.95, summary
     # 503s, but for the batches still waiting (within the deadline) when the lock went
     assert during["insert"]["statuses"].get(503, 0) >= 0.9 * during["insert"]["requests"]
     assert during["insert"]["max_s"] < 2 + 1.5, summary  # REQUEST_DEADLINE_SECONDS + margin
-    assert after["insert"]["statuses"].get(200, 0) > after["insert"]["requests"] / 2, summary
+    # Serving again once the store's cooldown has passed after the lock went: how many
+    # fast 503s come before that depends on the machine's speed, not on the bulkhead.
+    released = min(s.started for s in samples if s.phase == "after")
+    recovered = [
+        s.status
+        for s in samples
+        if s.kind == "insert" and s.started > released + settings.STORE_COOLDOWN_SECONDS + 0.5
+    ]
+    assert recovered and recovered.count(200) >= 0.9 * len(recovered), Counter(recovered)
 
 
 @pytest.fixture(scope="module")
