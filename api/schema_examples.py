@@ -9,6 +9,7 @@ aside), so the docs never show a shape the API does not return.
 """
 
 import json
+from functools import cache
 from pathlib import Path
 
 from drf_spectacular.utils import OpenApiExample
@@ -29,9 +30,10 @@ FAILED_LOOKUPS = {
 }
 
 
+@cache
 def recorded() -> dict:
     """``{"insert": <body>, "lookups": {name: <body>}, "failed": {status: <body>}}``, the
-    recorded answers."""
+    recorded answers (read once)."""
     return json.loads(EXAMPLES_FILE.read_text(encoding="utf-8"))
 
 

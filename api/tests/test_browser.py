@@ -7,6 +7,7 @@ Chromium exists the tests skip, unless ``REQUIRE_BROWSER=1`` (CI; ``make browser
 it). They run on the SQLite default only: the pages are the same on any store.
 """
 
+import json
 import os
 import re
 import shutil
@@ -132,8 +133,6 @@ def browse(chromium):
 
 def json_shown(page) -> dict:
     """The JSON document Chromium shows as text (its viewer wraps it in a ``<pre>``)."""
-    import json
-
     return json.loads(page.locator("body").inner_text())
 
 

@@ -108,7 +108,7 @@ class Command(BaseCommand):
             status = self._swarm(url, reports, options)
         else:
             generated = self._prepare(options["rows"], options["verbosity"])
-            stored = report.stored_rows()
+            stored = generated["stored"] if generated else report.stored_rows()
             url = f"http://{options['bind']}"
             env = {}
             cluster = options["instances"] > 1
