@@ -33,7 +33,7 @@ PROXY ?= --proxy
 help:
 	@echo "make demo      - the main job: assignment insert, 1M rows, Gunicorn + 1000-user Locust, reports/index.html"
 	@echo "                 (ROWS, USERS, RUN_TIME, ...; thresholds P95_MS=, MIN_RPS= set the exit code)"
-	@echo "make test      - set up, ruff check, ruff format --check, migrations check, pytest"
+	@echo "make test      - set up, ruff check and format, import contracts, migrations check, pytest"
 	@echo "make serve     - serve the loaded data with Gunicorn at http://$(BIND)/ (docs, /run/)"
 	@echo "make loadtest-lookups      - the swarm with the lookup-by-id task only"
 	@echo "make loadtest-distributed  - the swarm from LOCUST_PROCESSES Locust processes"
@@ -122,9 +122,11 @@ demo-cluster: pg-data nginx replica-start
 loadtest-pg-lookups: pg-data nginx
 	$(PG_DATA_ENV) $(LOADTEST) $(PROXY) --tags user_id --reports reports/postgresql-lookups
 
+# ruff, and import-linter's contracts (pyproject.toml): the layers import only downward.
 lint: venv
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(VENV)/bin/lint-imports --no-cache
 
 # The suite runs twice: on the SQLite default, then with the three routed aliases on
 # PostgreSQL when a server answers at PG_URL (REQUIRE_POSTGRES=1 makes that mandatory).
@@ -190,7 +192,7 @@ bench-instructions: venv valgrind
 # The 1000-user swarm against the raw anchor; the anchor's ids run 1..1,000,000, so both
 # use a users table of a million rows (BENCH_DATA_DIR, generated on first use).
 BENCH_DATA_DIR ?= var/bench
-# A throttle's cost per request: DRF's SimpleRateThrottle against api.throttles, on Redis.
+# A throttle's cost per request: DRF's SimpleRateThrottle against api.http.throttling, on Redis.
 bench-throttle: venv
 	$(PY) bench/throttle.py
 

@@ -7,19 +7,12 @@ https://docs.gunicorn.org/en/stable/settings.html
 
 import gc
 import multiprocessing
-import os
 
+from data_project.env import Env
 
-def _env(name: str, default: str) -> str:
-    """A variable's value; unset or blank (make exports unset variables as "") is default."""
-    return os.environ.get(name, "").strip() or default
+env = Env()  # as settings.py reads the environment: blank is unset, bad numbers named
 
-
-def _env_int(name: str, default: int) -> int:
-    return int(_env(name, str(default)))
-
-
-bind = _env("BIND", "127.0.0.1:8000")
+bind = env.str("BIND", default="127.0.0.1:8000")
 
 # gthread: each worker keeps its idle HTTP keep-alive connections in a poller instead of a
 # thread each, so 1000 clients fit; each thread holds its own persistent SQLite connection.
@@ -27,21 +20,21 @@ bind = _env("BIND", "127.0.0.1:8000")
 # under a swarm, while more single-threaded workers than cores keep both cores busy while
 # one worker waits on its socket or SQLite. Default: two workers per core, one thread
 # (the shapes measured: docs/performance.md, "Serving"; gevent cannot run preload_app).
-worker_class = _env("GUNICORN_WORKER_CLASS", "gthread")
-workers = _env_int("WEB_CONCURRENCY", 2 * multiprocessing.cpu_count())
-threads = _env_int("GUNICORN_THREADS", 1)
-worker_connections = _env_int("GUNICORN_WORKER_CONNECTIONS", 1000)
+worker_class = env.str("GUNICORN_WORKER_CLASS", default="gthread")
+workers = env.int("WEB_CONCURRENCY", default=2 * multiprocessing.cpu_count())
+threads = env.int("GUNICORN_THREADS", default=1)
+worker_connections = env.int("GUNICORN_WORKER_CONNECTIONS", default=1000)
 
 # Room in the accept queue for a 1000-user swarm that connects all at once.
-backlog = _env_int("GUNICORN_BACKLOG", 2048)
-keepalive = _env_int("GUNICORN_KEEPALIVE", 75)
-timeout = _env_int("GUNICORN_TIMEOUT", 30)
-graceful_timeout = _env_int("GUNICORN_GRACEFUL_TIMEOUT", 30)
+backlog = env.int("GUNICORN_BACKLOG", default=2048)
+keepalive = env.int("GUNICORN_KEEPALIVE", default=75)
+timeout = env.int("GUNICORN_TIMEOUT", default=30)
+graceful_timeout = env.int("GUNICORN_GRACEFUL_TIMEOUT", default=30)
 
 # Recycle workers now and then (leaks, fragmentation); jitter keeps them from restarting
 # together.
-max_requests = _env_int("GUNICORN_MAX_REQUESTS", 20000)
-max_requests_jitter = _env_int("GUNICORN_MAX_REQUESTS_JITTER", 2000)
+max_requests = env.int("GUNICORN_MAX_REQUESTS", default=20000)
+max_requests_jitter = env.int("GUNICORN_MAX_REQUESTS_JITTER", default=2000)
 
 # Import the app once in the master; workers fork with it loaded. Safe: no database
 # connection is opened at import time.
@@ -61,10 +54,10 @@ def pre_fork(server, worker) -> None:
 
 # Gunicorn 27's control socket lives at one path per user; two servers on one host (a
 # benchmark beside a test run) would fight over it. Opt in with GUNICORN_CONTROL_SOCKET.
-control_socket_disable = not _env("GUNICORN_CONTROL_SOCKET", "")
+control_socket_disable = not env.str("GUNICORN_CONTROL_SOCKET", default="")
 if not control_socket_disable:
-    control_socket = _env("GUNICORN_CONTROL_SOCKET", "")
+    control_socket = env.str("GUNICORN_CONTROL_SOCKET")
 
-accesslog = "-" if _env("GUNICORN_ACCESS_LOG", "").lower() in {"1", "true"} else None
+accesslog = "-" if env.bool("GUNICORN_ACCESS_LOG", default=False) else None
 errorlog = "-"
-loglevel = _env("GUNICORN_LOG_LEVEL", "info")
+loglevel = env.str("GUNICORN_LOG_LEVEL", default="info")

@@ -1,8 +1,8 @@
 """The swarm: ``locust -f locustfile.py`` opens the web UI; ``make demo`` runs it headless.
 
 `ApiUser` is a FastHttpUser whose tasks are weighted like real traffic: one lookup task
-per key of `api.lookup_keys.LOOKUP_KEYS`, weighted by its ``swarm_weight`` (mostly by
-user id), some lookups of users with their orders, and a few small insert batches.
+per key of `api.domain.lookup_keys.LOOKUP_KEYS`, weighted by `loadtest.swarm.SWARM_WEIGHTS`
+(mostly by user id), some lookups of users with their orders, and a few small insert batches.
 Ids come from the real ranges that ``/api/stats/`` reports when the test starts (less
 the ids it reports missing, such as the assignment's rejected records), and the values
 of the other keys (e-mails, organisation ids) from a page of their model's resource. A
@@ -37,13 +37,13 @@ import orjson
 from locust import FastHttpUser, events, tag, task
 from locust.runners import WorkerRunner
 
-from api.lookup_keys import LOOKUP_KEYS, RANGE, LookupKey
+from api.domain.lookup_keys import RANGE, LookupKey
+from loadtest.swarm import SWARM_WEIGHTS, SWARMED, swarm_name
 
 ID_RANGES: dict[str, tuple[int, int]] = {}
 MISSING_IDS: dict[str, list[list[int]]] = {}  # [first, last] ranges, lowest first
 VALUES: dict[str, list] = {}  # stored values of the keys that are not id ranges
 INSERT_BATCH = 2
-SWARMED = [key for key in LOOKUP_KEYS.values() if key.swarm_weight]
 API_TOKEN = os.environ.get("LOCUST_API_TOKEN", "")
 AUTH_HEADERS = {"Authorization": f"Token {API_TOKEN}"} if API_TOKEN else {}
 
@@ -67,10 +67,10 @@ def read_id_ranges(environment, **kwargs) -> None:
         MISSING_IDS[model] = table["missing_ids"]
     for key in SWARMED:
         if key.query != RANGE:
-            rows = read_json(f"{host}/api/{key.model}/?page_size=1000")["results"]
+            rows = read_json(f"{host}/api/{key.store}/?page_size=1000")["results"]
             VALUES[key.name] = [row[key.column] for row in rows if row[key.column] is not None]
             if not VALUES[key.name]:
-                raise RuntimeError(f"no {key.model} with a {key.column} to look up")
+                raise RuntimeError(f"no {key.store} with a {key.column} to look up")
 
 
 @events.quitting.add_listener
@@ -102,7 +102,7 @@ def random_user_id() -> int:
 def draw(key: LookupKey):
     """A stored value of ``key``: an id in its model's range, or one read at the start."""
     if key.query == RANGE:
-        return random_id(key.model)
+        return random_id(key.store)
     return random.choice(VALUES[key.name])
 
 
@@ -113,7 +113,7 @@ def lookup_task(key: LookupKey):
         value = draw(key)
         with user.client.get(
             f"/api/run-query/?count=1&type=get&{key.name}={quote(str(value), safe='@')}",
-            name=key.swarm_name,
+            name=swarm_name(key),
             catch_response=True,
         ) as response:
             expect_first(response, key.column, value)
@@ -125,7 +125,7 @@ def lookup_task(key: LookupKey):
 class ApiUser(FastHttpUser):
     """One client of the API, as real traffic mixes its requests."""
 
-    tasks = {lookup_task(key): key.swarm_weight for key in SWARMED}
+    tasks = {lookup_task(key): SWARM_WEIGHTS[key.name] for key in SWARMED}
     default_headers = AUTH_HEADERS
 
     @tag("lookup")

@@ -6,4 +6,4 @@ class ApiConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from api.hotpath import checks  # noqa: F401  (registers the fast path's checks)
+        from api.fastpath import checks  # noqa: F401  (registers the fast path's checks)

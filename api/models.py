@@ -1,11 +1,11 @@
 """Users, Products and Orders: three models, each stored in its own database.
 
-The router (`api.routers`) places `User` in the ``users`` alias, `Product` in ``products``
+The router (`api.db.routers`) places `User` in the ``users`` alias, `Product` in ``products``
 and `Order` in ``orders``. Because the three live in different databases, an order's
 ``user_id`` and ``product_id`` are plain indexed integers, not foreign keys: Django cannot
-join or enforce a constraint across databases, so `api.validation` checks them.
+join or enforce a constraint across databases, so `api.domain.validation` checks them.
 
-Validation rules live in application code (`api.validation`), never in CHECK constraints,
+Validation rules live in application code (`api.domain.validation`), never in CHECK constraints,
 which is why no ``Positive*Field`` is used (those add CHECKs). The one database-level
 guard is the unique index on ``User.email``, the final word between concurrent writers.
 Money is ``Decimal`` with two places.
@@ -107,7 +107,7 @@ class Order(models.Model):
 
 
 class IdempotencyKey(models.Model):
-    """A client's ``Idempotency-Key`` and the response it got (`api.idempotency`).
+    """A client's ``Idempotency-Key`` and the response it got (`api.http.idempotency`).
 
     Stored in ``default`` (the router routes only the three shop models). ``owner`` is
     ``"user:<id>"`` for a token client, ``"anonymous"`` otherwise; ``fingerprint`` the

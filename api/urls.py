@@ -4,7 +4,7 @@ from django.urls import path, register_converter
 from drf_spectacular.renderers import OpenApiJsonRenderer2
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from api.converters import IdConverter
+from api.http.converters import IdConverter
 from api.views import resources
 from api.views.home import ApiRootView
 from api.views.run_query import RunQueryView

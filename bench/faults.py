@@ -3,7 +3,7 @@
 Serves the project with ``gunicorn.conf.py`` on generated data (``--data-dir``; a small
 data set is generated into a temporary folder when none is given), or uses ``--url``
 (a server already running on that data, e.g. behind a proxy), and runs a scenario of
-`api.loadtest.faults`:
+`loadtest.faults`:
 
 - ``locked`` (default): 8 lookup clients (users) and 16 insert clients (orders) for a
   before, a during and an after phase; the ``orders`` SQLite file's write lock is held
@@ -35,8 +35,8 @@ import django  # noqa: E402
 
 django.setup()
 
-from api.loadtest import runner  # noqa: E402
-from api.loadtest.faults import SLOW_MODES, locked_store, slow_clients, summarize  # noqa: E402
+from loadtest import runner  # noqa: E402
+from loadtest.faults import SLOW_MODES, locked_store, slow_clients, summarize  # noqa: E402
 
 
 def generated(data_dir: str) -> None:

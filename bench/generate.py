@@ -55,9 +55,12 @@ import psycopg
 from psycopg import sql
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from api.domain.stores import STORE_NAMES  # noqa: E402  (needs no settings)
+
 TARGET_SECONDS, TARGET_RSS_MB, TARGET_RATIO = 20.0, 500.0, 2.5
 TARGET_POSTGRES_ROWS_PER_S = 150_000
-ROUTED = ("users", "products", "orders")
 LOAD_POLL_S = 5
 CPU_REFERENCE_LOOPS = 5_000_000
 NAIVE_ROWS = 20_000
@@ -208,7 +211,7 @@ def postgres_round(*, rows: int, prefix: str, parallel: str, workdir: Path) -> d
     servers = ("DATABASE_URL_", "DATABASE_REPLICA_URLS_")
     env = {k: v for k, v in os.environ.items() if not k.startswith(servers)}
     env["DATA_DIR"] = str(workdir / "data")
-    env.update({f"DATABASE_URL_{alias.upper()}": prefix + alias for alias in ROUTED})
+    env.update({f"DATABASE_URL_{alias.upper()}": prefix + alias for alias in STORE_NAMES})
     manage = [sys.executable, str(REPO / "manage.py")]
     subprocess.run([*manage, "migrate_all", "-v", "0"], cwd=REPO, env=env, check=True)
     load, reference = os.getloadavg()[0], cpu_reference()
@@ -235,7 +238,7 @@ def psql_anchor(*, prefix: str, workdir: Path) -> float:
     re-creates the indexes from their definitions and analyzes, so the three tables end
     exactly as ``generate_data --clear`` left them.
     """
-    scripts = [_anchor_script(prefix + alias, alias, workdir) for alias in ROUTED]
+    scripts = [_anchor_script(prefix + alias, alias, workdir) for alias in STORE_NAMES]
     started = time.perf_counter()
     procs = [
         subprocess.Popen(
@@ -298,7 +301,7 @@ def _anchor_script(url: str, table: str, workdir: Path) -> tuple[str, str]:
 
 def create_databases(prefix: str) -> list[str]:
     """Create the routed aliases' databases missing on the server; return their names."""
-    names = [urlsplit(prefix + alias).path.lstrip("/") for alias in ROUTED]
+    names = [urlsplit(prefix + alias).path.lstrip("/") for alias in STORE_NAMES]
     with psycopg.connect(_maintenance_url(prefix), autocommit=True) as conn:
         rows = conn.execute("SELECT datname FROM pg_database WHERE datname = ANY(%s)", [names])
         existing = {name for (name,) in rows}

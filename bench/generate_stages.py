@@ -36,8 +36,9 @@ django.setup()
 from psycopg import _copy_base  # noqa: E402
 from psycopg.adapt import Transformer  # noqa: E402
 
+from api.domain.stores import STORE_NAMES  # noqa: E402
 from api.services.generation import Counts  # noqa: E402
-from api.services.generation.plan import TABLES, plan_generation  # noqa: E402
+from api.services.generation.plan import plan_generation  # noqa: E402
 from api.services.generation.runner import _job  # noqa: E402
 
 
@@ -49,9 +50,9 @@ def own_line(row):
 
 def main():
     rows = int(sys.argv[1])
-    only = sys.argv[2:] or TABLES
+    only = sys.argv[2:] or STORE_NAMES
     plan = plan_generation(counts=Counts.split(rows), seed=1, batch_size=10_000, clear=True)
-    for table in TABLES:
+    for table in STORE_NAMES:
         if table not in only:
             continue
         job = _job(plan, table)

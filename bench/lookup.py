@@ -50,6 +50,10 @@ import psutil
 import psycopg
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from api.domain.stores import STORE_NAMES  # noqa: E402  (needs no settings)
+
 PYTHON = sys.executable
 GUNICORN = [PYTHON, "-m", "gunicorn", "-c", str(REPO / "gunicorn.conf.py")]
 LOOKUP = "/api/run-query/?count=1&type=get&user_id=1"
@@ -97,7 +101,7 @@ def main() -> int:
     )
     if args.postgres:
         open_env.update(
-            (f"DATABASE_URL_{alias.upper()}", args.postgres + alias) for alias in ROUTED
+            (f"DATABASE_URL_{alias.upper()}", args.postgres + alias) for alias in STORE_NAMES
         )
         raw = (
             [*GUNICORN, "raw_wsgi_pg:lookup"],
@@ -213,9 +217,6 @@ def bench_token(data_dir: Path) -> str:
     env = {**os.environ, "DATA_DIR": str(data_dir)}
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, check=True)
     return done.stdout.strip()
-
-
-ROUTED = ("users", "products", "orders")
 
 
 def pg_table_size(url: str) -> tuple[int, int]:

@@ -31,8 +31,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from api.loadtest.summary import read_stats, summarize
 from bench.lookup import GUNICORN, PYTHON, REPO, ROUTED, gunicorn
+from loadtest.summary import read_stats, summarize
 
 
 def main() -> int:

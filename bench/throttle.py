@@ -7,7 +7,7 @@ before and after; or ``--cache database``: the default database's cache table un
 - ``drf``: ``SimpleRateThrottle``, which reads the client's whole request history and
   writes it back on every request, measured with 1, 1,000 and 5,000 requests already in
   the window;
-- ``leased``: `api.throttles.RateLimiter`, a counter raised once per lease of 600;
+- ``leased``: `api.http.throttling.RateLimiter`, a counter raised once per lease of 600;
 - ``leased, lease 1``: the same at 60 per minute, a cache round trip per request;
 - ``refused``: the same past its limit, no round trip.
 
@@ -41,7 +41,7 @@ def main() -> int:
     from django.core.management import call_command
     from rest_framework.throttling import SimpleRateThrottle
 
-    from api.throttles import RateLimiter
+    from api.http.throttling import RateLimiter
 
     if args.cache == "database":
         call_command("migrate_all", verbosity=0)

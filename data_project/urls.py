@@ -13,6 +13,6 @@ urlpatterns = [
     path("run/", RunPageView.as_view(), name="run"),
 ]
 
-handler400 = "api.errors.handler400"
-handler404 = "api.errors.handler404"
-handler500 = "api.errors.handler500"
+handler400 = "api.http.errors.handler400"
+handler404 = "api.http.errors.handler404"
+handler500 = "api.http.errors.handler500"

@@ -13,8 +13,8 @@ from functools import cache
 
 from faker import Faker
 
+from api.domain.results import INSERTED, BatchResult
 from api.services.batch_insert import batch_insert
-from api.services.results import INSERTED, BatchResult
 
 POOL_SIZE = 200
 

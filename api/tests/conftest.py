@@ -1,7 +1,10 @@
 """Shared fixtures: the assignment batch, the four aliases, raw access to SQLite files."""
 
 import json
+import os
 import sqlite3
+import subprocess
+import sys
 from contextlib import closing, contextmanager
 from decimal import Decimal
 from pathlib import Path
@@ -12,12 +15,12 @@ from django.core.cache import cache, caches
 from django.core.cache.backends.db import DatabaseCache
 from django.db import connections
 
-from api.access import TOKENS
-from api.batches import ASSIGNMENT_FILE, read_batch
-from api.bulkheads import READS, WRITES
+from api.db.breakers import READ_BREAKERS, WRITE_BREAKERS
+from api.db.bulkheads import close_worker_connections
+from api.domain.batches import ASSIGNMENT_FILE, read_batch
+from api.http.access import TOKENS
+from api.http.throttling import LIMITER
 from api.models import Order, Product, User
-from api.services.batch_insert import close_worker_connections
-from api.throttles import LIMITER
 
 ALL_DATABASES = ["default", "users", "products", "orders"]
 ROUTED = ["users", "products", "orders"]
@@ -36,7 +39,7 @@ postgresql_only = pytest.mark.skipif({"postgresql"} != ROUTED_VENDORS, reason="P
 def _closed_breakers():
     """Every store's bulkheads start closed in every test."""
     yield
-    for breaker in (*READS.values(), *WRITES.values()):
+    for breaker in (*READ_BREAKERS.values(), *WRITE_BREAKERS.values()):
         breaker.open_until = 0.0
 
 
@@ -131,3 +134,23 @@ def locked(alias: str, monkeypatch):
     finally:
         blocker.execute("ROLLBACK")
         blocker.close()
+
+
+def manage(*args: str, env: dict, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=settings.BASE_DIR,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def generated_data_dir(path: Path, rows: int, seed: int) -> dict[str, str]:
+    """``{"DATA_DIR": path}`` after ``migrate_all`` and ``generate_data`` there."""
+    env = {"DATA_DIR": str(path)}
+    for command in (("migrate_all",), ("generate_data", "--rows", str(rows), "--seed", str(seed))):
+        run = manage(*command, "--verbosity", "0", env=env)
+        assert run.returncode == 0, run.stderr
+    return env

@@ -29,16 +29,15 @@ from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from api.access import TOKENS
-from api.hotpath import LookupFastPathHandler
-from api.loadtest import runner
-from api.lookup_keys import LOOKUP_KEYS
-from api.management.commands.loadtest import production_env
+from api.domain.lookup_keys import LOOKUP_KEYS
+from api.fastpath import LookupFastPathHandler
+from api.http.access import TOKENS
+from api.http.throttling import LEASE_DIVISOR, LIMITER, RateLimiter, rate_for, shared_increment
 from api.models import Order, Product, User
-from api.tests.conftest import ALL_DATABASES, sqlite_only
-from api.tests.test_hotpath import call, environ
-from api.tests.test_load import generated_data_dir, manage
-from api.throttles import LEASE_DIVISOR, LIMITER, RateLimiter, rate_for, shared_increment
+from api.tests.conftest import ALL_DATABASES, generated_data_dir, manage, sqlite_only
+from api.tests.test_fastpath import call, environ
+from loadtest import runner
+from loadtest.management.commands.loadtest import production_env
 
 pytestmark = pytest.mark.django_db(databases=ALL_DATABASES, transaction=True)
 
@@ -314,7 +313,7 @@ PG_URL = os.environ.get("PG_URL") or "postgres://postgres@127.0.0.1:5432"
 INCREMENT_IN_THREADS = """
 from concurrent.futures import ThreadPoolExecutor
 from django.db import connections
-from api.throttles import shared_increment
+from api.http.throttling import shared_increment
 def add(_):
     for _ in range(25):
         shared_increment("pg-counter", 1, 60)
@@ -394,7 +393,7 @@ def test_leases_never_allow_more_than_the_limit_and_strand_at_most_a_lease_per_w
 
 def test_a_dead_cache_lets_requests_through_after_one_bounded_wait(shop, settings):
     """Redis down: the throttle logs it and lets lookups through; only the first request
-    waits (CACHE_TIMEOUT), the next ones do not ask the dead cache again."""
+    waits (CACHE_TIMEOUT_SECONDS), the next ones do not ask the dead cache again."""
     settings.CACHES = {
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",

@@ -17,9 +17,8 @@ from urllib.parse import urlsplit
 import pytest
 from django.conf import settings
 
-from api.loadtest import runner
-from api.tests.conftest import sqlite_only
-from api.tests.test_load import manage
+from api.tests.conftest import manage, sqlite_only
+from loadtest import runner
 
 pytestmark = sqlite_only
 
@@ -234,7 +233,7 @@ def test_the_run_page_button_runs_the_batch_once(empty, browse):
 def test_the_load_test_report_renders_offline(tmp_path, browse):
     """``reports/index.html`` opened from disk: headline, thresholds and every request
     kind's charts drawn, nothing fetched, no error."""
-    from api.tests.test_report import written_report
+    from loadtest.tests.test_report import written_report
 
     written_report(tmp_path / "reports")
     view = browse(None)

@@ -25,14 +25,21 @@ import pytest
 from django.conf import settings
 from django.db import OperationalError, connections
 
-from api.bulkheads import READ_TRANSIENT, WRITE_TRANSIENT, WRITES, StoreBreaker, StoreShed
-from api.errors import ServiceUnavailable
-from api.loadtest import runner
-from api.loadtest.faults import SLOW_MODES, locked_store, slow_clients, summarize
+from api.db.breakers import READ_TRANSIENT, WRITE_BREAKERS, WRITE_TRANSIENT, StoreBreaker
+from api.db.deadlines import waits_at_most
+from api.db.failures import StoreShed, StoreUnavailable
+from api.http.errors import ServiceUnavailable, as_api_exception
 from api.models import Order, Product, User
-from api.services.batch_insert import _waits_at_most, batch_insert
-from api.tests.conftest import ALL_DATABASES, postgresql_only, sqlite_only
-from api.tests.test_load import generated_data_dir, manage
+from api.services.batch_insert import batch_insert
+from api.tests.conftest import (
+    ALL_DATABASES,
+    generated_data_dir,
+    manage,
+    postgresql_only,
+    sqlite_only,
+)
+from loadtest import runner
+from loadtest.faults import SLOW_MODES, locked_store, slow_clients, summarize
 
 
 def locked_error() -> OperationalError:
@@ -67,13 +74,18 @@ def test_a_read_breaker_ignores_locks_and_errors_that_will_not_pass():
 
 
 def test_a_breaker_as_a_context_manager_answers_503_naming_the_store():
+    """The breaker raises its store's database error; the HTTP layer makes it the 503."""
     breaker = StoreBreaker("products", READ_TRANSIENT, cooldown_s=10)
-    with pytest.raises(ServiceUnavailable) as raised, breaker:
+    with pytest.raises(StoreUnavailable) as raised, breaker:
         raise OperationalError("connection timeout expired")
-    assert raised.value.details == {"store": "products", "failure": "timeout"}
-    with pytest.raises(ServiceUnavailable) as shed, breaker:
+    answer = as_api_exception(raised.value)
+    assert isinstance(answer, ServiceUnavailable)
+    assert answer.details == {"store": "products", "failure": "timeout"}
+    with pytest.raises(StoreShed) as shed, breaker:
         pytest.fail("an open breaker runs nothing")
-    assert shed.value.details == {"store": "products", "failure": "timeout"}
+    answer = as_api_exception(shed.value)
+    assert isinstance(answer, ServiceUnavailable)
+    assert answer.details == {"store": "products", "failure": "timeout"}
 
 
 @postgresql_only
@@ -101,8 +113,8 @@ def test_a_postgresql_table_lock_fails_the_batch_within_its_deadline():
         holder.close()
     assert result.orders[0].status == "failed" and "locked" in result.orders[0].reason
     assert 0.9 < elapsed < 3
-    assert WRITES["orders"].open_until  # the next batches are refused at once
-    WRITES["orders"].open_until = time.monotonic()
+    assert WRITE_BREAKERS["orders"].open_until  # the next batches are refused at once
+    WRITE_BREAKERS["orders"].open_until = time.monotonic()
     retry = batch_insert(orders=[order]).orders[0]
     assert retry.status == "inserted", retry
     assert Order.objects.count() == 1
@@ -236,6 +248,6 @@ def test_a_batchs_postgresql_timeouts_last_for_the_batch_only():
             return cursor.fetchone()
 
     before = timeouts()
-    with _waits_at_most("orders", 1.5):
+    with waits_at_most("orders", 1.5):
         assert timeouts() == ("1500ms", "2500ms")
     assert timeouts() == before

@@ -10,12 +10,14 @@ from pathlib import Path
 import pytest
 from django.db import connections
 
-from api import validation as v
+from api.db.bulkheads import close_worker_connections
+from api.domain import validation as v
+from api.domain.validation import Taken
 from api.models import Order, Product, User
 from api.services import batch_insert as service
-from api.services.batch_insert import batch_insert, close_worker_connections
+from api.services import store_writes
+from api.services.batch_insert import batch_insert
 from api.tests.conftest import ROUTED, ROUTED_VENDORS, sqlite_only, sqlite_path
-from api.validation import Taken
 
 THREADS = 64
 SHARED_EMAILS = 8  # each shared address is submitted by THREADS / SHARED_EMAILS threads
@@ -176,7 +178,7 @@ def test_a_worker_bug_propagates_instead_of_becoming_a_result(assignment, monkey
     def broken(*args):
         raise RuntimeError("bug in the products worker")
 
-    monkeypatch.setattr(service, "_store_products", broken)
+    monkeypatch.setattr(service, "store_products", broken)
     with pytest.raises(RuntimeError, match="bug in the products worker"):
         batch_insert(**assignment)
 
@@ -189,14 +191,14 @@ def test_a_conflict_committed_after_the_checks_is_rejected_not_failed(monkeypatc
     to miss the rows a concurrent writer "committed" just before the insert.
     """
     User.objects.create(id=5, name="Winner", email="race@example.com")
-    fresh_check = service._taken
+    fresh_check = store_writes._taken
     checks = []
 
     def stale_first_check(queryset, records):
         checks.append(records)
         return Taken(set(), set()) if len(checks) == 1 else fresh_check(queryset, records)
 
-    monkeypatch.setattr(service, "_taken", stale_first_check)
+    monkeypatch.setattr(store_writes, "_taken", stale_first_check)
     result = batch_insert(
         users=[
             {"name": "Loser", "email": "RACE@example.com"},

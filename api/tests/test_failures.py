@@ -29,7 +29,7 @@ def lookup_against(url: str, timeout_s: int = 2, pool: str = "0") -> dict:
     env = {
         **os.environ,
         "DATABASE_URL_USERS": url,
-        "DATABASE_CONNECT_TIMEOUT": str(timeout_s),
+        "DATABASE_CONNECT_TIMEOUT_SECONDS": str(timeout_s),
         "DATABASE_POOL": pool,
     }
     run = subprocess.run(

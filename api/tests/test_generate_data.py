@@ -36,6 +36,7 @@ from django.conf import settings
 from django.core.management import CommandError, call_command
 from django.db import connections
 
+from api.domain.validation import OrderInput, ProductInput, UserInput, check_fields
 from api.models import Order, Product, User
 from api.services.generation import THREADS, Counts, data_generate, loaders
 from api.services.generation.catalog import product_catalog
@@ -44,7 +45,6 @@ from api.services.generation.orders import ORDER_COLUMNS, References, order_batc
 from api.services.generation.products import PRODUCT_COLUMNS, product_batches
 from api.services.generation.users import USER_COLUMNS, user_batches
 from api.tests.conftest import ROUTED, locked, postgresql_only, raw_query, sqlite_only
-from api.validation import OrderInput, ProductInput, UserInput, check_fields
 
 db = pytest.mark.django_db(databases=ROUTED, transaction=True, reset_sequences=True)
 REPO = Path(settings.BASE_DIR)
@@ -793,7 +793,7 @@ def test_a_lock_held_elsewhere_fails_the_run_instead_of_waiting_forever(monkeypa
     """
     generate("--rows", "100", "--seed", "1")
     before = dump()
-    monkeypatch.setattr(loaders, "LOCK_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(loaders.postgresql, "LOCK_TIMEOUT_SECONDS", 0.2)
     params = CopyLoader(alias="orders", model=Order, columns=ORDER_COLUMNS).params
     with psycopg.connect(**params) as blocker:
         blocker.execute("LOCK TABLE orders IN ACCESS SHARE MODE")

@@ -20,7 +20,7 @@ from django.test.utils import CaptureQueriesContext
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from api.limits import (
+from api.domain.limits import (
     AUTOMATIC_ID_ROOM,
     MAX_EXPLICIT_ID,
     MAX_ID,
@@ -29,11 +29,12 @@ from api.limits import (
     MAX_LOOKUP_COUNT,
     MAX_RESPONSE_BYTES,
 )
-from api.lookup_keys import LOOKUP_KEYS
+from api.domain.lookup_keys import LOOKUP_KEYS
+from api.domain.validation import OrderInput, ProductInput, UserInput
+from api.http.parsers import nesting_depth
+from api.http.renderers import dumps
 from api.models import Order, Product, User
-from api.renderers import dumps, nesting_depth
 from api.tests.conftest import ALL_DATABASES
-from api.validation import OrderInput, ProductInput, UserInput
 
 pytestmark = pytest.mark.django_db(databases=ALL_DATABASES, transaction=True)
 URL = "/api/run-query/"

@@ -20,10 +20,10 @@ from hypothesis import strategies as st
 from rest_framework.request import Request
 from rest_framework.test import APIRequestFactory
 
-from api import idempotency
-from api.bulkheads import WRITES
+from api.db.breakers import WRITE_BREAKERS
+from api.http import idempotency
+from api.http.parsers import ORJSONParser
 from api.models import IdempotencyKey, Product, User
-from api.renderers import ORJSONParser
 from api.tests.conftest import ALL_DATABASES, locked
 
 BATCH_URL = "/api/run-query/?type=insert"
@@ -303,7 +303,7 @@ def test_a_503_is_not_kept_so_a_retry_with_the_key_inserts(monkeypatch, settings
         failed = post(client, BATCH_URL, body, key="retry")
     assert failed.status_code == 503
     assert not IdempotencyKey.objects.exists()
-    WRITES["products"].open_until = 0.0  # the failure opened the store's breaker
+    WRITE_BREAKERS["products"].open_until = 0.0  # the failure opened the store's breaker
     retried = post(client, BATCH_URL, body, key="retry")
     assert retried.status_code == 200 and "Idempotent-Replayed" not in retried
     assert Product.objects.count() == 1

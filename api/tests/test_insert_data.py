@@ -6,10 +6,10 @@ from io import StringIO
 import pytest
 from django.core.management import CommandError, call_command
 
-from api.bulkheads import WRITES
+from api.db.breakers import WRITE_BREAKERS
+from api.domain.results import ALREADY_STORED
 from api.models import Order, Product, User
 from api.services.batch_insert import batch_insert
-from api.services.results import ALREADY_STORED
 from api.tests.conftest import ROUTED, locked, sqlite_only
 
 db = pytest.mark.django_db(databases=ROUTED, transaction=True)
@@ -129,10 +129,10 @@ def test_a_locked_database_fails_its_records_and_a_retry_completes(assignment, m
     assert shed.summary()["orders"]["failed"] == 8 and "locked" in shed.orders[0].reason
     assert time.monotonic() - started < 1 and Order.objects.count() == 0
 
-    WRITES["orders"].open_until = time.monotonic()  # the cool-down is over: a retry probes
+    WRITE_BREAKERS["orders"].open_until = time.monotonic()  # the cool-down is over: a retry probes
     retry = batch_insert(**assignment)
     assert retry.summary()["orders"] == {"inserted": 7, "rejected": 3, "failed": 0}
-    assert not WRITES["orders"].open_until
+    assert not WRITE_BREAKERS["orders"].open_until
 
 
 @sqlite_only

@@ -1,4 +1,4 @@
-"""Every key of `api.lookup_keys.LOOKUP_KEYS`, tested from the registry alone.
+"""Every key of `api.domain.lookup_keys.LOOKUP_KEYS`, tested from the registry alone.
 
 A new key gets these tests without a new line here: it answers 200 with the rows of its
 model that the resource endpoints render identically, 404 for a value not stored, 400 for
@@ -20,14 +20,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rest_framework import serializers
 
-from api.hotpath import LookupFastPathHandler
-from api.limits import MAX_ID
-from api.lookup_keys import INCLUDE_ORDERS, LOOKUP_KEYS, RANGE, LookupKey
+from api.domain.columns import HIDDEN_COLUMNS, output_columns
+from api.domain.limits import MAX_ID
+from api.domain.lookup_keys import INCLUDE_ORDERS, LOOKUP_KEYS, RANGE, LookupKey
+from api.domain.stores import STORES
+from api.fastpath import LookupFastPathHandler
+from api.http import outputs
+from api.http.outputs import OUTPUTS, UserOut
 from api.models import User
-from api.selectors import LOOKUP_QUERIES, MODELS, ONE_ID_QUERIES
-from api.serializers import OUTPUTS, UserOut, output_columns
+from api.services.selectors import LOOKUP_QUERIES, ONE_ID_QUERIES
 from api.tests.conftest import ALL_DATABASES
-from api.tests.test_hotpath import call, environ
+from api.tests.test_fastpath import call, environ
 from data_project.wsgi import application
 
 URL = "/api/run-query/"
@@ -40,7 +43,7 @@ schema = schemathesis.openapi.from_wsgi("/api/schema/?format=json", application)
 
 def stored_value(key: LookupKey):
     """The value of ``key`` on the lowest-id row of its model that has one."""
-    rows = MODELS[key.model].objects.exclude(**{key.column: None}).order_by("id")
+    rows = STORES[key.store].model.objects.exclude(**{key.column: None}).order_by("id")
     return rows.values_list(key.column, flat=True).first()
 
 
@@ -69,7 +72,7 @@ def test_a_stored_value_answers_its_models_rows(shop, key):
     for query in queries(key):
         status, body = get(query)
         assert status == 200, body
-        assert (body["model"], body["key"], body["value"]) == (key.model, key.name, value)
+        assert (body["model"], body["key"], body["value"]) == (key.store, key.name, value)
         rows = body["results"]
         assert rows and rows[0][key.column] == value
         assert [row["id"] for row in rows] == sorted(row["id"] for row in rows)
@@ -80,7 +83,7 @@ def test_a_stored_value_answers_its_models_rows(shop, key):
         for row in rows:
             orders = row.pop("orders", None)
             total, after = row.pop("orders_total", None), row.pop("orders_next", 0)
-            assert row == resource(key.model, row["id"])
+            assert row == resource(key.store, row["id"])
             if orders is not None:
                 assert total == len(orders) and after is None  # the shop's users have few
             assert (orders is not None) == query.endswith(f"include={INCLUDE_ORDERS}")
@@ -105,7 +108,7 @@ def test_count_bounds_the_rows(shop, key):
 @pytest.mark.parametrize("key", KEYS, ids=lambda key: key.name)
 def test_a_value_not_stored_is_404_and_a_malformed_one_400(shop, key):
     status, body = get(f"type=get&{key.name}={ABSENT[key.value.python]}")
-    assert status == 404 and body["error"].startswith(f"no {key.model} with {key.name}=")
+    assert status == 404 and body["error"].startswith(f"no {key.store} with {key.name}=")
     status, body = get(f"type=get&{key.name}=not%20a%20value")
     assert status == 400 and list(body["details"]) == [key.name]
 
@@ -171,7 +174,14 @@ def test_any_stored_user_reads_the_same_through_a_lookup_and_its_resource(**valu
 
 
 def test_an_output_field_a_lookup_cannot_render_is_refused(monkeypatch):
-    """Hiding a field is one edit to the serializer; a computed field is an error."""
+    """Hiding a field is one edit (`HIDDEN_COLUMNS`); a computed field is an error."""
+    monkeypatch.setitem(HIDDEN_COLUMNS, "users", frozenset({"phone", "mobile"}))
+    columns = output_columns.__wrapped__("users")
+    assert "id" in columns and not {"phone", "mobile"} & set(columns)
+
+    class Hidden(UserOut):
+        class Meta(UserOut.Meta):
+            fields = columns
 
     class Computed(UserOut):
         shout = serializers.SerializerMethodField()
@@ -179,17 +189,15 @@ def test_an_output_field_a_lookup_cannot_render_is_refused(monkeypatch):
         def get_shout(self, user) -> str:
             return user.name.upper()
 
-    class Hidden(UserOut):
         class Meta(UserOut.Meta):
-            fields = None
-            exclude = ["phone", "mobile"]
+            fields = [*columns, "shout"]
 
+    monkeypatch.setattr(outputs, "output_columns", output_columns.__wrapped__)
     monkeypatch.setitem(OUTPUTS, "users", Hidden)
-    columns = output_columns.__wrapped__("users")
-    assert "id" in columns and not {"phone", "mobile"} & set(columns)
+    outputs.check_renders_columns("users")  # the serializer renders what lookups select
     monkeypatch.setitem(OUTPUTS, "users", Computed)
     with pytest.raises(ImproperlyConfigured, match=r"Computed\.shout"):
-        output_columns.__wrapped__("users")
+        outputs.check_renders_columns("users")
 
 
 @pytest.mark.parametrize("key", [k for k in KEYS if k.query != RANGE], ids=lambda key: key.name)
@@ -202,7 +210,7 @@ def test_a_first_rows_lookup_asks_the_database_for_count_rows_only(shop, key):
         return execute(sql, params, many, context)
 
     query = f"type=get&{key.name}={stored_value(key)}&count=2"
-    with connections[key.model].execute_wrapper(wrapper):
+    with connections[key.store].execute_wrapper(wrapper):
         status, _ = get(query)
     assert status == 200
     assert [sql.rstrip().endswith("LIMIT 2") for sql in seen] == [True]
@@ -215,7 +223,7 @@ RANGE_KEYS = [key for key in KEYS if key.query == RANGE]
 def test_one_id_by_equality_reads_what_its_range_reads(shop, key):
     """A one-id lookup runs as ``id = v`` (`selectors.ONE_ID_QUERIES`), not as the range
     ``v <= id <= v``; both read the same rows, for ids stored, missing and at the edges."""
-    stored = list(MODELS[key.model].objects.values_list("id", flat=True))
+    stored = list(STORES[key.store].model.objects.values_list("id", flat=True))
     for value in {*stored, 0, 1, 9, 15, 10**6, MAX_ID}:
         one = ONE_ID_QUERIES[key.name].fetch(value)
         assert one == LOOKUP_QUERIES[key.name].fetch(value, value), value

@@ -1,4 +1,4 @@
-"""`api.renderers.dumps`: the JSON every API response is rendered with."""
+"""`api.http.renderers.dumps`: the JSON every API response is rendered with."""
 
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -6,7 +6,7 @@ from decimal import Decimal
 import orjson
 import pytest
 
-from api.renderers import dumps
+from api.http.renderers import dumps
 
 
 def test_money_keeps_its_places_and_utc_timestamps_end_in_z():

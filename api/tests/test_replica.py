@@ -19,9 +19,8 @@ import psycopg
 import pytest
 import requests
 
-from api.loadtest import runner
-from api.tests.conftest import postgresql_only
-from api.tests.test_load import manage
+from api.tests.conftest import manage, postgresql_only
+from loadtest import runner
 
 PRIMARY_URL = os.environ.get("PG_URL") or "postgres://postgres@127.0.0.1:5432"
 REPLICA_URL = os.environ.get("REPLICA_URL") or "postgres://postgres@127.0.0.1:5433"

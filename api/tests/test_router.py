@@ -16,15 +16,15 @@ from django.test import RequestFactory
 from hypothesis import given
 from hypothesis import strategies as st
 
-from api.hotpath import LookupFastPathHandler
-from api.middleware import primary_pinning_middleware
+from api.db.replicas import MONITOR
+from api.db.routers import DatabaseRouter, pinned_aliases, primary_pinning
+from api.fastpath import LookupFastPathHandler
+from api.http.middleware import primary_pinning_middleware
+from api.http.pinning import PINNING_COOKIE, pinned_by_cookie
 from api.models import Order, Product, User
-from api.pinning import PINNING_COOKIE, pinned_by_cookie
-from api.replica_health import MONITOR
-from api.routers import DatabaseRouter, pinned_aliases, primary_pinning
 from api.services.batch_insert import batch_insert
 from api.tests.conftest import ALL_DATABASES, raw_query, sqlite_only, sqlite_tables
-from api.tests.test_hotpath import call, environ
+from api.tests.test_fastpath import call, environ
 
 MODEL_TABLES = {"users": "users", "products": "products", "orders": "orders"}
 MODELS = {"users": User, "products": Product, "orders": Order}
@@ -33,7 +33,7 @@ REPO = Path(settings.BASE_DIR)
 
 def test_router_is_installed():
     """Django's settings name our router, so `django.db.router` consults it."""
-    assert settings.DATABASE_ROUTERS == ["api.routers.DatabaseRouter"]
+    assert settings.DATABASE_ROUTERS == ["api.db.routers.DatabaseRouter"]
 
 
 @pytest.mark.parametrize("alias", ["users", "products", "orders"])
@@ -134,7 +134,7 @@ REPLICAS = {"users": ["users_replica1", "users_replica2"]}
 @pytest.fixture(autouse=True)
 def _replicas_unmonitored(settings):
     """The routing tests name replicas that do not exist: every one takes reads
-    (`api.replica_health` is off); the monitor's own test turns it on."""
+    (`api.db.replicas` is off); the monitor's own test turns it on."""
     settings.REPLICA_CHECK_SECONDS = 0
 
 

@@ -10,7 +10,7 @@ from django.core import signing
 from django.db import connections
 from django.test import Client
 
-from api.selectors import row_counts
+from api.services.selectors import row_counts
 from api.tests.conftest import ALL_DATABASES, locked, sqlite_only
 from api.views import run_page
 from api.views.run_result import RESULT_SALT
@@ -186,7 +186,7 @@ def test_a_second_run_says_every_record_was_rejected_and_which_are_already_store
     [
         "garbage",
         "x" * 5000,
-        signing.dumps({"at": 0, "rows": {}}, salt="api.pinning", compress=True),
+        signing.dumps({"at": 0, "rows": {}}, salt="api.http.pinning", compress=True),
         signing.dumps({"at": 0, "rows": {}}, salt=RESULT_SALT, compress=True),  # not a run
     ],
 )

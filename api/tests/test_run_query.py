@@ -12,10 +12,10 @@ from django.db import connections
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
-from api.lookup_keys import LOOKUP_KEYS
+from api.domain.lookup_keys import LOOKUP_KEYS
+from api.http.query_params import Lookup
 from api.models import Order, Product, User
-from api.query_params import Lookup
-from api.selectors import lookup_rows
+from api.services.selectors import lookup_rows
 from api.tests.conftest import ALL_DATABASES, ROUTED, locked, sqlite_only
 
 URL = "/api/run-query/"
@@ -334,7 +334,7 @@ def test_concurrent_posts_lose_nothing_and_duplicate_nothing():
 @writes
 def test_include_orders_is_capped_per_user_with_the_total_and_the_next_page(client, monkeypatch):
     """A user with more orders than the cap: the first ones, the total, where to page on."""
-    monkeypatch.setattr("api.selectors.MAX_ORDERS_PER_USER", 3)
+    monkeypatch.setattr("api.services.selectors.MAX_ORDERS_PER_USER", 3)
     User.objects.create(id=1, name="Big", email="big@example.com")
     User.objects.create(id=2, name="Small", email="small@example.com")
     Product.objects.create(id=1, name="Lamp", price=Decimal("1.00"))
@@ -352,8 +352,8 @@ def test_include_orders_is_capped_per_user_with_the_total_and_the_next_page(clie
 
 
 def test_included_orders_stay_within_the_budget_for_any_number_of_users():
-    from api.limits import MAX_INCLUDED_ORDERS
-    from api.selectors import orders_per_user
+    from api.domain.limits import MAX_INCLUDED_ORDERS
+    from api.services.selectors import orders_per_user
 
     for users in (1, 2, 9, 10, 11, 999, 1000):
         assert 1 <= orders_per_user(users) * users <= max(MAX_INCLUDED_ORDERS, users)

@@ -23,13 +23,12 @@ from django.test import Client
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from api import schema_examples
-from api.batches import read_batch
-from api.loadtest import runner
+from api.domain.batches import read_batch
+from api.http import schema_examples
 from api.models import Order, Product, User
-from api.tests.conftest import ALL_DATABASES, sqlite_only
-from api.tests.test_load import manage
+from api.tests.conftest import ALL_DATABASES, manage, sqlite_only
 from data_project.wsgi import application
+from loadtest import runner
 
 db = pytest.mark.django_db(databases=ALL_DATABASES, transaction=True)
 HYPOTHESIS = settings(
@@ -147,7 +146,7 @@ def test_no_input_produces_a_server_error_or_an_undocumented_answer(case, small_
 
 @sqlite_only  # the generated data goes to SQLite files in a temporary DATA_DIR
 def test_a_live_server_on_generated_data_answers_as_documented(tmp_path):
-    """Schemathesis's CLI over HTTP, through Gunicorn and the hot path, on generated rows.
+    """Schemathesis's CLI over HTTP, through Gunicorn and the fast path, on generated rows.
 
     Every phase (examples, coverage, fuzzing, stateful), every check but
     ``positive_data_acceptance``; the recorded exchanges show lookups answered 200, so

@@ -31,6 +31,11 @@ DJANGO_ENV_VARS = [
     "DATABASE_POOL",
     "DATABASE_PREPARE_THRESHOLD",
     "DATABASE_CONNECT_TIMEOUT",
+    "DATABASE_CONNECT_TIMEOUT_SECONDS",
+    "SQLITE_BUSY_TIMEOUT",
+    "SQLITE_BUSY_TIMEOUT_SECONDS",
+    "CACHE_TIMEOUT",
+    "CACHE_TIMEOUT_SECONDS",
 ]
 
 
@@ -58,8 +63,8 @@ def test_defaults_are_four_sqlite_files_under_var_db(monkeypatch):
 
 
 def settings_variables() -> list[str]:
-    """Every variable settings.py reads by a literal name through its env_* helpers."""
-    return sorted(set(re.findall(r'env_\w+\(\s*"([A-Z0-9_]+)"', SETTINGS_FILE.read_text())))
+    """Every variable settings.py reads by a literal name through its `Env`."""
+    return sorted(set(re.findall(r'env\.\w+\(\s*"([A-Z0-9_]+)"', SETTINGS_FILE.read_text())))
 
 
 def plain_settings(conf: dict) -> dict:
@@ -83,6 +88,27 @@ def test_a_blank_variable_means_unset(monkeypatch):
 def test_a_number_that_does_not_parse_names_its_variable(monkeypatch, name):
     with pytest.raises(ImproperlyConfigured, match=name):
         load_settings(monkeypatch, **{name: "two"})
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "setting"),
+    [
+        ("SQLITE_BUSY_TIMEOUT", "SQLITE_BUSY_TIMEOUT_SECONDS", "SQLITE_BUSY_TIMEOUT_SECONDS"),
+        ("CACHE_TIMEOUT", "CACHE_TIMEOUT_SECONDS", "CACHE_TIMEOUT_SECONDS"),
+        (
+            "DATABASE_CONNECT_TIMEOUT",
+            "DATABASE_CONNECT_TIMEOUT_SECONDS",
+            "DATABASE_CONNECT_TIMEOUT_SECONDS",
+        ),
+    ],
+)
+def test_a_renamed_variable_still_works_with_a_warning(monkeypatch, old, new, setting):
+    """The old name is read when the new one is unset, with a warning naming the new one;
+    the new name wins when both are set."""
+    with pytest.warns(FutureWarning, match=f"{old} is deprecated: set {new}"):
+        assert load_settings(monkeypatch, **{old: "7"})[setting] == 7
+    with pytest.warns(FutureWarning):
+        assert load_settings(monkeypatch, **{old: "7", new: "9"})[setting] == 9
 
 
 def test_data_dir_moves_the_files(monkeypatch, tmp_path):
@@ -128,7 +154,7 @@ def test_sqlite_connections_are_tuned_for_concurrent_writers(alias):
         cursor.execute("PRAGMA synchronous")
         assert cursor.fetchone()[0] == 1  # NORMAL
         cursor.execute("PRAGMA busy_timeout")
-        assert cursor.fetchone()[0] == int(settings.SQLITE_BUSY_TIMEOUT_S * 1000)
+        assert cursor.fetchone()[0] == int(settings.SQLITE_BUSY_TIMEOUT_SECONDS * 1000)
 
 
 @pytest.mark.django_db(databases=ALL_DATABASES)
@@ -184,7 +210,9 @@ PG_URL = "postgres://app@db.internal:5432/users"
 def test_server_aliases_fail_fast_and_can_pool(monkeypatch):
     """A PostgreSQL alias has a connect timeout, health checks, prepared statements and a
     persistent connection per thread, or Django's pool with DATABASE_POOL=1."""
-    conf = load_settings(monkeypatch, DATABASE_URL_USERS=PG_URL, DATABASE_CONNECT_TIMEOUT="3")
+    conf = load_settings(
+        monkeypatch, DATABASE_URL_USERS=PG_URL, DATABASE_CONNECT_TIMEOUT_SECONDS="3"
+    )
     users = conf["DATABASES"]["users"]
     assert users["OPTIONS"]["connect_timeout"] == 3
     assert users["OPTIONS"]["prepare_threshold"] == 5

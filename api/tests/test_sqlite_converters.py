@@ -13,14 +13,14 @@ from django.test import override_settings
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from api.hotpath.sqlite_converters import (
+from api.db.sqlite_converters import (
     SQLITE_DIGITS,
     decimal_converter,
     faster_converter,
     row_converter,
 )
 from api.models import Order, Product, User
-from api.selectors import LOOKUP_QUERIES
+from api.services.selectors import LOOKUP_QUERIES
 
 MONEY_FIELDS = [
     field
@@ -236,4 +236,4 @@ def test_the_lookup_plans_use_them_on_sqlite_and_leave_other_backends_alone():
     query = LOOKUP_QUERIES["user_id"]
     query.fetch(1, 2)
     modules = {function.__module__ for _, function, _ in query._plans["users", None].converters}
-    assert ("api.hotpath.sqlite_converters" in modules) == (connections["users"].vendor == "sqlite")
+    assert ("api.db.sqlite_converters" in modules) == (connections["users"].vendor == "sqlite")

@@ -4,7 +4,7 @@ from decimal import Decimal
 
 import pytest
 
-from api import validation as v
+from api.domain import validation as v
 from api.models import Order, Product, User
 from api.services.batch_insert import batch_insert
 from api.tests.conftest import ROUTED

@@ -12,25 +12,25 @@ from rest_framework import generics, status
 from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 
-from api.access import NO_PERMISSIONS, READ, READ_PERMISSION, SCOPES, WRITE_PERMISSION
-from api.errors import BadRequest, Conflict, ServiceUnavailable, require_json
-from api.idempotency import idempotent
+from api.db.routers import DatabaseRouter
+from api.domain.results import FAILED, INSERTED
+from api.domain.validation import EMAIL_DUPLICATE, ID_EXISTS, OrderInput, ProductInput, UserInput
+from api.http.access import NO_PERMISSIONS, READ, READ_PERMISSION, TOKEN_SCOPES, WRITE_PERMISSION
+from api.http.errors import BadRequest, Conflict, ServiceUnavailable, require_json
+from api.http.idempotency import idempotent
+from api.http.outputs import ErrorOut, OrderOut, ProductOut, UserOut
+from api.http.pagination import KeysetPagination
+from api.http.throttling import CREATE_SCOPE, LOOKUP_SCOPE
 from api.models import Order, Product, User
-from api.pagination import KeysetPagination
-from api.routers import DatabaseRouter
-from api.selectors import user_orders
-from api.serializers import ErrorOut, OrderOut, ProductOut, UserOut
 from api.services.batch_insert import batch_insert
-from api.services.results import FAILED, INSERTED
-from api.throttles import CREATE, LOOKUP
-from api.validation import EMAIL_DUPLICATE, ID_EXISTS, OrderInput, ProductInput, UserInput
+from api.services.selectors import user_orders
 
 CONFLICTS = {EMAIL_DUPLICATE, ID_EXISTS}
 CREATE_ERRORS = {status: ErrorOut for status in (400, 409, 415, 503)}
 
 
 class ResourcePolicy:
-    """The scopes and throttle kind of a resource view (`api.access`, `api.throttles`):
+    """The scopes and throttle kind of a resource view (`api.http.access`, `api.http.throttling`):
     reading users or orders needs ``read``, products nothing; creating needs the model's
     ``add`` permission."""
 
@@ -45,10 +45,10 @@ class ResourcePolicy:
             return frozenset({needed}) if needed else NO_PERMISSIONS
         return NO_PERMISSIONS
 
-    def throttle_kind(self, request) -> str | None:
+    def get_throttle_scope(self, request) -> str | None:
         if request.method == "POST":
-            return CREATE
-        return LOOKUP if request.method in ("GET", "HEAD") else None
+            return CREATE_SCOPE
+        return LOOKUP_SCOPE if request.method in ("GET", "HEAD") else None
 
 
 def create_one(request, name: str, model: type[Model], serializer_class) -> Response:
@@ -133,7 +133,7 @@ class UserOrderList(ResourcePolicy, generics.ListAPIView):
     """One user's orders, keyset-paginated; 404 if the user does not exist."""
 
     def required_permissions(self, request) -> frozenset[str]:
-        return SCOPES[READ] if request.method in ("GET", "HEAD") else NO_PERMISSIONS
+        return TOKEN_SCOPES[READ] if request.method in ("GET", "HEAD") else NO_PERMISSIONS
 
     serializer_class = OrderOut
     pagination_class = KeysetPagination

@@ -18,12 +18,13 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.views import View
 
-from api.batches import read_batch
-from api.errors import RETRY_AFTER_SECONDS, failure_kind
-from api.selectors import row_counts
+from api.db.failures import failure_kind
+from api.domain.batches import read_batch
+from api.domain.results import FAILED
+from api.http.errors import RETRY_AFTER_SECONDS
+from api.http.inserts import batch_status
 from api.services.batch_insert import batch_insert
-from api.services.results import FAILED
-from api.views.run_query import batch_status
+from api.services.selectors import row_counts
 from api.views.run_result import RESULT_PARAM, BadResult, Run
 
 logger = logging.getLogger(__name__)

@@ -14,7 +14,8 @@ from typing import Any
 
 from django.core import signing
 
-from api.services.results import ALREADY_STORED, MODELS, REJECTED, BatchResult, RecordResult
+from api.domain.results import ALREADY_STORED, REJECTED, BatchResult, RecordResult
+from api.domain.stores import STORE_NAMES
 
 RESULT_PARAM = "result"
 RESULT_SALT = "api.views.run_result.v1"  # names the format
@@ -93,7 +94,7 @@ class Run:
             payload = signing.loads(token, salt=RESULT_SALT)
             ran_at = datetime.fromtimestamp(payload["at"], UTC)
             results, submitted = {}, {}
-            for name in MODELS:
+            for name in STORE_NAMES:
                 rows = payload["rows"][name]
                 results[name] = [RecordResult(*row[:4], code=row[4]) for row in rows]
                 submitted[name] = [None] * len(rows)

@@ -8,11 +8,13 @@ from drf_spectacular.utils import extend_schema
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from api.errors import RETRY_AFTER_SECONDS, envelope, failure_kind
-from api.replica_health import MONITOR
-from api.selectors import MODELS, cached_table_stats
-from api.serializers import ErrorOut, HealthOut, StatsOut
-from api.throttles import LOOKUP
+from api.db.failures import failure_kind
+from api.db.replicas import MONITOR
+from api.domain.stores import STORES
+from api.http.errors import RETRY_AFTER_SECONDS, envelope
+from api.http.outputs import ErrorOut, HealthOut, StatsOut
+from api.http.throttling import LOOKUP_SCOPE
+from api.services.selectors import cached_table_stats
 
 logger = logging.getLogger(__name__)
 
@@ -20,17 +22,17 @@ logger = logging.getLogger(__name__)
 class StatsView(APIView):
     """Row counts and the id range of every table, with the alias that holds it.
 
-    At most ``STATS_CACHE_SECONDS`` old (`api.selectors.cached_table_stats`).
+    At most ``STATS_CACHE_SECONDS`` old (`api.services.selectors.cached_table_stats`).
     """
 
-    def throttle_kind(self, request) -> str | None:
-        return LOOKUP if request.method in ("GET", "HEAD") else None
+    def get_throttle_scope(self, request) -> str | None:
+        return LOOKUP_SCOPE if request.method in ("GET", "HEAD") else None
 
     @extend_schema(responses={200: StatsOut, 503: ErrorOut})
     def get(self, request):
         stats = cached_table_stats()
-        for name, model in MODELS.items():
-            stats[name] = {"database": router.db_for_read(model), **stats[name]}
+        for name, store in STORES.items():
+            stats[name] = {"database": router.db_for_read(store.model), **stats[name]}
         return Response(stats)
 
 
@@ -41,7 +43,7 @@ def check_database(alias: str) -> str:
     ``default`` answers ``SELECT 1``.
     """
     try:
-        owned = [model for model in MODELS.values() if router.db_for_read(model) == alias]
+        owned = [s.model for s in STORES.values() if router.db_for_read(s.model) == alias]
         if owned:
             owned[0].objects.using(alias).exists()
         else:
@@ -58,7 +60,7 @@ class HealthView(APIView):
     """Check every primary database: 200 when all answer, 503 naming those that do not.
 
     Replicas are reported, not checked here (``replicas``: each one's state and lag as
-    `api.replica_health` last measured them); one that is down or lagging takes no reads,
+    `api.db.replicas` last measured them); one that is down or lagging takes no reads,
     which go to its primary, so it does not make the service unhealthy. Neither
     authenticated nor throttled: load balancers probe it.
     """

@@ -6,20 +6,20 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 from rest_framework.authtoken.models import Token
 
-from api.access import SCOPES, TIER_GROUP_PREFIX
+from api.http.access import TIER_GROUP_PREFIX, TOKEN_SCOPES
 
 
 class Command(BaseCommand):
     help = (
         "Create an API token for client NAME (a Django user made if missing) with the given "
         "scopes, replacing any it had, and print its key. Scopes: "
-        + ", ".join(f"{name} ({', '.join(sorted(perms))})" for name, perms in SCOPES.items())
+        + ", ".join(f"{name} ({', '.join(sorted(perms))})" for name, perms in TOKEN_SCOPES.items())
     )
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("name", help="the client's name (a Django username)")
         parser.add_argument(
-            "--scope", action="append", choices=sorted(SCOPES), default=[], dest="scopes"
+            "--scope", action="append", choices=sorted(TOKEN_SCOPES), default=[], dest="scopes"
         )
         parser.add_argument(
             "--tier", default=None, help="its throttle tier in settings.THROTTLE_RATES"
@@ -33,7 +33,9 @@ class Command(BaseCommand):
         user, _ = get_user_model().objects.get_or_create(username=name)
         if not user.is_active:
             raise CommandError(f"user {name!r} is inactive")
-        codenames = sorted({perm.split(".", 1)[1] for scope in scopes for perm in SCOPES[scope]})
+        codenames = sorted(
+            {perm.split(".", 1)[1] for scope in scopes for perm in TOKEN_SCOPES[scope]}
+        )
         permissions = list(
             Permission.objects.filter(content_type__app_label="api", codename__in=codenames)
         )

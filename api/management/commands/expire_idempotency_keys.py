@@ -1,12 +1,12 @@
 """``manage.py expire_idempotency_keys``: delete the ``Idempotency-Key`` rows whose time is up.
 
-Expired keys are also deleted when a request reads one (`api.idempotency`); this command
+Expired keys are also deleted when a request reads one (`api.http.idempotency`); this command
 clears those nobody asks for again. Run it from cron, say hourly.
 """
 
 from django.core.management.base import BaseCommand
 
-from api.idempotency import idempotency_keys_expire
+from api.http.idempotency import idempotency_keys_expire
 
 
 class Command(BaseCommand):

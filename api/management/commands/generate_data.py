@@ -22,6 +22,7 @@ from typing import IO
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError
 
+from api.domain.stores import STORE_NAMES
 from api.services.generation import PROCESSES, THREADS, Counts, PlanError
 from api.services.generation.plan import plan_generation
 from api.services.generation.progress import Progress, ProgressBars, ProgressLines
@@ -63,7 +64,7 @@ class Command(BaseCommand):
             type=count,
             help=f"total rows, split 30/10/60%% users/products/orders (default {DEFAULT_ROWS:,})",
         )
-        for table in ("users", "products", "orders"):
+        for table in STORE_NAMES:
             parser.add_argument(
                 f"--{table}", type=count, help=f"{table} to generate (replaces its share)"
             )
@@ -130,7 +131,7 @@ def _progress(stream: IO[str]) -> Progress:
 
 def _check_keyword_options(options: dict) -> None:
     """Apply the parser's rules to values given as keywords to `call_command` (unparsed)."""
-    rules = {name: count for name in ("rows", "users", "products", "orders")}
+    rules = {name: count for name in ("rows", *STORE_NAMES)}
     for name, rule in {**rules, "batch_size": batch_size}.items():
         if options[name] is None:
             continue
@@ -143,7 +144,7 @@ def _check_keyword_options(options: dict) -> None:
 
 def counts_from(options: dict) -> Counts:
     """``--rows`` split, then each explicit count in place of its share."""
-    explicit = {t: options[t] for t in ("users", "products", "orders") if options[t] is not None}
+    explicit = {t: options[t] for t in STORE_NAMES if options[t] is not None}
     rows = options["rows"]
     if rows is None:
         rows = 0 if explicit else DEFAULT_ROWS

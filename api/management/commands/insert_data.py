@@ -6,9 +6,10 @@ a database failed records; rejections are an expected outcome, not an error.
 
 from django.core.management.base import BaseCommand, CommandError
 
-from api.batches import ASSIGNMENT_FILE, InvalidBatch, read_batch
+from api.domain.batches import ASSIGNMENT_FILE, InvalidBatch, read_batch
+from api.domain.results import BatchResult
+from api.domain.stores import STORE_NAMES
 from api.services.batch_insert import batch_insert
-from api.services.results import BatchResult
 
 
 class Command(BaseCommand):
@@ -18,7 +19,7 @@ class Command(BaseCommand):
         parser.add_argument(
             "--file",
             default=str(ASSIGNMENT_FILE),
-            help="JSON object with 'users', 'products', 'orders' lists "
+            help=f"JSON object with {', '.join(STORE_NAMES)} lists "
             "(default: the assignment fixture).",
         )
 

@@ -4,7 +4,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 from rest_framework.authtoken.models import Token
 
-from api.access import TOKEN_CACHE_SECONDS_NOTE
+from api.http.access import TOKEN_CACHE_SECONDS_NOTE
 
 
 class Command(BaseCommand):

@@ -16,16 +16,15 @@ from dataclasses import dataclass
 
 from django.db import router
 
-from api.limits import MAX_ID
-from api.models import Order, Product, User
+from api.domain.limits import MAX_ID
+from api.domain.stores import STORE_NAMES, STORES
+from api.models import Product, User
 from api.services.generation.catalog import Catalog, product_catalog
 from api.services.generation.loaders import Loader, loader_for
 from api.services.generation.orders import ORDER_COLUMNS, References
 from api.services.generation.products import PRODUCT_COLUMNS
 from api.services.generation.users import USER_COLUMNS
 
-TABLES = ("users", "products", "orders")
-MODELS = {"users": User, "products": Product, "orders": Order}
 COLUMNS = {"users": USER_COLUMNS, "products": PRODUCT_COLUMNS, "orders": ORDER_COLUMNS}
 READ_CHUNK = 20_000
 
@@ -86,8 +85,8 @@ def plan_generation(
     or when the ids would overflow.
     """
     tables = {}
-    for table in TABLES:
-        model = MODELS[table]
+    for table in STORE_NAMES:
+        model = STORES[table].model
         alias = router.db_for_write(model)
         loader = loader_for(alias=alias, model=model, columns=COLUMNS[table], portable=portable)
         stored, next_id = (0, 1) if clear else loader.stored()

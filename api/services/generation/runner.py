@@ -28,8 +28,9 @@ from typing import Any
 
 from django.db import connections
 
+from api.domain.stores import STORE_NAMES
 from api.services.generation.orders import order_batches
-from api.services.generation.plan import TABLES, Plan, TablePlan
+from api.services.generation.plan import Plan, TablePlan
 from api.services.generation.products import product_batches
 from api.services.generation.progress import Progress, Quiet
 from api.services.generation.users import user_batches
@@ -86,7 +87,7 @@ def run_plan(
 ) -> RunResult:
     """Load every planned table in parallel, reporting to ``progress`` (None: quietly)."""
     started = time.perf_counter()
-    jobs = [_job(plan, table) for table in TABLES if _runs(plan.tables[table])]
+    jobs = [_job(plan, table) for table in STORE_NAMES if _runs(plan.tables[table])]
     result = RunResult(
         {
             job.table: TableOutcome(

@@ -1,0 +1,99 @@
+"""Circuit breakers: a store that is locked, slow or down fails its own requests fast.
+
+Each store has a `StoreBreaker` for reads (`READ_BREAKERS`) and one for writes
+(`WRITE_BREAKERS`). When an operation on a store fails in a way that will likely repeat
+(locked past its wait, timed out, unreachable), the breaker opens for
+``STORE_COOLDOWN_SECONDS``: requests that need that store are refused at once
+(`StoreShed`) instead of tying a worker up for the whole wait, so requests for the other
+stores keep their normal latency. After the cool-down one request probes the store,
+waiting at most `PROBE_WAIT_SECONDS` for a lock; its success closes the breaker, its
+failure opens it again. A write breaker opens on a lock too; a read breaker does not
+(SQLite's readers never wait for its writers).
+
+Hand-written rather than pybreaker: pybreaker holds one lock for the whole protected call,
+which would serialise every lookup of a store through one thread.
+"""
+
+from threading import Lock
+from time import monotonic
+
+from django.conf import settings
+from django.db import DatabaseError
+
+from api.db.failures import (
+    LOCKED,
+    TIMEOUT,
+    UNREACHABLE,
+    StoreShed,
+    StoreUnavailable,
+    failure_kind,
+)
+from api.domain.stores import STORE_NAMES
+
+PROBE_WAIT_SECONDS = 0.25  # a probe finds out; it need not wait out a lock that persists
+READ_TRANSIENT = frozenset({TIMEOUT, UNREACHABLE})
+WRITE_TRANSIENT = frozenset({LOCKED, TIMEOUT, UNREACHABLE})
+
+
+class StoreBreaker:
+    """The circuit breaker of one store for one kind of access; a context manager.
+
+    ``with breaker: ...`` raises `StoreShed` at once while it is open, and turns a
+    `DatabaseError` inside into a `StoreUnavailable` naming its store and kind, opening
+    the breaker when that kind is in ``transient``.
+    """
+
+    __slots__ = ("_lock", "cooldown_s", "kind", "open_until", "store", "transient")
+
+    def __init__(self, store: str, transient: frozenset[str], cooldown_s: float | None = None):
+        self.store, self.transient = store, transient
+        self.cooldown_s = settings.STORE_COOLDOWN_SECONDS if cooldown_s is None else cooldown_s
+        self.open_until = 0.0  # monotonic seconds; 0.0 when closed
+        self.kind = ""
+        self._lock = Lock()
+
+    def check(self) -> bool:
+        """Raise `StoreShed` while open; past the cool-down, let one caller probe.
+
+        Returns True for that probe (it should wait at most `PROBE_WAIT_SECONDS`).
+        """
+        until = self.open_until
+        if not until:
+            return False
+        if monotonic() >= until:
+            with self._lock:
+                if self.open_until == until:  # the first caller past the cool-down probes
+                    self.open_until = monotonic() + self.cooldown_s
+                    return True
+        raise StoreShed(self.store, self.kind)
+
+    def succeeded(self) -> None:
+        """Close the breaker: the store answered."""
+        if self.open_until:
+            self.open_until = 0.0
+
+    def failed(self, exc: DatabaseError) -> str:
+        """Record a failure; open the breaker if its kind will likely repeat. Its kind."""
+        kind = failure_kind(exc)
+        if kind in self.transient:
+            self.kind = kind
+            self.open_until = monotonic() + self.cooldown_s
+        return kind
+
+    def __enter__(self) -> None:
+        if self.open_until:
+            self.check()
+
+    def __exit__(self, exc_type, exc, traceback) -> bool:
+        if exc is None:
+            if self.open_until:
+                self.succeeded()
+            return False
+        if isinstance(exc, DatabaseError) and not isinstance(exc, StoreUnavailable):
+            kind = self.failed(exc)
+            raise StoreUnavailable(self.store, kind, str(exc)) from exc
+        return False
+
+
+READ_BREAKERS = {store: StoreBreaker(store, READ_TRANSIENT) for store in STORE_NAMES}
+WRITE_BREAKERS = {store: StoreBreaker(store, WRITE_TRANSIENT) for store in STORE_NAMES}

@@ -1,0 +1,103 @@
+"""Bulkheads: one worker thread and a bounded queue per store, for its writes.
+
+A batch's part for a store runs on that store's worker (`submit`), one batch at a time, as
+SQLite's writers queue anyway. A queue holding ``INSERT_QUEUE_LIMIT`` batches, an open
+write breaker (`api.db.breakers`) or a deadline passed while queued refuses the part at
+once (`StoreShed`), so a store that is locked or slow holds up its own requests only.
+Inside the worker, `api.db.deadlines.waits_at_most` bounds its wait for the lock.
+
+Workers live as long as the process, started on first use, and keep their connections
+between batches under Django's rules for a request thread (``close_old_connections()``
+before and after every batch); `close_worker_connections` closes what they hold.
+"""
+
+import os
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from threading import Lock
+from time import monotonic
+from typing import TypeVar
+
+from django.conf import settings
+from django.db import close_old_connections, connections
+
+from api.db.breakers import PROBE_WAIT_SECONDS, WRITE_BREAKERS
+from api.db.deadlines import waits_at_most
+from api.db.failures import BUSY, TIMEOUT, StoreShed
+
+T = TypeVar("T")
+
+_workers: dict[str, ThreadPoolExecutor] = {}
+_workers_lock = Lock()
+
+
+def _worker(alias: str) -> ThreadPoolExecutor:
+    """The worker thread of ``alias`` in this process, started on first use."""
+    worker = _workers.get(alias)
+    if worker is None:
+        with _workers_lock:
+            worker = _workers.get(alias)
+            if worker is None:
+                worker = _workers[alias] = ThreadPoolExecutor(
+                    max_workers=1, thread_name_prefix=f"batch-insert-{alias}"
+                )
+    return worker
+
+
+def _forget_workers() -> None:
+    """In a forked child (a Gunicorn worker): the parent's threads did not come along."""
+    global _workers_lock
+    _workers.clear()
+    _workers_lock = Lock()
+
+
+os.register_at_fork(after_in_child=_forget_workers)
+
+
+def close_worker_connections() -> None:
+    """Close every connection the workers of this process hold, and wait until they have.
+
+    For tests and for code that changes connection settings: the workers' next batches
+    connect anew. Raises what closing raised.
+    """
+    with _workers_lock:
+        closing = [worker.submit(connections.close_all) for worker in _workers.values()]
+    for future in closing:
+        future.result()
+
+
+_queued: dict[str, int] = {}  # batches submitted to each alias's worker and not done
+_queued_lock = Lock()
+
+
+def submit(alias: str, deadline: float | None, work: Callable[..., T], *args) -> Future:
+    """``work(*args)`` on ``alias``'s worker, or a future failed at once with `StoreShed`
+    when the store's write breaker is open or its queue is full."""
+    try:
+        probe = WRITE_BREAKERS[alias].check()
+        with _queued_lock:
+            if _queued.get(alias, 0) >= settings.INSERT_QUEUE_LIMIT:
+                raise StoreShed(alias, BUSY)
+            _queued[alias] = _queued.get(alias, 0) + 1
+    except StoreShed as exc:
+        shed: Future = Future()
+        shed.set_exception(exc)
+        return shed
+    if probe and deadline is not None:
+        deadline = min(deadline, monotonic() + PROBE_WAIT_SECONDS)
+    return _worker(alias).submit(_in_worker, alias, deadline, work, *args)
+
+
+def _in_worker(alias: str, deadline: float | None, work: Callable[..., T], *args) -> T:
+    # What Django's request_started and request_finished signals do for a request thread.
+    close_old_connections()
+    try:
+        wait_s = None if deadline is None else deadline - monotonic()
+        if wait_s is not None and wait_s <= 0:  # queued past the deadline: do not start
+            raise StoreShed(alias, TIMEOUT)
+        with waits_at_most(alias, wait_s):
+            return work(*args)
+    finally:
+        with _queued_lock:
+            _queued[alias] -= 1
+        close_old_connections()

@@ -1,0 +1,335 @@
+"""Validation rules for every write path, in one place.
+
+A record passes two stages, and every rejection carries a reason:
+
+1. **Field rules** (`UserInput`, `ProductInput`, `OrderInput`): types, blanks, ranges,
+   e-mail syntax, unknown keys. They need no database and run before any worker starts.
+2. **Database rules** (`Taken.conflicts`, `order_reference_errors`): an
+   explicit id that already exists, an e-mail already used (case-insensitively: e-mails are
+   stored lower-cased), an order whose user or product does not exist. The insert service
+   evaluates them inside each database's write transaction, against rows already stored
+   and records accepted earlier in the same batch.
+
+Error messages are module constants because tests, clients and the assignment fixture
+compare them verbatim.
+"""
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from threading import local
+from typing import Any, TypeVar
+
+from django.db import models
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+from rest_framework.settings import api_settings
+
+from api.domain.limits import MAX_EXPLICIT_ID, MAX_ID
+from api.models import Order, Product, User
+
+NON_FIELD_ERRORS = api_settings.NON_FIELD_ERRORS_KEY
+# Bounds that keep every accepted value inside the column types of SQLite and PostgreSQL
+# (64-bit ids, 32-bit quantity, total = quantity × price within its 20 digits).
+MAX_QUANTITY = 1_000_000
+
+UNKNOWN_FIELD = "unknown field"
+NOT_AN_OBJECT = "record must be a JSON object"
+ID_INVALID = f"id must be an integer from 1 to {MAX_EXPLICIT_ID}"
+ID_EXISTS = "id already exists"
+NAME_REQUIRED = "name is required"
+NAME_BLANK = "name is blank"
+EMAIL_REQUIRED = "email is required"
+EMAIL_INVALID = "email is not a valid address"
+EMAIL_DUPLICATE = "duplicate email"
+PRICE_REQUIRED = "price is required"
+PRICE_INVALID = "price must be a number with at most 2 decimal places"
+PRICE_NEGATIVE = "price is negative"
+QUANTITY_REQUIRED = "quantity is required"
+QUANTITY_INVALID = "quantity must be an integer"
+QUANTITY_NOT_POSITIVE = "quantity must be > 0"
+QUANTITY_TOO_LARGE = f"quantity must be <= {MAX_QUANTITY}"
+REFERENCE_INVALID = "must be a positive integer id"
+USER_MISSING = "user does not exist"
+PRODUCT_MISSING = "product does not exist"
+USER_AND_PRODUCT_MISSING = "user and product do not exist"
+
+Errors = dict[str, list[str]]
+
+_ID_FIELD = {
+    "required": False,
+    "min_value": 1,
+    "max_value": MAX_EXPLICIT_ID,
+    "error_messages": {
+        "invalid": ID_INVALID,
+        "min_value": ID_INVALID,
+        "max_value": ID_INVALID,
+        "max_string_length": ID_INVALID,
+        "null": ID_INVALID,
+    },
+}
+_REFERENCE_FIELD = {
+    "min_value": 1,
+    "max_value": MAX_ID,
+    "error_messages": {
+        key: REFERENCE_INVALID
+        for key in ("invalid", "min_value", "max_value", "max_string_length", "null")
+    },
+}
+_NAME_MESSAGES = {"required": NAME_REQUIRED, "null": NAME_REQUIRED, "blank": NAME_BLANK}
+_MONEY = {"min_value": 0}
+
+
+class StrictCharField(serializers.CharField):
+    """Text must be a JSON string: ``0`` or ``true`` is not silently turned into text.
+
+    ``max_length`` holds for the text as sent, as the schema publishes it, not only once
+    surrounding whitespace is trimmed.
+    """
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        if self.max_length is not None and len(data) > self.max_length:
+            self.fail("max_length", max_length=self.max_length)
+        return super().to_internal_value(data)
+
+
+class StrictEmailField(serializers.EmailField, StrictCharField):
+    pass
+
+
+class StrictIntegerField(serializers.IntegerField):
+    """Integers must be JSON integers, not ``"3"``, ``3.0`` or ``true``."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictBooleanField(serializers.BooleanField):
+    def to_internal_value(self, data):
+        if not isinstance(data, bool):
+            self.fail("invalid")
+        return data
+
+
+@extend_schema_field(
+    {"oneOf": [{"type": "number"}, {"type": "string", "format": "decimal"}]}, component_name=None
+)
+class MoneyField(serializers.DecimalField):
+    """A JSON number (``12.5``) or a decimal string (``"12.50"``); never ``true``."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictInput(serializers.ModelSerializer):
+    """Reject unknown keys and loosely typed values instead of coercing them."""
+
+    serializer_field_mapping = {
+        **serializers.ModelSerializer.serializer_field_mapping,
+        models.CharField: StrictCharField,
+        models.EmailField: StrictEmailField,
+        models.IntegerField: StrictIntegerField,
+        models.BigIntegerField: StrictIntegerField,
+        models.BooleanField: StrictBooleanField,
+        models.DecimalField: MoneyField,
+    }
+
+    def to_internal_value(self, data: Mapping) -> dict:
+        unknown = {key: [UNKNOWN_FIELD] for key in data if key not in self.fields}
+        try:
+            value = super().to_internal_value(data)
+        except serializers.ValidationError as exc:
+            raise serializers.ValidationError({**unknown, **exc.detail}) from exc
+        if unknown:
+            raise serializers.ValidationError(unknown)
+        return value
+
+
+class UserInput(StrictInput):
+    """A user as submitted; ``email`` comes out stripped and lower-cased."""
+
+    id = StrictIntegerField(**_ID_FIELD)
+    email = StrictEmailField(
+        max_length=254,
+        error_messages={
+            "required": EMAIL_REQUIRED,
+            "null": EMAIL_REQUIRED,
+            "blank": EMAIL_REQUIRED,
+            "invalid": EMAIL_INVALID,
+        },
+    )
+
+    class Meta:
+        model = User
+        fields = [
+            "id",
+            "name",
+            "email",
+            "organization_id",
+            "phone",
+            "mobile",
+            "country_code",
+            "city",
+            "credit_limit",
+            "outstanding_amount",
+            "total_sales",
+            "customer_type",
+            "segment_name",
+            "segment_discount",
+            "is_active",
+        ]
+        extra_kwargs = {
+            "name": {"error_messages": _NAME_MESSAGES},
+            "organization_id": {"min_value": 1, "max_value": MAX_ID},
+            "credit_limit": _MONEY,
+            "outstanding_amount": _MONEY,
+            "total_sales": _MONEY,
+            "segment_discount": {"min_value": 0, "max_value": 100},
+        }
+
+    def validate_email(self, value: str) -> str:
+        return value.lower()
+
+
+class ProductInput(StrictInput):
+    """A product as submitted; ``price`` comes out as a two-place ``Decimal``."""
+
+    id = StrictIntegerField(**_ID_FIELD)
+    price = MoneyField(
+        max_digits=12,
+        decimal_places=2,
+        min_value=0,
+        error_messages={
+            "required": PRICE_REQUIRED,
+            "null": PRICE_REQUIRED,
+            "invalid": PRICE_INVALID,
+            "max_digits": PRICE_INVALID,
+            "max_decimal_places": PRICE_INVALID,
+            "max_whole_digits": PRICE_INVALID,
+            "max_string_length": PRICE_INVALID,
+            "min_value": PRICE_NEGATIVE,
+        },
+    )
+
+    class Meta:
+        model = Product
+        fields = ["id", "name", "sku", "category", "price", "stock"]
+        extra_kwargs = {
+            "name": {"error_messages": _NAME_MESSAGES},
+            "stock": {"min_value": 0, "max_value": 2**31 - 1},
+        }
+
+
+class OrderInput(StrictInput):
+    """An order as submitted; ``unit_price`` and ``total`` are computed, never accepted."""
+
+    id = StrictIntegerField(**_ID_FIELD)
+    user_id = StrictIntegerField(**_REFERENCE_FIELD)
+    product_id = StrictIntegerField(**_REFERENCE_FIELD)
+    quantity = StrictIntegerField(
+        min_value=1,
+        max_value=MAX_QUANTITY,
+        error_messages={
+            "required": QUANTITY_REQUIRED,
+            "null": QUANTITY_REQUIRED,
+            "invalid": QUANTITY_INVALID,
+            "max_string_length": QUANTITY_INVALID,
+            "min_value": QUANTITY_NOT_POSITIVE,
+            "max_value": QUANTITY_TOO_LARGE,
+        },
+    )
+
+    class Meta:
+        model = Order
+        fields = ["id", "user_id", "product_id", "quantity", "status"]
+
+
+_by_thread = local()
+S = TypeVar("S", bound=StrictInput)
+
+
+def input_serializer(cls: type[S]) -> S:
+    """This thread's instance of ``cls``, built on first use and kept.
+
+    A ModelSerializer builds its fields from the model when first asked for them, which
+    costs more than validating a record (``docs/performance.md``). `check_fields`
+    keeps no state on the instance between calls, and one thread uses it at a time.
+    """
+    cached = _by_thread.__dict__
+    serializer = cached.get(cls)
+    if serializer is None:
+        serializer = cached[cls] = cls()
+    return serializer
+
+
+def check_fields(serializer: StrictInput, raw: Any) -> tuple[dict | None, Errors]:
+    """Apply the field rules to one raw record.
+
+    Returns ``(clean, {})`` on success, where ``clean`` holds Python values ready for the
+    model, or ``(None, errors)`` mapping each field to its messages.
+    """
+    if not isinstance(raw, Mapping):
+        return None, {NON_FIELD_ERRORS: [NOT_AN_OBJECT]}
+    try:
+        return dict(serializer.run_validation(raw)), {}
+    except serializers.ValidationError as exc:
+        detail = exc.detail if isinstance(exc.detail, dict) else {NON_FIELD_ERRORS: exc.detail}
+        return None, {key: [str(msg) for msg in msgs] for key, msgs in detail.items()}
+
+
+@dataclass
+class Taken:
+    """Ids (and, for users, e-mails) a new record may not reuse.
+
+    Filled with what the database already stores, then `claim` adds each record accepted
+    earlier in the same batch. ``emails`` is ``None`` for models without an e-mail rule.
+    """
+
+    ids: set[int]
+    emails: set[str] | None = None
+
+    def conflicts(self, record: Mapping) -> Errors:
+        """An explicit id already taken, an e-mail already used (records are lower-cased)."""
+        errors = {}
+        if record.get("id") is not None and record["id"] in self.ids:
+            errors["id"] = [ID_EXISTS]
+        if self.emails is not None and record["email"] in self.emails:
+            errors["email"] = [EMAIL_DUPLICATE]
+        return errors
+
+    def claim(self, record: Mapping) -> None:
+        """Reserve an accepted record's id and e-mail for the rest of the batch."""
+        if record.get("id") is not None:
+            self.ids.add(record["id"])
+        if self.emails is not None:
+            self.emails.add(record["email"])
+
+
+def order_reference_errors(
+    record: Mapping, *, user_ids: set[int], product_ids: set[int] | Mapping[int, Any]
+) -> Errors:
+    """An order must name an existing user and an existing product."""
+    user_missing = record["user_id"] not in user_ids
+    product_missing = record["product_id"] not in product_ids
+    if user_missing and product_missing:
+        return {NON_FIELD_ERRORS: [USER_AND_PRODUCT_MISSING]}
+    if user_missing:
+        return {NON_FIELD_ERRORS: [USER_MISSING]}
+    if product_missing:
+        return {NON_FIELD_ERRORS: [PRODUCT_MISSING]}
+    return {}
+
+
+def reason(errors: Errors) -> str:
+    """One line for people: each message, prefixed with its field unless it names it."""
+    parts = []
+    for key, messages in errors.items():
+        for message in messages:
+            named = key == NON_FIELD_ERRORS or key.split("_")[0] in message
+            parts.append(message if named else f"{key}: {message}")
+    return "; ".join(parts)

@@ -1,0 +1,180 @@
+"""What each store's worker runs inside its transaction: the database rules, then the rows.
+
+`store_users` and `store_products` reject ids and e-mails already taken, store the rest and
+read which of the users / products the batch's orders refer to exist (with the products'
+prices). `store_orders` waits for both, checks each order's references and stores the
+valid ones. Each runs in ``transaction.atomic(using=alias)`` on its store's worker
+(`api.db.bulkheads`); `api.services.batch_insert` hands them their records.
+"""
+
+from collections.abc import Set
+from concurrent.futures import Future
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from django.db import DatabaseError, IntegrityError, connections, transaction
+from django.db.models import QuerySet
+
+from api.domain.results import ALREADY_STORED, FAILED, INSERTED, REJECTED, RecordResult
+from api.domain.validation import Errors, Taken, order_reference_errors, reason
+from api.models import Order, Product, User
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A record that passed the field rules; ``data`` holds model-ready values."""
+
+    index: int
+    data: dict
+
+
+@dataclass(frozen=True)
+class Stored:
+    """A worker's outcome: its results, and the referenced ids known to exist.
+
+    ``known`` maps id → price for products; for users the values are ``None``.
+    """
+
+    results: list[RecordResult]
+    known: dict[int, Decimal | None]
+
+
+def store_users(alias: str, candidates: list[Candidate], referenced: set[int]) -> Stored:
+    if not candidates and not referenced:
+        return Stored([], {})
+    with transaction.atomic(using=alias):
+        users = User.objects.using(alias)
+        results = _store(users, candidates)
+        # Read inside the transaction, after the insert: batch members count as existing.
+        known = dict.fromkeys(_existing_ids(users, referenced))
+    return Stored(results, known)
+
+
+def store_products(alias: str, candidates: list[Candidate], referenced: set[int]) -> Stored:
+    if not candidates and not referenced:
+        return Stored([], {})
+    with transaction.atomic(using=alias):
+        products = Product.objects.using(alias)
+        results = _store(products, candidates)
+        prices = dict(products.filter(id__in=referenced).values_list("id", "price"))
+    return Stored(results, prices)
+
+
+def store_orders(
+    alias: str, candidates: list[Candidate], users_future: Future, products_future: Future
+) -> Stored:
+    if not candidates:
+        return Stored([], {})
+    try:
+        user_ids = users_future.result().known
+        prices = products_future.result().known
+    except DatabaseError as exc:
+        message = f"cannot check references: {type(exc).__name__}: {exc}; retry later"
+        return Stored([failed(c, message) for c in candidates], {})
+
+    results, valid = [], []
+    for c in candidates:
+        errors = order_reference_errors(c.data, user_ids=user_ids, product_ids=prices)
+        if errors:
+            results.append(rejected(c.index, c.data.get("id"), errors))
+            continue
+        price = prices[c.data["product_id"]]
+        total = price * c.data["quantity"]
+        valid.append(Candidate(c.index, {**c.data, "unit_price": price, "total": total}))
+
+    with transaction.atomic(using=alias):
+        results += _store(Order.objects.using(alias), valid)
+    return Stored(results, {})
+
+
+def _store(queryset: QuerySet, candidates: list[Candidate]) -> list[RecordResult]:
+    """Reject candidates whose id or e-mail is taken, insert the rest; inside ``atomic``.
+
+    Rows go in with one ``bulk_create`` inside a savepoint. If another writer committed a
+    conflicting row after our checks (possible under PostgreSQL's READ COMMITTED; SQLite's
+    IMMEDIATE transactions serialise writers and rule it out), the savepoint is rolled back
+    and each row is retried in its own savepoint, so that only the rows that now conflict
+    are rejected, with the reason a fresh check finds. An `IntegrityError` no rule explains
+    propagates.
+    """
+    alias, model = queryset.db, queryset.model
+    taken = _taken(queryset, [c.data for c in candidates])
+    stored_ids = frozenset(taken.ids)  # before `claim` adds the batch's own
+    results, accepted = [], []
+    for c in candidates:
+        errors = taken.conflicts(c.data)
+        if errors:
+            results.append(rejected(c.index, c.data.get("id"), errors, stored_ids))
+        else:
+            taken.claim(c.data)
+            accepted.append((c, model(**c.data)))
+
+    try:
+        with transaction.atomic(using=alias):
+            queryset.bulk_create([obj for _, obj in accepted])
+    except IntegrityError:
+        inserted = []
+        for c, _ in accepted:
+            obj = model(**c.data)
+            try:
+                with transaction.atomic(using=alias):
+                    obj.save(using=alias, force_insert=True)
+            except IntegrityError:
+                now = _taken(queryset, [c.data])
+                errors = now.conflicts(c.data)
+                if not errors:
+                    raise
+                results.append(rejected(c.index, c.data.get("id"), errors, now.ids))
+            else:
+                inserted.append((c, obj))
+        accepted = inserted
+
+    _advance_sequence(queryset, [c.data["id"] for c, _ in accepted if c.data.get("id")])
+    return results + [RecordResult(c.index, INSERTED, obj.pk) for c, obj in accepted]
+
+
+def _advance_sequence(queryset: QuerySet, explicit_ids: list[int]) -> None:
+    """Move PostgreSQL's id sequence past explicit ids, so later automatic ids skip them.
+
+    PostgreSQL's sequence ignores ids given explicitly (SQLite's AUTOINCREMENT does not);
+    without this the next automatic id could be one just stored. Never moves it backwards.
+    """
+    connection = connections[queryset.db]
+    if not explicit_ids or connection.vendor != "postgresql":
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT setval(s::regclass,"
+            " GREATEST(%s, COALESCE(pg_sequence_last_value(s::regclass), 0)))"
+            " FROM pg_get_serial_sequence(%s, 'id') AS s",
+            [max(explicit_ids), queryset.model._meta.db_table],
+        )
+
+
+def _taken(queryset: QuerySet, records: list[dict]) -> Taken:
+    """The ids (and e-mails, for users) among ``records`` that are already stored."""
+    ids = _existing_ids(queryset, {r.get("id") for r in records})
+    if queryset.model is not User:
+        return Taken(ids)
+    emails = [r["email"] for r in records]
+    return Taken(ids, set(queryset.filter(email__in=emails).values_list("email", flat=True)))
+
+
+def _existing_ids(queryset: QuerySet, ids: set[int | None]) -> set[int]:
+    ids = {pk for pk in ids if pk is not None}
+    return set(queryset.filter(id__in=ids).values_list("id", flat=True)) if ids else set()
+
+
+def rejected(
+    index: int, submitted_id: Any, errors: Errors, stored_ids: Set[int] = frozenset()
+) -> RecordResult:
+    """``stored_ids``: ids stored before the batch; a record with one is `ALREADY_STORED`."""
+    valid_id = isinstance(submitted_id, int) and not isinstance(submitted_id, bool)
+    record_id = submitted_id if valid_id else None
+    code = ALREADY_STORED if record_id in stored_ids else ""
+    return RecordResult(index, REJECTED, record_id, reason(errors), errors, code)
+
+
+def failed(candidate: Candidate, message: str) -> RecordResult:
+    return RecordResult(candidate.index, FAILED, candidate.data.get("id"), message)

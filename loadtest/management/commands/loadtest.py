@@ -1,0 +1,189 @@
+"""``manage.py loadtest``: the main job, from an empty checkout to a report.
+
+Migrates every database, generates the million rows if the users table is empty (timed,
+and recorded in ``DATA_DIR`` for later runs' reports), creates the swarm's API token
+(client ``swarm``: ``read`` and ``write`` scopes, ``benchmark`` tier), starts Gunicorn as
+production runs it (`production_env`: tokens required, the production throttles and
+switches), waits for ``/api/health/``, runs the headless Locust swarm, stops Gunicorn (also
+on Ctrl-C or failure) and writes ``reports/``: ``index.html``, the one page to open
+(`loadtest.report`), Locust's HTML report, CSVs and log, ``summary.json`` and
+``summary.md``. Exits 1 when a threshold is breached (any failed request; p95 above
+``--p95-ms``; RPS below ``--min-rps``), Locust failed or a server died, naming each.
+"""
+
+import io
+import secrets
+import time
+from pathlib import Path
+
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError
+
+from api.services.selectors import row_counts
+from loadtest import report, runinfo, runner
+from loadtest.checks import breaches, cpu_warning, thresholds
+from loadtest.summary import (
+    TOTAL,
+    read_stats,
+    read_total,
+    render_markdown,
+    summarize,
+    write_summary,
+)
+
+SERVER_DIED = "a gunicorn died during the swarm"
+
+
+def swarm_token() -> str:
+    """The key of client ``swarm``'s token, created with its scopes and tier if missing."""
+    out = io.StringIO()
+    call_command(
+        "create_token", "swarm", scopes=["read", "write"], tier="benchmark", reuse=True, stdout=out
+    )
+    return out.getvalue().strip()
+
+
+def production_env(*, proxied: bool) -> dict[str, str]:
+    """The environment of a production server on this machine: ``DJANGO_ENV=production``
+    (tokens required, production throttles, docs, /run/ and synthetic inserts off) with a
+    fresh secret key, and plain HTTP, as behind a TLS-terminating proxy on one host."""
+    return {
+        "DJANGO_ENV": "production",
+        "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
+        "DJANGO_SECURE_SSL_REDIRECT": "0",
+        "NUM_PROXIES": "1" if proxied else "0",
+    }
+
+
+class Command(BaseCommand):
+    help = "Serve with Gunicorn, swarm with Locust, and write reports/ (the main job)."
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--users", type=int, default=1000)
+        parser.add_argument("--spawn-rate", type=float, default=100)
+        parser.add_argument("--run-time", default="60s", help="Locust duration, e.g. 60s, 2m")
+        parser.add_argument("--rows", type=int, default=1_000_000, help="rows to generate if empty")
+        parser.add_argument("--bind", default="127.0.0.1:8000", help="address for Gunicorn")
+        parser.add_argument(
+            "--server-url", help="swarm this running server instead of starting Gunicorn"
+        )
+        parser.add_argument(
+            "--token", help="the API token the swarm sends (default: create_token swarm)"
+        )
+        parser.add_argument(
+            "--access",
+            choices=["tokens", "open"],
+            default="tokens",
+            help="tokens: served as production, the swarm sends a token and Idempotency-Keys; "
+            "open: served as development, neither",
+        )
+        parser.add_argument("--tags", nargs="*", help="Locust tags, e.g. user_id (lookups only)")
+        parser.add_argument("--processes", type=int, help="Locust worker processes (-1: per core)")
+        parser.add_argument("--reports", default="reports", help="folder for the reports")
+        parser.add_argument(
+            "--proxy",
+            action="store_true",
+            help="serve through nginx (deploy/nginx.conf) on --bind, Gunicorn behind it",
+        )
+        parser.add_argument(
+            "--instances",
+            type=int,
+            default=1,
+            help="Gunicorn instances behind nginx (the cluster run; implies --proxy), "
+            "sharing WEB_CONCURRENCY between them",
+        )
+        parser.add_argument(
+            "--p95-ms", type=float, help="fail when the p95 response time is above N ms"
+        )
+        parser.add_argument("--min-rps", type=float, help="fail when requests/s is below N")
+
+    def handle(self, *args, **options) -> None:
+        reports = Path(options["reports"])
+        previous = report.previous_summary(reports)  # before this run replaces it
+        problems, generated, server_env = [], None, None
+        if options["server_url"]:
+            url = options["server_url"].rstrip("/")
+            runner.wait_healthy(url)
+            stored = report.stored_rows()
+            status = self._swarm(url, reports, options)
+        else:
+            generated = self._prepare(options["rows"], options["verbosity"])
+            stored = generated["stored"] if generated else report.stored_rows()
+            url = f"http://{options['bind']}"
+            env = {}
+            cluster = options["instances"] > 1
+            if options["access"] == "tokens":
+                options["token"] = options["token"] or swarm_token()
+                env = production_env(proxied=options["proxy"] or cluster)
+            if cluster:
+                server_env = runner.cluster_env(env, options["instances"])
+                serving = runner.serve_cluster(options["bind"], options["instances"], env=env)
+            else:
+                server_env = env
+                serving = runner.serve(options["bind"], env=env, proxy=options["proxy"])
+            with serving as served:
+                servers = served if cluster else [served]
+                for server in servers:
+                    runner.wait_healthy(url, server)
+                status = self._swarm(url, reports, options)
+                if any(server.poll() is not None for server in servers):
+                    problems.append(SERVER_DIED)
+        options["url"] = url
+        facts = report.run_facts(
+            options=options, stored=stored, server_env=server_env, generated=generated
+        )
+        self._report(reports, options, facts, status=status, problems=problems, previous=previous)
+
+    def _prepare(self, rows: int, verbosity: int) -> dict | None:
+        """Migrate, then generate ``rows`` rows unless the databases already hold that many;
+        returns the generation's record (`runinfo.generation_saved`) if it ran."""
+        call_command("migrate_all", verbosity=0)
+        stored = sum(row_counts().values())
+        if stored >= rows:
+            return None
+        self.stdout.write(f"{stored:,} rows stored: generating {rows:,} more.")
+        started = time.monotonic()
+        call_command("generate_data", rows=rows, verbosity=verbosity)
+        seconds = time.monotonic() - started
+        return runinfo.generation_saved(seconds=seconds, rows=rows, stored=row_counts())
+
+    def _swarm(self, url: str, reports: Path, options: dict) -> int:
+        return runner.swarm(
+            url,
+            users=options["users"],
+            spawn_rate=options["spawn_rate"],
+            run_time=options["run_time"],
+            reports=reports,
+            tags=options["tags"],
+            processes=options["processes"],
+            token=options["token"],
+        )
+
+    def _report(
+        self, reports: Path, options: dict, facts: dict, *, status: int, problems: list,
+        previous: dict | None,
+    ) -> None:  # fmt: skip
+        try:
+            entries = read_stats(reports / "locust.json")
+            total = read_total(reports / "locust_total.json")
+            summary = summarize(entries, users=options["users"], total=total)
+        except (FileNotFoundError, ValueError) as exc:
+            raise CommandError(f"Locust left no statistics ({exc}); exit status {status}") from exc
+        summary["run"] = facts
+        summary["thresholds"] = thresholds(
+            summary[TOTAL], p95_ms=options["p95_ms"], min_rps=options["min_rps"]
+        )
+        summary["cpu_warning"] = cpu_warning(reports / "locust.log")
+        summary["comparisons"] = report.comparisons(
+            summary[TOTAL], previous=previous, tags=options["tags"]
+        )
+        if status != 0 and not (status == 1 and summary[TOTAL]["failures"]):
+            problems.append(f"Locust exit status {status} (see locust.log)")
+        summary["breaches"] = breaches(summary["thresholds"]) + problems
+        write_summary(summary, reports)
+        index = report.write_report(summary, reports).resolve()
+        self.stdout.write(render_markdown(summary))
+        self.stdout.write(f"Report: {index}\n        {index.as_uri()}")
+        self.stdout.write("Browse the loaded data: make serve")
+        if summary["breaches"]:
+            raise CommandError("; ".join(summary["breaches"]))

@@ -1,0 +1,220 @@
+"""The main job: Gunicorn + a headless Locust swarm over generated data, and its report.
+
+These tests run the real thing in subprocesses (``manage.py loadtest``, Gunicorn with
+``gunicorn.conf.py``, Locust) against a small generated data set in a temporary DATA_DIR:
+the main job is defined on the embedded SQLite default, so they run on SQLite only.
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from pathlib import Path
+
+import psutil
+import pytest
+from django.conf import settings
+
+from api.tests.conftest import manage, sqlite_only
+from loadtest import runinfo, runner
+from loadtest.checks import MIN_RPS_BREACHED
+from loadtest.summary import percentile, read_stats, render_markdown, summarize
+from loadtest.swarm import SWARMED, swarm_name
+
+REPO = Path(settings.BASE_DIR)
+RECORDED = Path(__file__).parent / "data" / "locust.json"
+# The recorded run's request kinds, and the swarm's today: one per swarmed lookup key.
+RECORDED_KINDS = {"get user by id", "get user with orders", "get user by email", "insert batch"}
+KINDS = {swarm_name(key) for key in SWARMED} | {
+    "get user with orders",
+    "insert batch",
+}
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> dict:
+    """A DATA_DIR as ``make demo`` leaves it: the assignment data set, then generated rows.
+
+    The assignment's rejected records leave ids missing among the users (8 and 10 of
+    908), which the swarm must not ask for.
+    """
+    env = {"DATA_DIR": str(tmp_path_factory.mktemp("loaddb"))}
+    commands = (
+        ("migrate_all",),
+        ("insert_data",),
+        ("generate_data", "--rows", "3000", "--seed", "7"),
+    )
+    for command in commands:
+        run = manage(*command, "--verbosity", "0", env=env)
+        assert run.returncode == 0, run.stderr
+    return env
+
+
+def test_percentiles_follow_locusts_histogram_method():
+    """99 requests at 10 ms and one at 500 ms: p50 and p95 are 10 ms, p99 is the outlier."""
+    histogram = Counter({10: 99, 500: 1})
+    assert (percentile(histogram, 0.5), percentile(histogram, 0.95)) == (10, 10)
+    assert percentile(histogram, 0.99) == 500
+    assert percentile(Counter(), 0.5) == 0
+
+
+def test_summary_of_a_recorded_run():
+    """A recorded Locust run gives totals that add up and a table with every request kind."""
+    entries = read_stats(RECORDED)
+    summary = summarize(entries, users=20)
+    kinds, total = summary["kinds"], summary["total"]
+    assert set(kinds) == RECORDED_KINDS
+    assert total["requests"] == sum(k["requests"] for k in kinds.values()) > 0
+    assert total["failures"] == 0
+    for figures in [total, *kinds.values()]:
+        assert 0 < figures["p50_ms"] <= figures["p95_ms"] <= figures["p99_ms"] <= figures["max_ms"]
+    table = render_markdown(summary)
+    assert f"20 users, {summary['duration_s']} s" in table and "0 failures" in table
+    assert all(f"| {kind} |" in table for kind in RECORDED_KINDS)
+
+
+def test_summary_refuses_a_run_without_requests():
+    with pytest.raises(ValueError, match="no requests"):
+        summarize([], users=1)
+
+
+def locust_report_args(path: Path) -> dict:
+    """The figures locust.html shows: the ``window.templateArgs`` its page renders."""
+    text = path.read_text()
+    start = text.index("window.templateArgs = ") + len("window.templateArgs = ")
+    return json.JSONDecoder().raw_decode(text[start:])[0]
+
+
+@sqlite_only
+def test_main_job_swarms_gunicorn_with_zero_failures(data_dir, tmp_path):
+    """``loadtest --proxy``: nginx and Gunicorn healthy, 20 users for 8 s, every task served,
+    reports written: the summary agrees with locust.html, and index.html holds the run's
+    metadata, headline, thresholds and the comparison with the folder's previous run."""
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    previous = {"users": 20, "total": {"rps": 1.0, "p95_ms": 1, "failures": 0}}
+    previous["run"] = {"finished_at": "2000-01-01T00:00:00+00:00", "commit": "abc1234"}
+    (reports / "summary.json").write_text(json.dumps(previous))
+    run = manage(
+        "loadtest",
+        *("--users", "20", "--spawn-rate", "10", "--run-time", "8s", "--rows", "3000"),
+        *("--bind", f"127.0.0.1:{runner.free_port()}", "--reports", str(reports)),
+        "--proxy",  # as make demo serves it: nginx in front of Gunicorn
+        *("--p95-ms", "100000"),
+        env={**data_dir, "WEB_CONCURRENCY": "3"},
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    summary = json.loads((reports / "summary.json").read_text())
+    assert summary["total"]["failures"] == 0
+    assert {name for name, k in summary["kinds"].items() if k["requests"] > 0} == KINDS
+    assert (reports / "locust.html").stat().st_size > 10_000
+    assert "0 failures" in (reports / "summary.md").read_text()
+    assert "Starting Locust" in (reports / "locust.log").read_text()
+
+    # One window: locust.html's duration (whole seconds) and RPS, overall and per kind.
+    locust = locust_report_args(reports / "locust.html")
+    assert locust["duration"] == f"{int(summary['window']['seconds'])} seconds"
+    rps = {row["name"]: round(row["total_rps"], 1) for row in locust["requests_statistics"]}
+    assert rps.pop("Aggregated") == summary["total"]["rps"]
+    assert rps == {name: kind["rps"] for name, kind in summary["kinds"].items()}
+
+    index = (reports / "index.html").resolve()
+    page = index.read_text()
+    assert f"Report: {index}" in run.stdout and index.as_uri() in run.stdout
+    assert "make serve" in run.stdout
+    assert "PASSED" in page and f"{summary['total']['rps']}</b>requests/s" in page
+    assert f"{summary['total']['p95_ms']} ms</b>p95" in page
+    assert runinfo.git_commit() in page
+    assert re.search(r"3 workers × 1 thread\s+per instance", page) and "proxy: nginx" in page
+    assert str(Path(data_dir["DATA_DIR"]) / "users.sqlite3") in page
+    assert "users 908, products" in page  # rows per table
+    assert "not generated by this run" in page
+    assert f"locust {runinfo.versions()['locust']}" in page
+    assert "previous run (2000-01-01T00:00:00+00:00, commit abc1234, 20 users)" in page
+    assert [check["passed"] for check in summary["thresholds"]] == [True, True]
+
+
+@sqlite_only
+def test_main_job_fails_when_the_server_stops_mid_run(data_dir, tmp_path):
+    """A server that dies during the swarm turns into failed requests and exit status 1."""
+    port = runner.free_port()
+    url = f"http://127.0.0.1:{port}"
+    with runner.serve(f"127.0.0.1:{port}", env=data_dir) as server:
+        runner.wait_healthy(url, server)
+        swarm = subprocess.Popen(
+            [
+                *(sys.executable, "manage.py", "loadtest", "--server-url", url),
+                *("--users", "10", "--spawn-rate", "10", "--run-time", "8s"),
+                *("--reports", str(tmp_path), "--p95-ms", "100000"),
+            ],
+            cwd=REPO,
+            env={**os.environ, **data_dir},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        time.sleep(4)
+        server.terminate()
+        server.wait(timeout=40)
+    output, _ = swarm.communicate(timeout=120)
+    assert swarm.returncode == 1, output[-3000:]
+    assert "failed requests" in output
+    assert json.loads((tmp_path / "summary.json").read_text())["total"]["failures"] > 0
+    page = (tmp_path / "index.html").read_text()
+    assert "FAILED" in page and "failed requests (allowed: 0)" in page
+    assert "a running server this run did not start" in page
+
+
+@sqlite_only
+def test_the_cluster_run_swarms_two_gunicorns_from_distributed_locust(data_dir, tmp_path):
+    """``loadtest --instances 2 --processes 2``: nginx balancing two Gunicorns, a Locust
+    master with two workers, every task served, no failures; and ``--min-rps`` beyond reach
+    alone makes the run fail, named in the error and the report."""
+    reports = tmp_path / "cluster"
+    run = manage(
+        "loadtest",
+        *("--users", "20", "--spawn-rate", "10", "--run-time", "8s", "--rows", "3000"),
+        *("--bind", f"127.0.0.1:{runner.free_port()}", "--reports", str(reports)),
+        *("--instances", "2", "--processes", "2", "--min-rps", "1000000"),
+        env={**data_dir, "WEB_CONCURRENCY": "4"},
+    )
+    summary = json.loads((reports / "summary.json").read_text())
+    assert summary["total"]["failures"] == 0 and summary["total"]["requests"] > 100
+    breach = MIN_RPS_BREACHED.format(actual=summary["total"]["rps"], limit="1000000")
+    assert run.returncode == 1, run.stdout[-3000:] + run.stderr[-3000:]
+    assert summary["breaches"] == [breach]
+    assert f"CommandError: {breach}" in run.stderr
+    page = (reports / "index.html").read_text()
+    assert "FAILED" in page and breach in page
+    assert re.search(r"2 workers × 1 thread\s+per instance", page) and "2 instances" in page
+
+
+@sqlite_only
+def test_the_cluster_keeps_answering_when_one_gunicorn_is_killed(data_dir):
+    """SIGKILL to one of two Gunicorns (master and workers): nginx passes its share to the
+    other, and every lookup still answers 200."""
+    bind = f"127.0.0.1:{runner.free_port()}"
+    url = f"http://{bind}/api/run-query/?type=get&user_id=1"
+    env = {**data_dir, "WEB_CONCURRENCY": "2", "GUNICORN_LOG_LEVEL": "critical"}
+    with runner.serve_cluster(bind, 2, env=env) as servers:
+        for server in servers:
+            runner.wait_healthy(f"http://{bind}", server)
+        assert {status_of(url) for _ in range(20)} == {200}
+        victim = psutil.Process(servers[0].pid)
+        for process in [*victim.children(recursive=True), victim]:
+            process.kill()
+        servers[0].wait(timeout=10)
+        assert [status_of(url) for _ in range(40)] == [200] * 40
+
+
+def status_of(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code

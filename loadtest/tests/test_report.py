@@ -1,0 +1,253 @@
+"""The main job's report, from small hand-made Locust outputs: the window, latency bands,
+thresholds, comparisons, Locust's CPU warning and the self-contained page."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from loadtest import report, runinfo
+from loadtest.charts import latency_bands, line_chart
+from loadtest.checks import (
+    FAILURES_BREACHED,
+    MIN_RPS_BREACHED,
+    P95_BREACHED,
+    breaches,
+    cpu_warning,
+    thresholds,
+)
+from loadtest.summary import LOCUST_WINDOW, REQUESTS_WINDOW, render_markdown, summarize
+
+# Two request kinds; Locust's aggregated entry started 2 s before the first request.
+LOOKUPS = {
+    "name": "get user by id",
+    "method": "GET",
+    "start_time": 1000.5,
+    "last_request_timestamp": 1010.0,
+    "num_requests": 100,
+    "num_failures": 0,
+    "max_response_time": 1500.2,
+    "response_times": {"5": 60, "99": 20, "100": 10, "490": 4, "500": 3, "990": 1, "1000": 2},
+}
+INSERTS = {
+    "name": "insert <batch>",  # markup in a name must come out escaped
+    "method": "POST",
+    "start_time": 1001.0,
+    "last_request_timestamp": 1011.0,
+    "num_requests": 20,
+    "num_failures": 2,
+    "max_response_time": 40.0,
+    "response_times": {"20": 18, "40": 2},
+}
+TOTAL_ENTRY = {
+    "name": "Aggregated",
+    "start_time": 998.5,
+    "last_request_timestamp": 1011.0,
+    "num_requests": 120,
+    "num_failures": 2,
+}
+HISTORY_HEADER = (
+    "Timestamp,User Count,Type,Name,Requests/s,Failures/s,"
+    "50%,66%,75%,80%,90%,95%,98%,99%,99.9%,99.99%,100%,"
+    "Total Request Count,Total Failure Count,Total Median Response Time,"
+    "Total Average Response Time,Total Min Response Time,Total Max Response Time,"
+    "Total Average Content Size"
+)
+HISTORY = f"""{HISTORY_HEADER}
+998,0,,Aggregated,0.0,0.0,N/A,N/A,N/A,N/A,N/A,N/A,N/A,N/A,N/A,N/A,N/A,0,0,0,0.0,0,0,0
+1002,5,GET,get user by id,8.0,0.0,5,5,5,5,99,100,100,490,490,490,500,40,0,5,20.0,1,500,100
+1006,5,GET,get user by id,10.0,0.0,5,5,5,99,100,490,490,990,990,990,1000,80,0,5,30.0,1,1000,100
+1006,5,POST,insert <batch>,2.0,0.2,20,20,20,20,40,40,40,40,40,40,40,10,1,20,22.0,18,40,50
+1006,5,,Aggregated,12.0,0.2,5,5,20,20,99,490,490,990,990,990,1000,90,1,5,28.0,1,1000,90
+"""
+RESOURCE = re.compile(r"""(?:src|href|action)\s*=\s*["']?\s*(?:https?:)?//|url\(|@import""", re.I)
+
+
+def summary_of(*entries: dict, total: dict | None = TOTAL_ENTRY) -> dict:
+    return summarize([dict(entry) for entry in entries], users=5, total=total)
+
+
+def test_rps_and_duration_count_locusts_own_window():
+    """Duration runs from Locust's aggregated start to the last request, and every kind's
+    RPS is its requests over that window: ``StatsEntry.total_rps`` in locust.html."""
+    summary = summary_of(LOOKUPS, INSERTS)
+    seconds = TOTAL_ENTRY["last_request_timestamp"] - TOTAL_ENTRY["start_time"]
+    assert summary["duration_s"] == 12.5
+    assert summary["window"]["counted"] == LOCUST_WINDOW
+    assert summary["total"]["rps"] == round(120 / seconds, 1) == 9.6
+    assert summary["kinds"]["get user by id"]["rps"] == round(100 / seconds, 1) == 8.0
+    assert summary["kinds"]["insert <batch>"]["rps"] == round(20 / seconds, 1) == 1.6
+    assert LOCUST_WINDOW in render_markdown(summary)
+
+
+def test_without_locusts_start_the_window_is_first_to_last_request():
+    summary = summary_of(LOOKUPS, INSERTS, total=None)
+    assert summary["duration_s"] == 10.5
+    assert summary["window"]["counted"] == REQUESTS_WINDOW
+    assert summary["total"]["rps"] == round(120 / 10.5, 1)
+
+
+def test_percentiles_of_the_total_merge_every_kinds_histogram():
+    """120 requests: 78 at 20 ms or less, so p50 is 5 ms; the slowest 6 are >= 500 ms."""
+    total = summary_of(LOOKUPS, INSERTS)["total"]
+    assert (total["p50_ms"], total["p95_ms"], total["p99_ms"]) == (20, 500, 1000)
+    assert (total["requests"], total["failures"], total["max_ms"]) == (120, 2, 1500)
+
+
+def test_latency_bands_count_requests_by_recorded_time():
+    """< 100 ms, 100-499, 500-999, >= 1000: by Locust's rounded times, shares of all."""
+    bands = latency_bands(LOOKUPS["response_times"])
+    assert [band["count"] for band in bands] == [80, 14, 4, 2]
+    assert [band["share"] for band in bands] == [80.0, 14.0, 4.0, 2.0]
+    assert [band["label"] for band in bands] == [
+        "< 100 ms",
+        "100-499 ms",
+        "500-999 ms",
+        ">= 1000 ms",
+    ]
+    assert bands[-1]["x"] + bands[-1]["width"] == pytest.approx(360)
+
+
+def test_a_missing_value_breaks_a_line_over_time():
+    rows = [{"t": 0, "v": 1}, {"t": 1, "v": None}, {"t": 2, "v": 4}, {"t": 4, "v": 3}]
+    chart = line_chart(rows, [("v", "value", "#000")])
+    assert chart["y_max"] == 5 and chart["x_max"] == 4
+    first, second = (path.split() for path in chart["lines"][0]["paths"])
+    assert len(set(first)) == 1 and len(first) == 2  # a lone point: drawn as a dot
+    assert len(set(second)) == 2
+
+
+def test_history_rows_per_kind_with_unknown_percentiles_as_none(tmp_path):
+    (tmp_path / "history.csv").write_text(HISTORY)
+    history = report.read_history(tmp_path / "history.csv")
+    assert set(history) == {"Aggregated", "get user by id", "insert <batch>"}
+    assert history["Aggregated"][0] == {
+        "t": 998, "users": 0, "rps": 0.0, "p50": None, "p95": None, "p99": None
+    }  # fmt: skip
+    assert history["get user by id"][1]["p95"] == 490
+    assert report.read_history(tmp_path / "missing.csv") == {}
+
+
+def test_thresholds_pass_at_their_limit_and_name_each_breach():
+    total = {"failures": 0, "p95_ms": 200, "rps": 800.0}
+    passed = thresholds(total, p95_ms=200, min_rps=800)
+    assert [check["passed"] for check in passed] == [True, True, True]
+    assert breaches(passed) == []
+    failed = thresholds({"failures": 3, "p95_ms": 201, "rps": 799.9}, p95_ms=200, min_rps=800)
+    assert breaches(failed) == [
+        FAILURES_BREACHED.format(actual=3),
+        P95_BREACHED.format(actual=201, limit="200"),
+        MIN_RPS_BREACHED.format(actual=799.9, limit="800"),
+    ]
+
+
+def test_only_the_failures_threshold_is_always_set():
+    checked = thresholds({"failures": 0, "p95_ms": 9999, "rps": 0.1}, p95_ms=None, min_rps=None)
+    assert [check["name"] for check in checked] == ["failures"]
+
+
+def test_locusts_cpu_warning_is_found_in_its_log(tmp_path):
+    log = tmp_path / "locust.log"
+    log.write_text(
+        "[2026-01-01 10:00:00,000] vm/INFO/locust.main: Starting Locust 2.47.0\n"
+        "[2026-01-01 10:00:10,000] vm/WARNING/root: CPU usage above 90%! This may constrain "
+        "your throughput and may even give inconsistent response time measurements! See "
+        "https://docs.locust.io/en/stable/running-distributed.html for how to distribute\n"
+    )
+    assert cpu_warning(log).startswith("[2026-01-01 10:00:10,000] vm/WARNING/root: CPU usage")
+    log.write_text("[2026-01-01 10:00:00,000] vm/INFO/locust.main: Shutting down (exit code 0)\n")
+    assert cpu_warning(log) is None
+    assert cpu_warning(tmp_path / "missing.log") is None
+
+
+def test_comparison_with_the_previous_run_gives_ratios(tmp_path, monkeypatch):
+    monkeypatch.setattr(report, "ANCHORS", tmp_path / "no-bench")
+    (tmp_path / "summary.json").write_text(
+        json.dumps({"users": 5, "total": {"rps": 10.0, "p95_ms": 400, "failures": 1}})
+    )
+    previous = report.previous_summary(tmp_path)
+    [compared] = report.comparisons(
+        {"rps": 12.5, "p95_ms": 100, "failures": 0}, previous=previous, tags=None
+    )
+    assert compared["label"].startswith("previous run")
+    assert [(r["name"], r["this"], r["other"], r["ratio"]) for r in compared["rows"]] == [
+        ("requests/s", 12.5, 10.0, 1.25),
+        ("p95 ms", 100, 400, 0.25),
+        ("failures", 0, 1, 0.0),
+    ]
+    assert report.previous_summary(tmp_path / "empty") is None
+    assert report.comparisons({"rps": 1}, previous=None, tags=None) == []
+
+
+def test_the_anchor_is_compared_with_lookup_only_runs(tmp_path, monkeypatch):
+    """bench/swarm.py's newest anchor run: beside a ``--tags user_id`` run only."""
+    monkeypatch.setattr(report, "ANCHORS", tmp_path)
+    (tmp_path / "anchor-1").mkdir()
+    (tmp_path / "anchor-1" / "locust.json").write_text(json.dumps([LOOKUPS]))
+    total = {"rps": 19.0, "p95_ms": 490, "failures": 0}
+    assert report.comparisons(total, previous=None, tags=None) == []
+    [anchor] = report.comparisons(total, previous=None, tags=["user_id"])
+    assert "anchor" in anchor["label"] and "anchor-1" in anchor["label"]
+    assert anchor["rows"][0]["other"] == round(100 / 9.5, 1) == 10.5
+    assert anchor["rows"][0]["ratio"] == round(19.0 / 10.5, 2) == 1.81
+
+
+def test_data_origin_says_who_generated_the_rows():
+    stored = {"users": 3, "products": 1, "orders": 6}
+    generated = {"seconds": 1.5, "rows": 10, "stored": stored, "finished_at": "2026-01-02T03:04:05"}
+    assert report.generation(generated, generated, stored)["text"] == (
+        "generated by this run: 10 rows in 1.5 s"
+    )
+    earlier = "not generated by this run; loaded earlier in 1.5 s (2026-01-02 03:04 UTC)"
+    assert report.generation(None, generated, stored)["text"] == earlier
+    swarmed = {**stored, "users": 4, "orders": 8}  # a swarm's inserts since
+    assert report.generation(None, generated, swarmed)["text"] == earlier
+    other_rows = {**stored, "orders": 5}  # fewer than recorded: regenerated since
+    assert report.generation(None, generated, other_rows)["text"] == "not generated by this run"
+    assert report.generation(None, None, stored)["text"] == "not generated by this run"
+
+
+def test_gunicorn_shape_is_what_gunicorn_conf_computes_under_the_servers_environment():
+    shape = runinfo.gunicorn_shape({"WEB_CONCURRENCY": "3", "GUNICORN_THREADS": "2"})
+    assert shape == {"worker_class": "gthread", "workers": 3, "threads": 2}
+
+
+def test_commit_is_unknown_outside_git(tmp_path):
+    assert runinfo.git_commit(tmp_path) == "unknown"
+    assert re.fullmatch(r"[0-9a-f]{7,}(-dirty)?", runinfo.git_commit())
+
+
+def written_report(reports: Path, **extra) -> str:
+    reports.mkdir(exist_ok=True)
+    (reports / "locust.json").write_text(json.dumps([LOOKUPS, INSERTS]))
+    (reports / "locust_stats_history.csv").write_text(HISTORY)
+    summary = summary_of(LOOKUPS, INSERTS)
+    summary["thresholds"] = thresholds(summary["total"], p95_ms=100, min_rps=None)
+    summary["breaches"] = breaches(summary["thresholds"])
+    summary.update(extra)
+    return report.write_report(summary, reports).read_text()
+
+
+def test_the_page_shows_the_headline_thresholds_and_every_kind(tmp_path):
+    page = written_report(tmp_path / "reports")
+    assert "FAILED" in page and "9.6</b>requests/s" in page and "500 ms</b>p95" in page
+    assert P95_BREACHED.format(actual=500, limit="100") in page
+    assert "get user by id" in page and "insert &lt;batch&gt;" in page
+    assert "insert <batch>" not in page
+    assert page.count("<polyline") >= 6  # percentiles and RPS of two kinds and of all
+    assert LOCUST_WINDOW.replace("'", "&#x27;") in page
+
+
+def test_the_page_warns_when_locust_ran_out_of_cpu(tmp_path):
+    page = written_report(tmp_path / "reports", cpu_warning="WARNING/root: CPU usage above 90%!")
+    assert "Locust ran out of CPU" in page and "the load generator's limit" in page
+    assert "Locust ran out of CPU" not in written_report(tmp_path / "calm")
+
+
+def test_the_page_is_self_contained(tmp_path):
+    """No script, stylesheet link, font or image from anywhere: it opens offline."""
+    page = written_report(tmp_path / "reports")
+    assert "<script" not in page.lower() and "<link" not in page.lower()
+    assert not RESOURCE.search(page), RESOURCE.search(page)
+    assert "<style>" in page and "<svg" in page
