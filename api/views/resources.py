@@ -30,7 +30,7 @@ CREATE_ERRORS = {status: ErrorOut for status in (400, 409, 415, 503)}
 
 
 class ResourcePolicy:
-    """The scopes and throttle kind of a resource view (`api.http.access`, `api.http.throttling`):
+    """The token scopes and throttle scope of a resource view (`api.http.access`, `throttling`):
     reading users or orders needs ``read``, products nothing; creating needs the model's
     ``add`` permission."""
 

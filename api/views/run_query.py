@@ -69,7 +69,7 @@ class RunQueryView(APIView):
         return lookup_permissions(request.query_params.keys())
 
     def get_throttle_scope(self, request) -> str | None:
-        """`api.http.throttling` kind: lookups and inserts have their own rates."""
+        """The throttle scope (`api.http.throttling`): lookups and inserts have their own rates."""
         return INSERT_SCOPE if request.method == "POST" else LOOKUP_SCOPE
 
     @extend_schema(
