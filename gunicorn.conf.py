@@ -7,6 +7,14 @@ https://docs.gunicorn.org/en/stable/settings.html
 
 import gc
 import multiprocessing
+import sys
+from pathlib import Path
+
+# This file's folder, the repository root, holds data_project: importable whatever folder
+# Gunicorn runs in (``-c /path/to/gunicorn.conf.py`` serving another app, as the benchmarks
+# serve the anchors). Appended, so it shadows nothing of the served app's folder.
+if str(Path(__file__).resolve().parent) not in sys.path:
+    sys.path.append(str(Path(__file__).resolve().parent))
 
 from data_project.env import Env
 

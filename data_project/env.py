@@ -50,7 +50,8 @@ class Env(environ.Env):
             return self.parse_value(value, cast) if cast is not None else value
         except ValueError:
             kind = getattr(cast, "__name__", "value")
-            raise ImproperlyConfigured(f"{var} must be a {kind}, not {value!r}.") from None
+            article = "an" if kind[0] in "aeiou" else "a"
+            raise ImproperlyConfigured(f"{var} must be {article} {kind}, not {value!r}.") from None
 
     def list(self, var, cast=None, default=environ.Env.NOTSET):
         """Comma-separated items, each stripped of spaces, blank ones dropped."""

@@ -249,3 +249,33 @@ def test_sqlite_synchronous_full_makes_every_acknowledged_row_durable(monkeypatc
     )
     with pytest.raises(ImproperlyConfigured, match="SQLITE_SYNCHRONOUS"):
         load_settings(monkeypatch, SQLITE_SYNCHRONOUS="OFF")
+
+
+GUNICORN_CONF = settings.BASE_DIR / "gunicorn.conf.py"
+
+
+def gunicorn_config(folder, **env: str) -> subprocess.CompletedProcess:
+    """Gunicorn's settings after reading ``gunicorn.conf.py``, run in ``folder``."""
+    (folder / "hello.py").write_text("def app(environ, start_response):\n    return []\n")
+    return subprocess.run(
+        [sys.executable, "-m", "gunicorn", "-c", GUNICORN_CONF, "--print-config", "hello:app"],
+        cwd=folder,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_gunicorn_conf_reads_the_environment_as_settings_do_from_any_folder(tmp_path):
+    """Another folder (the benchmarks serve the anchors with it), a blank variable is its
+    default, a number that does not parse names its variable."""
+    run = gunicorn_config(tmp_path, GUNICORN_BACKLOG="512", GUNICORN_THREADS=" ")
+    assert run.returncode == 0, run.stderr
+    printed = dict(
+        (name.strip(), value.strip())
+        for name, _, value in (line.partition("=") for line in run.stdout.splitlines())
+    )
+    assert (printed["backlog"], printed["threads"]) == ("512", "1")
+    run = gunicorn_config(tmp_path, GUNICORN_BACKLOG="lots")
+    assert run.returncode != 0 and "GUNICORN_BACKLOG must be an int" in run.stderr
