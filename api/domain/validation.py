@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 from django.db import models
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
+from rest_framework.fields import empty
 from rest_framework.settings import api_settings
 
 from api.domain.limits import MAX_EXPLICIT_ID, MAX_ID
@@ -139,15 +140,39 @@ class StrictInput(serializers.ModelSerializer):
         models.DecimalField: MoneyField,
     }
 
+    # DRF's to_internal_value visits every writable field; one the record leaves out that
+    # is neither required nor has a default only raises SkipField there. Visiting the fields
+    # the record has and those that act when absent gives the same result for a fraction of
+    # the work (docs/performance.md, "Validated inserts"); False visits every field.
+    VISIT_PRESENT_FIELDS_ONLY = True
+    _record: Mapping | None = None
+
     def to_internal_value(self, data: Mapping) -> dict:
         unknown = {key: [UNKNOWN_FIELD] for key in data if key not in self.fields}
+        self._record = data if self.VISIT_PRESENT_FIELDS_ONLY else None
         try:
             value = super().to_internal_value(data)
         except serializers.ValidationError as exc:
             raise serializers.ValidationError({**unknown, **exc.detail}) from exc
+        finally:
+            self._record = None
         if unknown:
             raise serializers.ValidationError(unknown)
         return value
+
+    @property
+    def _writable_fields(self):
+        """DRF's writable fields, in order; while a record is validated, only those it
+        names and those that act when absent (required, or with a default)."""
+        record = self._record
+        for field in super()._writable_fields:
+            if record is None or field.field_name in record or _acts_when_absent(field):
+                yield field
+
+
+def _acts_when_absent(field: serializers.Field) -> bool:
+    """Whether DRF does more than skip ``field`` when a record leaves it out."""
+    return field.required or field.default is not empty
 
 
 class UserInput(StrictInput):

@@ -82,15 +82,23 @@ def batch_insert(
 
     # Submitted users, products, orders: a worker's queue is first come, first served, so
     # the orders task never waits on a task queued behind it, even when aliases coincide.
-    users_future = submit(users_db, deadline, store_users, users_db, user_candidates, user_refs)
-    products_future = submit(
-        products_db, deadline, store_products, products_db, product_candidates, product_refs
+    # A part with nothing to store or look up is not handed to its worker at all.
+    users_future = _part(
+        users_db, deadline, store_users, user_candidates or user_refs, user_candidates, user_refs
     )
-    orders_future = submit(
+    products_future = _part(
+        products_db,
+        deadline,
+        store_products,
+        product_candidates or product_refs,
+        product_candidates,
+        product_refs,
+    )
+    orders_future = _part(
         orders_db,
         deadline,
         store_orders,
-        orders_db,
+        order_candidates,
         order_candidates,
         users_future,
         products_future,
@@ -120,7 +128,18 @@ def _check_all(
     return rejects, candidates
 
 
+NOTHING = Future()
+NOTHING.set_result(Stored([], {}))
+
+
+def _part(alias: str, deadline: float | None, work, todo, *args) -> Future:
+    """``work(alias, *args)`` on the store's worker, or `NOTHING` when ``todo`` is empty."""
+    return submit(alias, deadline, work, alias, *args) if todo else NOTHING
+
+
 def _outcome(future: Future, candidates: list[Candidate], alias: str) -> Stored:
+    if future is NOTHING:  # never tried: the store's breaker learns nothing
+        return future.result()
     try:
         stored = future.result()
     except DatabaseError as exc:

@@ -3,6 +3,8 @@
 from decimal import Decimal
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from api.domain import validation as v
 from api.models import Order, Product, User
@@ -203,3 +205,32 @@ def test_a_length_limit_holds_for_the_text_as_sent(name):
     """The schema's ``maxLength`` is what is checked: trimming does not make room."""
     _, errors = v.check_fields(v.input_serializer(v.UserInput), {"name": name, "email": "a@b.co"})
     assert errors == {"name": ["Ensure this field has no more than 200 characters."]}
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=30),
+    lambda children: st.lists(children, max_size=2) | st.dictionaries(st.text(), children),
+    max_leaves=4,
+)
+
+
+def records_of(serializer_class) -> st.SearchStrategy:
+    """Records naming any of the serializer's fields (and a stray key), with any JSON value;
+    mostly valid-looking values for the fields that matter."""
+    names = [*serializer_class().fields, "stray"]
+    plausible = st.sampled_from(["Ann", "ann@example.com", "12.50", "", " ", "-1", "x" * 300])
+    values = JSON_VALUES | plausible | st.integers(-2, 2**63)
+    return st.dictionaries(st.sampled_from(names), values, max_size=len(names))
+
+
+@pytest.mark.parametrize("serializer_class", [v.UserInput, v.ProductInput, v.OrderInput])
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_visiting_present_fields_only_is_drfs_full_loop(serializer_class, data):
+    """The shortcut gives what DRF's loop over every field gives: values, errors, order."""
+    record = data.draw(records_of(serializer_class))
+    fast = v.check_fields(serializer_class(), record)
+    full = serializer_class()
+    full.VISIT_PRESENT_FIELDS_ONLY = False
+    assert fast == v.check_fields(full, record)
+    assert list(fast[1]) == list(v.check_fields(full, record)[1])
