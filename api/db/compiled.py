@@ -99,7 +99,7 @@ class CompiledQuery:
             )
             plan = _Plan(
                 sql=sql,
-                dbapi_sql=_dbapi_sql(alias, sql),
+                dbapi_sql=dbapi_sql(alias, sql),
                 params=tuple(params),
                 positions=tuple(params.index(p) for p in self._placeholders),
                 names=tuple(queryset.query.values_select),
@@ -131,7 +131,9 @@ def thread_connection(alias: str):
     return connection
 
 
-def _dbapi_sql(alias: str, sql: str) -> str | None:
+def dbapi_sql(alias: str, sql: str) -> str | None:
+    """``sql`` as the alias's DB-API cursor takes it (SQLite: ``?`` placeholders), or None
+    for a backend whose statements go through Django's cursor."""
     connection = connections[alias]
     if connection.vendor not in DBAPI_VENDORS:
         return None

@@ -16,6 +16,7 @@ from typing import Any
 from django.db import DatabaseError, IntegrityError, connections, transaction
 from django.db.models import QuerySet
 
+from api.db.compiled_inserts import CompiledInsert
 from api.domain.results import ALREADY_STORED, FAILED, INSERTED, REJECTED, RecordResult
 from api.domain.validation import Errors, Taken, order_reference_errors, reason
 from api.models import Order, Product, User
@@ -88,15 +89,19 @@ def store_orders(
     return Stored(results, {})
 
 
+INSERTS = {model: CompiledInsert(model) for model in (User, Product, Order)}
+
+
 def _store(queryset: QuerySet, candidates: list[Candidate]) -> list[RecordResult]:
     """Reject candidates whose id or e-mail is taken, insert the rest; inside ``atomic``.
 
-    Rows go in with one ``bulk_create`` inside a savepoint. If another writer committed a
-    conflicting row after our checks (possible under PostgreSQL's READ COMMITTED; SQLite's
-    IMMEDIATE transactions serialise writers and rule it out), the savepoint is rolled back
-    and each row is retried in its own savepoint, so that only the rows that now conflict
-    are rejected, with the reason a fresh check finds. An `IntegrityError` no rule explains
-    propagates.
+    The rules are checked first, against the rows stored and the records accepted earlier
+    in the batch (`Taken`). The rows then go in with ``INSERT ... ON CONFLICT DO NOTHING
+    RETURNING id`` (`api.db.compiled_inserts`): the unique indexes are the final word, and
+    a row another writer committed after our check (possible under PostgreSQL's READ
+    COMMITTED; SQLite's IMMEDIATE transactions serialise writers) refuses ours without
+    aborting the transaction, so only that record is rejected, with the reason a fresh
+    check finds. A refusal no rule explains raises `IntegrityError`.
     """
     alias, model = queryset.db, queryset.model
     taken = _taken(queryset, [c.data for c in candidates])
@@ -108,30 +113,20 @@ def _store(queryset: QuerySet, candidates: list[Candidate]) -> list[RecordResult
             results.append(rejected(c.index, c.data.get("id"), errors, stored_ids))
         else:
             taken.claim(c.data)
-            accepted.append((c, model(**c.data)))
+            accepted.append(c)
 
-    try:
-        with transaction.atomic(using=alias):
-            queryset.bulk_create([obj for _, obj in accepted])
-    except IntegrityError:
-        inserted = []
-        for c, _ in accepted:
-            obj = model(**c.data)
-            try:
-                with transaction.atomic(using=alias):
-                    obj.save(using=alias, force_insert=True)
-            except IntegrityError:
-                now = _taken(queryset, [c.data])
-                errors = now.conflicts(c.data)
-                if not errors:
-                    raise
-                results.append(rejected(c.index, c.data.get("id"), errors, now.ids))
-            else:
-                inserted.append((c, obj))
-        accepted = inserted
+    ids = INSERTS[model].insert(alias, [c.data for c in accepted])
+    inserted = [(c, new_id) for c, new_id in zip(accepted, ids, strict=True) if new_id]
+    for c, new_id in zip(accepted, ids, strict=True):
+        if new_id is None:  # a concurrent writer won the race
+            now = _taken(queryset, [c.data])
+            errors = now.conflicts(c.data)
+            if not errors:
+                raise IntegrityError(f"{model._meta.label}: a unique index refused {c.data!r}")
+            results.append(rejected(c.index, c.data.get("id"), errors, now.ids - set(ids)))
 
-    _advance_sequence(queryset, [c.data["id"] for c, _ in accepted if c.data.get("id")])
-    return results + [RecordResult(c.index, INSERTED, obj.pk) for c, obj in accepted]
+    _advance_sequence(queryset, [c.data["id"] for c, _ in inserted if c.data.get("id")])
+    return results + [RecordResult(c.index, INSERTED, new_id) for c, new_id in inserted]
 
 
 def _advance_sequence(queryset: QuerySet, explicit_ids: list[int]) -> None:

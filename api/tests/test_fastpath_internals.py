@@ -155,7 +155,7 @@ PINS = [
     (
         "django.db.backends.sqlite3.base.SQLiteCursorWrapper.convert_query",
         "183a4b3544fb",
-        "api/db/compiled.py _dbapi_sql",
+        "api/db/compiled.py dbapi_sql",
     ),
     (
         "django.db.backends.sqlite3.operations.DatabaseOperations.convert_datetimefield_value",
