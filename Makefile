@@ -28,7 +28,8 @@ PROXY ?= --proxy
 .PHONY: help venv nginx browser serve wrk valgrind demo loadtest loadtest-lookups loadtest-distributed bench-generate bench-lookup \
 	pg-data loadtest-pg loadtest-pg-lookups bench-lookup-pg bench-swarm-pg \
 	replica-start replica-stop replica-status replica-destroy demo-cluster \
-	bench-instructions bench-throttle bench-faults bench-swarm test lint format migrate clean
+	bench-instructions bench-throttle bench-faults bench-swarm bench-inserts bench-inserts-pg \
+	test lint format migrate clean
 
 help:
 	@echo "make demo      - the main job: assignment insert, 1M rows, Gunicorn + 1000-user Locust, reports/index.html"
@@ -161,6 +162,14 @@ test: lint nginx browser
 # Benchmarks against ../shared/anchors (not tests: they print ratios from one run).
 bench-generate: venv
 	$(PY) bench/generate.py --rounds 2
+
+# Insert batches of 10 users under wrk against the raw insert anchor (issue 27, target >= 0.7),
+# on SQLite and on PostgreSQL (databases $(PG_URL)/dp_bench_*, created and emptied here).
+bench-inserts: venv wrk
+	$(PY) bench/inserts.py --access $(ACCESS)
+
+bench-inserts-pg: venv wrk
+	$(PY) bench/inserts.py --access $(ACCESS) --postgres $(PG_URL)/dp_bench_
 
 # Debian's wrk and valgrind, for the lookup benchmarks.
 wrk:
