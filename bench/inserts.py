@@ -37,14 +37,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from api.domain.stores import STORE_NAMES  # noqa: E402  (needs no settings)
-from bench.lookup import (  # noqa: E402
-    GUNICORN,
-    PRODUCTION_ENV,
-    PYTHON,
-    gunicorn,
-    parse_wrk,
-    server_cpu_seconds,
-)
+from bench.lookup import GUNICORN, PRODUCTION_ENV, PYTHON, gunicorn, measured_wrk  # noqa: E402
 
 INSERT_PATH = "/api/run-query/?type=insert"
 SCRIPT = REPO / "bench" / "lua_insert_users_token.lua"
@@ -135,17 +128,8 @@ def serve_and_post(command, cwd, env, path, authorization, anchors, args, run, u
         }
         warm = {**wrk_env, "RUN": f"warm-{run}"}
         subprocess.run([*wrk, "-d2s"], env=warm, capture_output=True, check=True)
-        cpu_before = server_cpu_seconds(master)
-        out = subprocess.run(
-            [*wrk, f"-d{args.seconds}s", "--latency"],
-            env={**wrk_env, "RUN": run},
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-        cpu = server_cpu_seconds(master) - cpu_before
-    result = parse_wrk(out)
-    result["cpu_us"] = cpu * 1e6 / max(result["requests"], 1)
+        result = measured_wrk(master, wrk, {**wrk_env, "RUN": run}, args.seconds)
+    out = result.pop("out")
     non_2xx = sum(int(line.split(":")[1]) for line in out.splitlines() if "Non-2xx" in line)
     result["answered"] = (result["requests"] - non_2xx) * args.batch
     result["stored"] = stored_rows(users, f"b{run}-%")

@@ -282,20 +282,22 @@ def serve_and_load(command, cwd, env, max_id, anchors, args, port: int = 18080) 
         url = f"http://127.0.0.1:{port}"
         headers = [] if env.get(NO_HEADERS) else args.headers
         wrk = ["wrk", "-t2", f"-c{args.connections}", *headers]
-        wrk += ["-s", str(anchors / "lua_random_user.lua")]
+        wrk += ["-s", str(anchors / "lua_random_user.lua"), url]
         wrk_env = {**os.environ, "ANCHOR_N": str(max_id)}
-        subprocess.run([*wrk, "-d3s", url], env=wrk_env, capture_output=True, check=True)
-        cpu_before = server_cpu_seconds(master)
-        out = subprocess.run(
-            [*wrk, f"-d{args.seconds}s", "--latency", url],
-            env=wrk_env,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-        cpu = server_cpu_seconds(master) - cpu_before
+        subprocess.run([*wrk, "-d3s"], env=wrk_env, capture_output=True, check=True)
+        return measured_wrk(master, wrk, wrk_env, args.seconds)
+
+
+def measured_wrk(master: subprocess.Popen, wrk: list[str], env: dict, seconds: int) -> dict:
+    """`parse_wrk`'s figures of ``wrk`` run ``seconds`` against ``master``'s server, with
+    ``cpu_us``, the server's CPU µs per request, and wrk's output as ``out``."""
+    cpu_before = server_cpu_seconds(master)
+    command = [*wrk, f"-d{seconds}s", "--latency"]
+    out = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
+    cpu = server_cpu_seconds(master) - cpu_before
     result = parse_wrk(out)
     result["cpu_us"] = cpu * 1e6 / max(result["requests"], 1)
+    result["out"] = out
     return result
 
 

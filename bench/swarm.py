@@ -31,7 +31,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.lookup import GUNICORN, PYTHON, REPO, ROUTED, gunicorn
+from api.domain.stores import STORE_NAMES
+from bench.lookup import GUNICORN, PYTHON, REPO, gunicorn
 from loadtest.summary import read_stats, summarize
 
 
@@ -51,7 +52,7 @@ def main() -> int:
     swarm = ["--users", str(args.users), "--spawn-rate", str(args.spawn_rate)]
     env = {**os.environ, "DATA_DIR": args.data_dir}
     if args.postgres:
-        env.update((f"DATABASE_URL_{alias.upper()}", args.postgres + alias) for alias in ROUTED)
+        env.update((f"DATABASE_URL_{s.upper()}", args.postgres + s) for s in STORE_NAMES)
     else:
         warm_page_cache(Path(args.data_dir) / "users.sqlite3")
     runs: list[tuple[str, dict]] = []

@@ -6,10 +6,12 @@ hidden inside a function, and the stores written out again instead of imported.
 """
 
 import ast
+import importlib
 import re
 from pathlib import Path
 
 import grimp
+import pytest
 from django.conf import settings
 
 REPO = Path(settings.BASE_DIR)
@@ -110,3 +112,12 @@ def test_the_three_stores_are_defined_once():
         if STORES_WRITTEN_OUT.search(path.read_text())
     ]
     assert written == []
+
+
+BENCHMARKS = sorted(p.stem for p in (REPO / "bench").glob("*.py") if p.stem != "__init__")
+
+
+@pytest.mark.parametrize("name", BENCHMARKS)
+def test_every_benchmark_imports(name):
+    """A benchmark is not a test, but a name it imports that moved would break it unseen."""
+    importlib.import_module(f"bench.{name}")
