@@ -1,10 +1,11 @@
 """Bulkheads: one worker thread and a bounded queue per store, for its writes.
 
 A batch's part for a store runs on that store's worker (`submit`), one batch at a time, as
-SQLite's writers queue anyway. A queue holding ``INSERT_QUEUE_LIMIT`` batches, an open
-write breaker (`api.db.breakers`) or a deadline passed while queued refuses the part at
-once (`StoreShed`), so a store that is locked or slow holds up its own requests only.
-Inside the worker, `api.db.deadlines.waits_at_most` bounds its wait for the lock.
+SQLite's writers queue anyway; the only part of a batch runs in the caller's thread. A
+queue holding ``INSERT_QUEUE_LIMIT`` batches, an open write breaker (`api.db.breakers`)
+or a deadline passed while queued refuses the part at once (`StoreShed`), so a store that
+is locked or slow holds up its own requests only. `api.db.deadlines.waits_at_most` bounds
+a part's wait for the lock.
 
 Workers live as long as the process, started on first use, and keep their connections
 between batches under Django's rules for a request thread (``close_old_connections()``
@@ -70,9 +71,17 @@ _queued: dict[str, int] = {}  # batches submitted to each alias's worker and not
 _queued_lock = Lock()
 
 
-def submit(alias: str, deadline: float | None, work: Callable[..., T], *args) -> Future:
+def submit(
+    alias: str, deadline: float | None, work: Callable[..., T], *args, inline: bool = False
+) -> Future:
     """``work(*args)`` on ``alias``'s worker, or a future failed at once with `StoreShed`
-    when the store's write breaker is open or its queue is full."""
+    when the store's write breaker is open or its queue is full.
+
+    ``inline`` runs it in the calling thread instead, under the same breaker, queue bound
+    and deadline, and returns its finished future: for a batch whose only part this is,
+    nothing runs beside it, and the hand-off to the worker thread was a third of the
+    batch's time (docs/performance.md, "Validated inserts").
+    """
     try:
         probe = WRITE_BREAKERS[alias].check()
         with _queued_lock:
@@ -85,12 +94,26 @@ def submit(alias: str, deadline: float | None, work: Callable[..., T], *args) ->
         return shed
     if probe and deadline is not None:
         deadline = min(deadline, monotonic() + PROBE_WAIT_SECONDS)
-    return _worker(alias).submit(_in_worker, alias, deadline, work, *args)
+    if not inline:
+        return _worker(alias).submit(_in_worker, alias, deadline, work, *args)
+    done: Future = Future()
+    try:
+        done.set_result(_run(alias, deadline, work, *args))
+    except Exception as exc:  # delivered as the worker's future would deliver it
+        done.set_exception(exc)
+    return done
 
 
 def _in_worker(alias: str, deadline: float | None, work: Callable[..., T], *args) -> T:
     # What Django's request_started and request_finished signals do for a request thread.
     close_old_connections()
+    try:
+        return _run(alias, deadline, work, *args)
+    finally:
+        close_old_connections()
+
+
+def _run(alias: str, deadline: float | None, work: Callable[..., T], *args) -> T:
     try:
         wait_s = None if deadline is None else deadline - monotonic()
         if wait_s is not None and wait_s <= 0:  # queued past the deadline: do not start
@@ -100,4 +123,3 @@ def _in_worker(alias: str, deadline: float | None, work: Callable[..., T], *args
     finally:
         with _queued_lock:
             _queued[alias] -= 1
-        close_old_connections()

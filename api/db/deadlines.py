@@ -2,7 +2,8 @@
 
 SQLite waits for its write lock at ``BEGIN IMMEDIATE`` for the busy timeout; PostgreSQL
 for any lock for ``lock_timeout``. `waits_at_most` sets either from the batch's deadline
-and puts it back afterwards (a PostgreSQL connection may go back to a pool).
+and puts it back afterwards (the connection may be a request thread's, or go back to a
+pool).
 """
 
 from contextlib import contextmanager
@@ -20,11 +21,17 @@ def waits_at_most(alias: str, seconds: float | None):
     """
     connection = connections[alias]
     if connection.vendor == "sqlite":
-        default_s = connection.settings_dict["OPTIONS"].get("timeout", 5)
-        milliseconds = round(1000 * (default_s if seconds is None else min(seconds, default_s)))
+        default_ms = round(1000 * connection.settings_dict["OPTIONS"].get("timeout", 5))
+        milliseconds = default_ms if seconds is None else min(round(1000 * seconds), default_ms)
         with connection.cursor() as cursor:
             cursor.execute(f"PRAGMA busy_timeout = {milliseconds}")
-        yield
+        try:
+            yield
+        finally:
+            # The connection may be a request thread's (a batch with one part runs there).
+            if milliseconds != default_ms and connection.connection is not None:
+                with connection.cursor() as cursor:
+                    cursor.execute(f"PRAGMA busy_timeout = {default_ms}")
     elif connection.vendor == "postgresql" and seconds is not None:
         milliseconds = max(1, round(1000 * seconds))
         with connection.cursor() as cursor:

@@ -3,8 +3,9 @@
 `batch_insert` checks every record's fields up front (`api.domain.validation`), then hands
 each store's part to that store's worker (`api.db.bulkheads`). The users and products
 parts run in parallel; the orders part waits on both futures, so an order may name a user
-or product stored before or accepted earlier in the same batch. What each part does inside
-its transaction is `api.services.store_writes`.
+or product stored before or accepted earlier in the same batch. A batch with one part
+runs it in the caller's thread, under the same breaker, queue bound and deadline. What
+each part does inside its transaction is `api.services.store_writes`.
 
 A part's `DatabaseError` (a store down, locked past its deadline, shed) turns its records
 into ``failed`` results and is logged; any other exception is a bug and propagates to the
@@ -82,23 +83,22 @@ def batch_insert(
 
     # Submitted users, products, orders: a worker's queue is first come, first served, so
     # the orders task never waits on a task queued behind it, even when aliases coincide.
-    # A part with nothing to store or look up is not handed to its worker at all.
+    # A part with nothing to store or look up is not submitted; the only part of a batch
+    # runs in this thread (nothing would run beside it).
+    todo = (user_candidates or user_refs, product_candidates or product_refs, order_candidates)
+    inline = sum(map(bool, todo)) == 1
     users_future = _part(
-        users_db, deadline, store_users, user_candidates or user_refs, user_candidates, user_refs
+        users_db, deadline, inline, store_users, todo[0], user_candidates, user_refs
     )
     products_future = _part(
-        products_db,
-        deadline,
-        store_products,
-        product_candidates or product_refs,
-        product_candidates,
-        product_refs,
+        products_db, deadline, inline, store_products, todo[1], product_candidates, product_refs
     )
     orders_future = _part(
         orders_db,
         deadline,
+        inline,
         store_orders,
-        order_candidates,
+        todo[2],
         order_candidates,
         users_future,
         products_future,
@@ -132,9 +132,10 @@ NOTHING = Future()
 NOTHING.set_result(Stored([], {}))
 
 
-def _part(alias: str, deadline: float | None, work, todo, *args) -> Future:
-    """``work(alias, *args)`` on the store's worker, or `NOTHING` when ``todo`` is empty."""
-    return submit(alias, deadline, work, alias, *args) if todo else NOTHING
+def _part(alias: str, deadline: float | None, inline: bool, work, todo, *args) -> Future:
+    """``work(alias, *args)`` on the store's worker (``inline``: in this thread), or
+    `NOTHING` when ``todo`` is empty."""
+    return submit(alias, deadline, work, alias, *args, inline=inline) if todo else NOTHING
 
 
 def _outcome(future: Future, candidates: list[Candidate], alias: str) -> Stored:
