@@ -17,7 +17,9 @@ wrk stopped. ``--access`` as in ``bench/lookup.py``: ``tokens`` (the default) se
 project as production does, with a ``write`` token of the ``benchmark`` tier; ``open`` as
 development does. Needs wrk. The data is a fresh ``--users`` table in a temporary folder.
 
-Usage: ``python bench/inserts.py [--postgres URL_PREFIX] [--batch 10] [--connections 32]``.
+``--mixed`` posts batches of users, products and orders (each order for a stored user and
+product, so checked across databases) to the project alone: no anchor does that.
+Usage: ``python bench/inserts.py [--postgres URL_PREFIX] [--batch 10] [--mixed]``.
 """
 
 import argparse
@@ -41,6 +43,7 @@ from bench.lookup import GUNICORN, PRODUCTION_ENV, PYTHON, gunicorn, measured_wr
 
 INSERT_PATH = "/api/run-query/?type=insert"
 SCRIPT = REPO / "bench" / "lua_insert_users_token.lua"
+MIXED_SCRIPT = REPO / "bench" / "lua_insert_mixed.lua"
 
 
 def main() -> int:
@@ -52,6 +55,12 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=10, help="users per batch")
     parser.add_argument("--users", type=int, default=100_000, help="users stored beforehand")
     parser.add_argument("--access", choices=["tokens", "open"], default="tokens")
+    parser.add_argument(
+        "--mixed",
+        action="store_true",
+        help="the project alone, batches of --batch users, products and orders (each order "
+        "for a stored user and product): no anchor does that",
+    )
     parser.add_argument(
         "--postgres",
         metavar="URL_PREFIX",
@@ -78,6 +87,8 @@ def main() -> int:
             "project": ([*GUNICORN, "data_project.wsgi"], REPO, env, INSERT_PATH, authorization),
             "raw": ([*GUNICORN, raw[0]], anchors, raw[1], "/", authorization),
         }
+        if args.mixed:
+            del apps["raw"]
         print(
             f"{'PostgreSQL' if args.postgres else 'SQLite'}: {args.users:,} users stored; "
             f"batches of {args.batch}, wrk {args.connections} connections, {args.seconds} s; "
@@ -118,13 +129,16 @@ def serve_and_post(command, cwd, env, path, authorization, anchors, args, run, u
     port = 18090
     with gunicorn(command, cwd, env, port) as master:
         url = f"http://127.0.0.1:{port}"
-        wrk = ["wrk", "-t2", f"-c{args.connections}", "-s", str(SCRIPT), url]
+        script = MIXED_SCRIPT if args.mixed else SCRIPT
+        wrk = ["wrk", "-t2", f"-c{args.connections}", "-s", str(script), url]
         wrk_env = {
             **os.environ,
             "ANCHOR_SCRIPT": str(anchors / "lua_insert_users.lua"),
             "AUTHORIZATION": authorization,  # the anchors ignore it
             "BATCH": str(args.batch),
             "INSERT_PATH": path,
+            "USERS": str(args.users),
+            "PRODUCTS": "100",
         }
         warm = {**wrk_env, "RUN": f"warm-{run}"}
         subprocess.run([*wrk, "-d2s"], env=warm, capture_output=True, check=True)
@@ -149,6 +163,7 @@ def stored_rows(users, pattern: str) -> int:
 
 
 def report(results: dict[str, list[dict]], args) -> int:
+    rows_per_batch = 3 * args.batch if args.mixed else args.batch
     print(
         f"\n{'app':<8} {'batches/s':>10} {'rows/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
         f"{'cpu us/batch':>13} {'stored':>8} {'answered':>9}  errors"
@@ -157,12 +172,16 @@ def report(results: dict[str, list[dict]], args) -> int:
     for name, runs in results.items():
         for run in runs:
             print(
-                f"{name:<8} {run['rps']:>10.0f} {run['rps'] * args.batch:>8.0f} "
+                f"{name:<8} {run['rps']:>10.0f} {run['rps'] * rows_per_batch:>8.0f} "
                 f"{run['p50']:>8.2f} {run['p99']:>8.2f} {run['cpu_us']:>13.0f} "
                 f"{run['stored']:>8} {run['answered']:>9}  {run['errors']}"
             )
             if not run["answered"] <= run["stored"] <= run["answered"] + run["in_flight"]:
                 lost.append(name)
+    if args.mixed:
+        rows = [run["rps"] * rows_per_batch for run in results["project"]]
+        print(f"\nmixed batches, rows/s (users + products + orders): {statistics.median(rows):.0f}")
+        return 1 if lost or any(run["errors"] != "none" for run in results["project"]) else 0
     pairs = list(zip(results["project"], results["raw"], strict=True))
     ratios = [ours["rps"] / theirs["rps"] for ours, theirs in pairs]
     p99s = [ours["p99"] / theirs["p99"] for ours, theirs in pairs]
