@@ -1,13 +1,18 @@
 """Concurrent batches: 64 threads writing to all three databases lose and duplicate nothing."""
 
+import json
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import psycopg
 import pytest
+from django.conf import settings
 from django.db import connections
 
 from api.db.bulkheads import close_worker_connections
@@ -17,7 +22,7 @@ from api.models import Order, Product, User
 from api.services import batch_insert as service
 from api.services import store_writes
 from api.services.batch_insert import batch_insert
-from api.tests.conftest import ROUTED, ROUTED_VENDORS, sqlite_only, sqlite_path
+from api.tests.conftest import ROUTED, ROUTED_VENDORS, manage, sqlite_only, sqlite_path
 
 THREADS = 64
 SHARED_EMAILS = 8  # each shared address is submitted by THREADS / SHARED_EMAILS threads
@@ -221,3 +226,74 @@ def test_automatic_ids_continue_after_explicit_ones():
     second = batch_insert(users=[{"name": "Automatic", "email": "a@example.com"}])
     assert first.users[0].id == 500
     assert second.users[0].status == "inserted" and second.users[0].id > 500
+
+
+RACE = """
+import json, os, time
+from api.services.batch_insert import batch_insert
+start = float(os.environ["RACE_START"])
+while time.time() < start:
+    time.sleep(0.001)
+outcomes = []
+for i in range(int(os.environ["RACE_EMAILS"])):
+    (result,) = batch_insert(users=[{"name": "Racer", "email": f"race{i}@example.com"}]).users
+    outcomes.append([result.status, result.reason])
+print(json.dumps(outcomes))
+"""
+RACE_EMAILS = 60
+
+
+def race_env(tmp_path) -> dict[str, str]:
+    """A fresh set of stores for the racing processes: SQLite files in ``tmp_path``, or
+    PostgreSQL databases (dropped afterwards by `drop_race_databases`) when the suite runs
+    on PostgreSQL."""
+    env = {"DATA_DIR": str(tmp_path)}
+    if {"postgresql"} == ROUTED_VENDORS:
+        base = connections["users"].settings_dict
+        server = f"postgres://{base['USER']}@{base['HOST']}:{base['PORT'] or 5432}"
+        prefix = f"dp_race_{os.getpid()}_"
+        env |= {f"DATABASE_URL_{alias.upper()}": f"{server}/{prefix}{alias}" for alias in ROUTED}
+    return env
+
+
+def drop_race_databases(env: dict[str, str]) -> None:
+    urls = [value for name, value in env.items() if name.startswith("DATABASE_URL_")]
+    if urls:
+        server = urls[0].rsplit("/", 1)[0]
+        with psycopg.connect(f"{server}/postgres", autocommit=True) as admin:
+            for url in urls:
+                admin.execute(f"DROP DATABASE IF EXISTS {url.rsplit('/', 1)[1]} WITH (FORCE)")
+
+
+def test_two_processes_racing_on_the_same_emails_store_each_once(tmp_path):
+    """Two processes insert the same 60 e-mails at the same moment, one batch each: every
+    e-mail is stored once, and the other process is told "duplicate email", never a
+    failure or a second row (on PostgreSQL the unique index decides a race the checks
+    cannot see)."""
+    env = race_env(tmp_path)
+    try:
+        migrated = manage("migrate_all", env=env)
+        assert migrated.returncode == 0, migrated.stderr
+        env |= {"RACE_START": str(time.time() + 3), "RACE_EMAILS": str(RACE_EMAILS)}
+        racers = [
+            subprocess.Popen(
+                [sys.executable, "manage.py", "shell", "-c", RACE],
+                cwd=settings.BASE_DIR,
+                env={**os.environ, **env},
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(2)
+        ]
+        outputs = [racer.communicate(timeout=120) for racer in racers]
+        assert [racer.returncode for racer in racers] == [0, 0], [err for _, err in outputs]
+        first, second = (json.loads(out.splitlines()[-1]) for out, _ in outputs)
+        for one, other in zip(first, second, strict=True):
+            assert sorted([one, other]) == [["inserted", ""], ["rejected", v.EMAIL_DUPLICATE]]
+        counted = manage(
+            "shell", "-c", "from api.models import User; print(User.objects.count())", env=env
+        )
+        assert counted.stdout.split()[-1] == str(RACE_EMAILS)
+    finally:
+        drop_race_databases(env)
