@@ -4,7 +4,8 @@ NOTHING RETURNING id``.
 `CompiledInsert.insert` stores a store's validated records inside the caller's
 ``transaction.atomic(using=alias)`` and gives each record's new id, or None where a unique
 index (the primary key, ``users.email``) already holds its value: the database is the
-final word between concurrent writers, without a savepoint per batch or a read before it.
+final word between concurrent writers, and a refused row aborts nothing, so no savepoint
+is needed. Records without an id go in first, then those with one (two statements).
 Django's compiler writes the SQL (``OnConflict.IGNORE`` and the returned primary key,
 which ``bulk_create`` does not combine); each value is prepared by its field's
 ``get_db_prep_save``, as ``bulk_create`` prepares it, and a constant default once per
