@@ -187,7 +187,7 @@ def _execute_dbapi(connection, sql: str, params: list) -> list[tuple]:
     with connection.wrap_database_errors:
         raw = connection.connection
         if connection.vendor == "postgresql":
-            cursor = _server_binding_cursor(connection.alias, raw)
+            cursor = server_binding_cursor(connection.alias, raw)
             cursor.execute(sql, params)
             return cursor.fetchall()
         cursor = raw.cursor()
@@ -201,7 +201,7 @@ def _execute_dbapi(connection, sql: str, params: list) -> list[tuple]:
 _cursors_by_thread = local()
 
 
-def _server_binding_cursor(alias: str, raw) -> Cursor:
+def server_binding_cursor(alias: str, raw) -> Cursor:
     """A psycopg ``Cursor`` on ``raw``, kept per thread and alias while ``raw`` is the
     alias's connection: building one (its adapters map, its transformer) per lookup was
     a measurable share of its CPU (docs/performance.md, PostgreSQL lookups). A new

@@ -21,9 +21,8 @@ from django.db import connections
 from django.db.models import NOT_PROVIDED, Model
 from django.db.models.constants import OnConflict
 from django.db.models.sql import InsertQuery
-from psycopg import Cursor
 
-from api.db.compiled import dbapi_sql
+from api.db.compiled import dbapi_sql, server_binding_cursor
 
 
 class CompiledInsert:
@@ -121,15 +120,15 @@ def _execute_django(connection, sql: str, rows: list[list]) -> list[int | None]:
 def _execute_dbapi(connection, sql: str, rows: list[list]) -> list[int | None]:
     raw = connection.connection
     if connection.vendor == "postgresql":
-        # Server-side binding, as the lookups' cursor: psycopg pipelines executemany.
-        with Cursor(raw) as cursor:
-            cursor.executemany(sql, rows, returning=True)
-            returned = []
-            while True:
-                row = cursor.fetchone()
-                returned.append(row[0] if row else None)
-                if not cursor.nextset():
-                    return returned
+        # The lookups' kept server-binding cursor: psycopg pipelines executemany.
+        cursor = server_binding_cursor(connection.alias, raw)
+        cursor.executemany(sql, rows, returning=True)
+        returned = []
+        while True:
+            row = cursor.fetchone()
+            returned.append(row[0] if row else None)
+            if not cursor.nextset():
+                return returned
     cursor = raw.cursor()
     try:
         returned = []

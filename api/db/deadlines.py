@@ -12,12 +12,14 @@ from django.db import connections
 
 
 @contextmanager
-def waits_at_most(alias: str, seconds: float | None):
+def waits_at_most(alias: str, seconds: float | None, *, shared: bool = True):
     """Bound how long the connection of ``alias`` waits for a lock; None: its own timeout.
 
-    SQLite: the busy timeout (``BEGIN IMMEDIATE`` waits there); PostgreSQL: ``lock_timeout``,
-    and ``statement_timeout`` a second later, for this batch, reset afterwards (the
-    connection may go back to a pool).
+    SQLite: the busy timeout (``BEGIN IMMEDIATE`` waits there), put back afterwards only
+    when the connection is ``shared`` (a request thread's; a store's worker owns its
+    connection and sets it again for its next batch); PostgreSQL: ``lock_timeout``, and
+    ``statement_timeout`` a second later, for this batch, reset afterwards (the connection
+    may go back to a pool).
     """
     connection = connections[alias]
     if connection.vendor == "sqlite":
@@ -28,8 +30,7 @@ def waits_at_most(alias: str, seconds: float | None):
         try:
             yield
         finally:
-            # The connection may be a request thread's (a batch with one part runs there).
-            if milliseconds != default_ms and connection.connection is not None:
+            if shared and milliseconds != default_ms and connection.connection is not None:
                 with connection.cursor() as cursor:
                     cursor.execute(f"PRAGMA busy_timeout = {default_ms}")
     elif connection.vendor == "postgresql" and seconds is not None:

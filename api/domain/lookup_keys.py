@@ -4,7 +4,7 @@ Everything the API knows about a key is its `LookupKey` in `LOOKUP_KEYS`: the st
 reads, how its value is parsed, the query it runs, the rows one request may ask for, the
 ``include`` it allows and an example. The query parser, the selectors, the OpenAPI schema,
 the Locust tasks and the tests all read it, so adding a key is one entry here (and its
-swarm weight in ``locustfile.py``). `Lookup` is one parsed request.
+swarm weight in ``loadtest/swarm.py``). `Lookup` is one parsed request.
 
 Needs no settings (Django's e-mail validator reads none): the Locust swarm imports it
 without setting Django up.

@@ -116,9 +116,11 @@ def _store(queryset: QuerySet, candidates: list[Candidate]) -> list[RecordResult
             accepted.append(c)
 
     ids = INSERTS[model].insert(alias, [c.data for c in accepted])
-    inserted = [(c, new_id) for c, new_id in zip(accepted, ids, strict=True) if new_id]
+    inserted = []
     for c, new_id in zip(accepted, ids, strict=True):
-        if new_id is None:  # a concurrent writer won the race
+        if new_id is not None:
+            inserted.append((c, new_id))
+        else:  # a concurrent writer won the race
             now = _taken(queryset, [c.data])
             errors = now.conflicts(c.data)
             if not errors:
