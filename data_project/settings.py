@@ -203,9 +203,11 @@ REPLICA_MAX_LAG_SECONDS = env.float("REPLICA_MAX_LAG_SECONDS", default=5.0)
 # ------------------------------------------------------------------------------
 # Serving: the lookup fast path, bulkheads and breakers, /api/stats/
 # ------------------------------------------------------------------------------
-# GET /api/run-query/ lookups answered ahead of Django's request cycle, with the same
-# signals, host check, body and headers (api.fastpath); 0 sends them through it.
+# GET /api/run-query/ lookups and POST type=insert batches answered ahead of Django's
+# request cycle, with the same signals, host check, policies, body and headers
+# (api.fastpath); 0 sends them through it.
 LOOKUP_FAST_PATH = env.bool("LOOKUP_FAST_PATH", default=True)
+INSERT_FAST_PATH = env.bool("INSERT_FAST_PATH", default=True)
 # How long a request waits for a store's lock before its records fail (503), how long a
 # store that failed so is refused at once (api.db.breakers), how many insert batches may
 # queue for one store (api.db.bulkheads). Commands keep SQLITE_BUSY_TIMEOUT_SECONDS.

@@ -1,6 +1,6 @@
 """The lookup fast path: ``GET /api/run-query/?type=get`` answered ahead of Django's cycle.
 
-`LookupFastPathHandler` is the WSGI application of `data_project.wsgi`: Django's
+`FastPathHandler` is the WSGI application of `data_project.wsgi`: Django's
 `WSGIHandler`, which answers a lookup of an allowed host itself, with the body
 `api.http.lookups.lookup_response_body` gives DRF's view, the headers DRF and Django's
 middleware would add, and errors as `api.http.errors.exception_handler` answers them.
@@ -14,6 +14,6 @@ connection housekeeping; the Django internals it mirrors pinned by
 ``docs/performance.md``.
 """
 
-from api.fastpath.handler import LookupFastPathHandler
+from api.fastpath.handler import FastPathHandler
 
-__all__ = ["LookupFastPathHandler"]
+__all__ = ["FastPathHandler"]

@@ -1,6 +1,6 @@
 """System checks: the lookup fast path starts only where it answers as Django would.
 
-`api.fastpath.handler.LookupFastPathHandler` reproduces a fixed set of middleware and
+`api.fastpath.handler.FastPathHandler` reproduces a fixed set of middleware and
 applies the DRF policies of its view that `api.fastpath.policies` can run
 (`FAST_PATH_POLICIES`: the API's token authentication, scopes and throttles; no
 versioning, JSON only). Settings that ask for anything else are a system-check error, reported by
@@ -18,10 +18,11 @@ from api.http.access import ScopedAccess, TokenAuthentication
 from api.http.renderers import JSONOnlyNegotiation, ORJSONRenderer
 from api.http.throttling import TierRateThrottle
 
-# The middleware whose effect on a GET lookup the fast path reproduces:
-# pinning scope, security headers, nothing (WhiteNoise answers only the paths of static
-# files: /static/ and WHITENOISE_ROOT's few), host check and Content-Length, nothing (CSRF
-# guards only unsafe methods), X-Frame-Options.
+# The middleware whose effect on a lookup or an insert the fast path reproduces:
+# pinning scope and cookie, security headers, nothing (WhiteNoise answers only the paths of
+# static files: /static/ and WHITENOISE_ROOT's few), host check and Content-Length, nothing
+# (CSRF guards only unsafe methods, and DRF's views are exempt: the 415 of
+# api.http.errors.require_json is the cross-site rule), X-Frame-Options.
 REPRODUCED_MIDDLEWARE = frozenset(
     {
         "api.http.middleware.primary_pinning_middleware",
@@ -32,7 +33,7 @@ REPRODUCED_MIDDLEWARE = frozenset(
         "django.middleware.clickjacking.XFrameOptionsMiddleware",
     }
 )
-HINT = "reproduce it in api/fastpath, or set LOOKUP_FAST_PATH=0"
+HINT = "reproduce it in api/fastpath, or set LOOKUP_FAST_PATH=0 and INSERT_FAST_PATH=0"
 # The DRF policy classes `api.fastpath.policies` applies: each reads only what its
 # PolicyRequest has (META, method, query_params, user, auth).
 FAST_PATH_POLICIES = frozenset({TokenAuthentication, ScopedAccess, AllowAny, TierRateThrottle})
@@ -69,11 +70,11 @@ def unreproduced_policies(view_class) -> list[str]:
 
 def fast_path_errors() -> list[checks.CheckMessage]:
     """Why the fast path cannot answer as Django and DRF would, as check errors."""
-    if not settings.LOOKUP_FAST_PATH:
+    if not (settings.LOOKUP_FAST_PATH or settings.INSERT_FAST_PATH):
         return []
     errors = [
         checks.Error(
-            f"the lookup fast path does not reproduce middleware {name}",
+            f"the fast path does not reproduce middleware {name}",
             hint=HINT,
             id="fastpath.E001",
         )
@@ -83,15 +84,24 @@ def fast_path_errors() -> list[checks.CheckMessage]:
     if settings.PREPEND_WWW:
         errors.append(
             checks.Error(
-                "the lookup fast path does not reproduce PREPEND_WWW", hint=HINT, id="fastpath.E002"
+                "the fast path does not reproduce PREPEND_WWW", hint=HINT, id="fastpath.E002"
             )
         )
     errors += [
-        checks.Error(
-            f"the lookup fast path does not apply the {policy}", hint=HINT, id="fastpath.E003"
-        )
+        checks.Error(f"the fast path does not apply the {policy}", hint=HINT, id="fastpath.E003")
         for policy in unreproduced_policies(lookup_view_class())
     ]
+    if settings.INSERT_FAST_PATH:
+        errors += [
+            checks.Error(
+                f"the insert fast path does not run a request in one transaction "
+                f"(ATOMIC_REQUESTS of {alias!r})",
+                hint="set INSERT_FAST_PATH=0",
+                id="fastpath.E004",
+            )
+            for alias, database in settings.DATABASES.items()
+            if database.get("ATOMIC_REQUESTS")
+        ]
     return errors
 
 

@@ -1,18 +1,21 @@
-"""`LookupFastPathHandler`: Django's WSGI handler, answering lookups itself.
+"""`FastPathHandler`: Django's WSGI handler, answering lookups and insert batches itself.
 
 The contract is in `api.fastpath`'s docstring; this module keeps it: what the handler
-reproduces of Django's request cycle for a ``GET /api/run-query/`` lookup, and what it
-hands back to Django.
+reproduces of Django's request cycle for a ``GET /api/run-query/`` lookup and a
+``POST /api/run-query/?type=insert`` batch, and what it hands back to Django.
 """
 
 import logging
 import time
+from http.client import responses
+from time import perf_counter
 
 from django.conf import settings
 from django.core import signals
 from django.core.cache import close_caches
 from django.core.exceptions import DisallowedHost, TooManyFieldsSent
 from django.core.handlers.base import reset_urlconf
+from django.core.handlers.exception import response_for_exception
 from django.core.handlers.wsgi import WSGIHandler
 from django.core.management.base import SystemCheckError
 from django.db import DatabaseError, close_old_connections, connections, reset_queries
@@ -23,14 +26,18 @@ from django.urls import reverse
 from django.utils.log import log_response
 from rest_framework.exceptions import APIException
 
-from api.db.routers import DEFAULT_ALIAS, PINNED_ALIASES
+from api.db.routers import DEFAULT_ALIAS, PINNED_ALIASES, replicas_by_alias
+from api.domain.batches import InvalidBatch, parse_batch
 from api.fastpath.checks import fast_path_errors, lookup_view_class
-from api.fastpath.policies import LookupPolicies
+from api.fastpath.inserts import insert_document
+from api.fastpath.policies import ViewPolicies
 from api.fastpath.query_string import query_params
-from api.http.errors import as_api_exception, error_response_parts
+from api.http.errors import BadRequest, as_api_exception, error_response_parts
+from api.http.inserts import batch_answer
 from api.http.lookups import lookup_response_body
-from api.http.pinning import pinned_by_environ
+from api.http.pinning import pin_response, pinned_by_environ
 from api.http.renderers import dumps
+from api.services.batch_insert import batch_insert
 
 logger = logging.getLogger(__name__)
 
@@ -94,8 +101,9 @@ class UnexpectedErrorLog:
         )
 
 
-class LookupFastPathHandler(WSGIHandler):
-    """Django's WSGI handler; ``GET /api/run-query/`` lookups skip its cycle.
+class FastPathHandler(WSGIHandler):
+    """Django's WSGI handler; ``GET /api/run-query/`` lookups and
+    ``POST /api/run-query/?type=insert`` batches skip its cycle.
 
     Raises `SystemCheckError` when built with settings it cannot honour
     (`api.fastpath.checks`).
@@ -103,18 +111,19 @@ class LookupFastPathHandler(WSGIHandler):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fast_path = settings.LOOKUP_FAST_PATH
+        self.lookups = settings.LOOKUP_FAST_PATH
+        self.inserts = settings.INSERT_FAST_PATH
         errors = fast_path_errors()
         if errors:
             raise SystemCheckError("\n".join(f"{e.id}: {e.msg} ({e.hint})" for e in errors))
         self.lookup_path = reverse("run-query")
         self.view_class = lookup_view_class()
-        self.policies = LookupPolicies(self.view_class)
+        self.policies = ViewPolicies(self.view_class)
         self.send_signals = settings.DEBUG or not all(
             only_djangos_receivers(signal)
             for signal in (signals.request_started, signals.request_finished)
         )
-        # Lookups read the routed aliases and their replicas, never ``default``.
+        # Lookups and inserts use the routed aliases and their replicas, never ``default``.
         self.housekeeping_aliases = tuple(
             alias
             for alias, database in connections.settings.items()
@@ -126,6 +135,8 @@ class LookupFastPathHandler(WSGIHandler):
         self.ssl_redirect = settings.SECURE_SSL_REDIRECT
         self.check_user_agent = bool(settings.DISALLOWED_USER_AGENTS)
         self.max_fields = settings.DATA_UPLOAD_MAX_NUMBER_FIELDS
+        self.max_body_bytes = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        self.key_required = settings.IDEMPOTENCY_KEY_REQUIRED
         self.unexpected = UnexpectedErrorLog()
         self._clients: dict[tuple, tuple[bool, bool]] = {}
         self._headers: dict[bool, list[tuple[str, str]]] = {}  # by is_secure()
@@ -135,16 +146,19 @@ class LookupFastPathHandler(WSGIHandler):
         )
 
     def __call__(self, environ, start_response):
-        if (
-            not self.fast_path
-            or environ.get("REQUEST_METHOD") != "GET"
-            or environ.get("PATH_INFO") != self.lookup_path
-        ):
+        if environ.get("PATH_INFO") != self.lookup_path:
+            return super().__call__(environ, start_response)
+        method = environ.get("REQUEST_METHOD")
+        if method == "GET" and self.lookups:
+            answer_of = self._answer
+        elif method == "POST" and self.inserts:
+            answer_of = self._answer_insert
+        else:
             return super().__call__(environ, start_response)
         if self.send_signals:
             signals.request_started.send(sender=self.__class__, environ=environ)
         try:
-            answer = self._answer(environ)
+            answer = answer_of(environ)
         finally:
             if self.send_signals:
                 signals.request_finished.send(sender=self.__class__)
@@ -184,6 +198,67 @@ class LookupFastPathHandler(WSGIHandler):
             PINNED_ALIASES.reset(scope)
         return "200 OK", body, self._response_headers(environ, secure)
 
+    def _answer_insert(self, environ) -> tuple[str, bytes, list[tuple[str, str]]] | None:
+        """``(status line, body, headers)`` of an insert batch, or None for Django to answer.
+
+        Everything that sends the request to Django is decided before the policies run
+        (`api.fastpath.inserts`); after them the batch is answered here, whatever happens:
+        a write is never run twice. A bug is answered as Django answers it (logged, 500).
+        """
+        allowed, secure = self._client(environ)
+        if (
+            not allowed
+            or (self.ssl_redirect and not secure)
+            or (self.check_user_agent and "HTTP_USER_AGENT" in environ)
+        ):
+            return None
+        document = insert_document(environ, self.max_body_bytes, self.key_required)
+        if document is None:
+            return None
+        scope = PINNED_ALIASES.set(pinned_by_environ(environ))
+        try:
+            self.policies.enforce(environ, {"type": ["insert"]}, "POST")
+            try:
+                batch = parse_batch(document)
+            except InvalidBatch as exc:
+                raise BadRequest(str(exc), exc.details) from exc
+            code, body, extra = batch_answer(batch_insert(**batch), perf_counter())
+            headers = [*self._response_headers(environ, secure), *extra.items()]
+            if replicas_by_alias():
+                headers += self._pinning_cookie(environ, PINNED_ALIASES.get())
+        except APIException as exc:
+            return self._error(environ, secure, exc)
+        except Exception as exc:
+            return self._crash(environ, exc)
+        finally:
+            PINNED_ALIASES.reset(scope)
+        if code >= 400:  # a 503: every record failed
+            self._log(environ, code)
+        return f"{code} {responses[code]}", dumps(body), headers
+
+    def _pinning_cookie(self, environ, pinned: frozenset[str]) -> list[tuple[str, str]]:
+        """The ``Set-Cookie`` header `api.http.middleware` adds after a write, if any."""
+        probe = HttpResponse()
+        pin_response(self.request_class(environ), probe, pinned)
+        return [("Set-Cookie", cookie.output(header="")) for cookie in probe.cookies.values()]
+
+    def _crash(self, environ, exc: Exception) -> tuple[str, bytes, list[tuple[str, str]]]:
+        """Django's answer to a view that raised ``exc``: its log line and ``handler500``."""
+        request = self.request_class(environ)
+        response = response_for_exception(request, exc)
+        for middleware in self._header_middleware:
+            middleware.process_response(request, response)
+        headers = [*response.items()]
+        return f"{response.status_code} {response.reason_phrase}", response.content, headers
+
+    def _log(self, environ, code: int) -> None:
+        """Django's log line for a response with status ``code`` (``log_response``)."""
+        response = HttpResponse(status=code)
+        request = self.request_class(environ)
+        log_response(
+            "%s: %s", response.reason_phrase, request.path, response=response, request=request
+        )
+
     def _error(self, environ, secure: bool, exc: Exception) -> tuple[str, bytes, list]:
         """The answer `api.http.errors.exception_handler` gives for ``exc`` on DRF's path.
 
@@ -193,12 +268,8 @@ class LookupFastPathHandler(WSGIHandler):
         status, body, extra = error_response_parts(as_api_exception(exc))
         headers = dict(self._response_headers(environ, secure))
         headers.update(extra)
-        response = HttpResponse(status=status)
-        request = self.request_class(environ)
-        log_response(
-            "%s: %s", response.reason_phrase, request.path, response=response, request=request
-        )
-        return f"{status} {response.reason_phrase}", dumps(body), list(headers.items())
+        self._log(environ, status)
+        return f"{status} {responses[status]}", dumps(body), list(headers.items())
 
     def _client(self, environ) -> tuple[bool, bool]:
         """``(host allowed, is_secure())`` as Django's request says, remembered per client."""

@@ -1,6 +1,6 @@
-"""The lookup view's DRF policies, applied outside DRF's request cycle.
+"""The run-query view's DRF policies, applied outside DRF's request cycle.
 
-`LookupPolicies.enforce` runs the view's own authentication, permission and throttle
+`ViewPolicies.enforce` runs the view's own authentication, permission and throttle
 instances, in the order and with the exceptions of DRF's ``APIView.initial`` (after
 content negotiation, which the fast path's view never refuses) and
 ``APIView.handle_exception`` (a 401's ``WWW-Authenticate``). Each policy gets a
@@ -46,18 +46,18 @@ class PolicyRequest:
         "user",
     )
 
-    def __init__(self, environ: dict, params) -> None:
+    def __init__(self, environ: dict, params, method: str) -> None:
         self.META = environ
         self.headers = EnvironHeaders(environ)
-        self.method = "GET"
+        self.method = method
         self.query_params = params
         self.user = None  # DRF's UNAUTHENTICATED_USER and _TOKEN (api.fastpath.checks)
         self.auth = None
         self.successful_authenticator = None
 
 
-class LookupPolicies:
-    """The authentication, permission and throttle policies of the lookup view."""
+class ViewPolicies:
+    """The authentication, permission and throttle policies of a DRF view."""
 
     def __init__(self, view_class) -> None:
         self.view = view_class()
@@ -69,9 +69,10 @@ class LookupPolicies:
             self.authenticators[0].authenticate_header(None) if self.authenticators else None
         )
 
-    def enforce(self, environ: dict, params) -> None:
-        """Raise the DRF exception the view would raise before its handler; None if none."""
-        request = PolicyRequest(environ, params)
+    def enforce(self, environ: dict, params, method: str = "GET") -> None:
+        """Raise the DRF exception the view would raise before its ``method`` handler;
+        None if none. ``params``: the query string's parameters (`query_string`)."""
+        request = PolicyRequest(environ, params, method)
         try:
             for authenticator in self.authenticators:
                 user_auth = authenticator.authenticate(request)

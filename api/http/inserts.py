@@ -28,14 +28,24 @@ def batch_status(result: BatchResult) -> int:
     )
 
 
-def batch_response(result: BatchResult, started: float) -> Response:
-    """Every record's result, with `batch_status`; ``Retry-After`` when any record failed."""
+def batch_answer(result: BatchResult, started: float) -> tuple[int, dict, dict[str, str]]:
+    """``(status, body, headers)`` of the answer to a batch: every record's result in
+    submission order, `batch_status`, ``Retry-After`` when any record failed.
+
+    ``started``: the `perf_counter` reading the batch's ``elapsed_ms`` counts from. DRF's
+    view (`batch_response`) and the insert fast path (`api.fastpath`) both answer with it.
+    """
     body = {
         "type": INSERT,
         "summary": result.summary(),
         **{name: [r.as_dict() for r in rs] for name, rs in result.by_model().items()},
         "elapsed_ms": round((perf_counter() - started) * 1000, 3),
     }
-    code = batch_status(result)
-    headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if result.has_failures else None
-    return Response(body, status=code, headers=headers)
+    headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if result.has_failures else {}
+    return batch_status(result), body, headers
+
+
+def batch_response(result: BatchResult, started: float) -> Response:
+    """`batch_answer` as DRF's ``Response``."""
+    code, body, headers = batch_answer(result, started)
+    return Response(body, status=code, headers=headers or None)

@@ -93,17 +93,53 @@ INSERTS = {model: CompiledInsert(model) for model in (User, Product, Order)}
 
 
 def _store(queryset: QuerySet, candidates: list[Candidate]) -> list[RecordResult]:
-    """Reject candidates whose id or e-mail is taken, insert the rest; inside ``atomic``.
+    """Insert the candidates, reject those whose id or e-mail is taken; inside ``atomic``.
 
-    The rules are checked first, against the rows stored and the records accepted earlier
-    in the batch (`Taken`). The rows then go in with ``INSERT ... ON CONFLICT DO NOTHING
-    RETURNING id`` (`api.db.compiled_inserts`): the unique indexes are the final word, and
-    a row another writer committed after our check (possible under PostgreSQL's READ
-    COMMITTED; SQLite's IMMEDIATE transactions serialise writers) refuses ours without
-    aborting the transaction, so only that record is rejected, with the reason a fresh
-    check finds. A refusal no rule explains raises `IntegrityError`.
+    The rows go in with ``INSERT ... ON CONFLICT DO NOTHING RETURNING id``
+    (`api.db.compiled_inserts`), in submission order: the unique indexes decide, and a
+    refused row aborts nothing. The rules (`Taken`) then explain each refusal, read in the
+    same transaction: an id or e-mail stored before the batch, by another writer meanwhile
+    (possible under PostgreSQL's READ COMMITTED; SQLite's IMMEDIATE transactions serialise
+    writers), or by a record earlier in the batch. So the usual batch, all of it new,
+    costs the insert alone. A refusal no rule explains raises `IntegrityError`.
+
+    A batch that mixes records with and without an explicit id is inserted as two
+    statements, automatic ids first; its records are checked first, against the rows
+    stored and the records accepted before them, so that the earlier record in the
+    batch still wins.
     """
     alias, model = queryset.db, queryset.model
+    explicit = [c.data.get("id") is not None for c in candidates]
+    if any(explicit) and not all(explicit):
+        results, accepted = _checked_first(queryset, candidates)
+    else:
+        results, accepted = [], candidates
+
+    ids = INSERTS[model].insert(alias, [c.data for c in accepted])
+    inserted, refused = [], []
+    for c, new_id in zip(accepted, ids, strict=True):
+        if new_id is None:
+            refused.append(c)
+        else:
+            inserted.append((c, new_id))
+    if refused:
+        now = _taken(queryset, [c.data for c in refused])
+        stored_before = now.ids - set(ids)  # not the batch's own
+        for c in refused:
+            errors = now.conflicts(c.data)
+            if not errors:
+                raise IntegrityError(f"{model._meta.label}: a unique index refused {c.data!r}")
+            results.append(rejected(c.index, c.data.get("id"), errors, stored_before))
+
+    _advance_sequence(queryset, [c.data["id"] for c, _ in inserted if c.data.get("id")])
+    return results + [RecordResult(c.index, INSERTED, new_id) for c, new_id in inserted]
+
+
+def _checked_first(
+    queryset: QuerySet, candidates: list[Candidate]
+) -> tuple[list[RecordResult], list[Candidate]]:
+    """``(rejected, accepted)``: each candidate checked against the rows stored and the
+    candidates accepted before it (`Taken.claim`)."""
     taken = _taken(queryset, [c.data for c in candidates])
     stored_ids = frozenset(taken.ids)  # before `claim` adds the batch's own
     results, accepted = [], []
@@ -114,21 +150,7 @@ def _store(queryset: QuerySet, candidates: list[Candidate]) -> list[RecordResult
         else:
             taken.claim(c.data)
             accepted.append(c)
-
-    ids = INSERTS[model].insert(alias, [c.data for c in accepted])
-    inserted = []
-    for c, new_id in zip(accepted, ids, strict=True):
-        if new_id is not None:
-            inserted.append((c, new_id))
-        else:  # a concurrent writer won the race
-            now = _taken(queryset, [c.data])
-            errors = now.conflicts(c.data)
-            if not errors:
-                raise IntegrityError(f"{model._meta.label}: a unique index refused {c.data!r}")
-            results.append(rejected(c.index, c.data.get("id"), errors, now.ids - set(ids)))
-
-    _advance_sequence(queryset, [c.data["id"] for c, _ in inserted if c.data.get("id")])
-    return results + [RecordResult(c.index, INSERTED, new_id) for c, new_id in inserted]
+    return results, accepted
 
 
 def _advance_sequence(queryset: QuerySet, explicit_ids: list[int]) -> None:

@@ -9,11 +9,13 @@ from contextlib import closing, contextmanager
 from decimal import Decimal
 from pathlib import Path
 
+import psycopg
 import pytest
 from django.conf import settings
 from django.core.cache import cache, caches
 from django.core.cache.backends.db import DatabaseCache
-from django.db import connections
+from django.core.management.color import no_style
+from django.db import connections, router
 
 from api.db.breakers import READ_BREAKERS, WRITE_BREAKERS
 from api.db.bulkheads import close_worker_connections
@@ -91,6 +93,13 @@ def shop():
             unit_price=price,
             total=price * quantity,
         )
+    # As the insert path and generate_data leave them: PostgreSQL's id sequences past the
+    # explicit ids (Django's sqlsequencereset), so an automatic id never meets a stored one.
+    for model in (User, Product, Order):
+        connection = connections[router.db_for_write(model)]
+        with connection.cursor() as cursor:
+            for sql in connection.ops.sequence_reset_sql(no_style(), [model]):
+                cursor.execute(sql)
 
 
 @pytest.fixture
@@ -134,6 +143,28 @@ def locked(alias: str, monkeypatch):
     finally:
         blocker.execute("ROLLBACK")
         blocker.close()
+
+
+@contextmanager
+def store_locked(alias: str, monkeypatch, settings):
+    """Make ``alias``'s inserts fail fast as locked: SQLite's write lock held elsewhere, or
+    PostgreSQL's table (named like the alias) locked by another session."""
+    if connections[alias].vendor == "sqlite":
+        with locked(alias, monkeypatch):
+            yield
+        return
+    settings.REQUEST_DEADLINE_SECONDS = 0.5  # the batch's lock_timeout
+    config = connections[alias].settings_dict
+    with psycopg.connect(
+        host=config["HOST"],
+        port=config["PORT"] or 5432,
+        user=config["USER"],
+        password=config["PASSWORD"],
+        dbname=config["NAME"],
+    ) as holder:
+        holder.execute(f"LOCK TABLE {alias} IN ACCESS EXCLUSIVE MODE")
+        yield
+        holder.rollback()
 
 
 def manage(*args: str, env: dict, timeout: int = 300) -> subprocess.CompletedProcess:

@@ -30,7 +30,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from api.domain.lookup_keys import LOOKUP_KEYS
-from api.fastpath import LookupFastPathHandler
+from api.fastpath import FastPathHandler
 from api.http.access import TOKENS
 from api.http.throttling import LEASE_DIVISOR, LIMITER, RateLimiter, rate_for, shared_increment
 from api.models import Order, Product, User
@@ -136,7 +136,7 @@ def test_every_lookup_key_is_decided_alike_on_both_paths(tokens, settings, key, 
     """Same status, headers and body from the fast path as from DRF, for every client."""
     assert set(LOOKUP_KEYS) == set(SHOP_VALUES)
     settings.API_TOKENS_REQUIRED = required
-    fast = LookupFastPathHandler()
+    fast = FastPathHandler()
     for client, authorization in tokens.items():
         answer = call(fast, lookup(key, authorization))
         assert answer == call(WSGIHandler(), lookup(key, authorization)), client
@@ -153,7 +153,7 @@ def test_every_lookup_key_is_decided_alike_on_both_paths(tokens, settings, key, 
 
 def test_include_orders_needs_the_read_scope_for_orders(tokens, settings):
     settings.API_TOKENS_REQUIRED = True
-    fast = LookupFastPathHandler()
+    fast = FastPathHandler()
     query = "type=get&user_id=10&include=orders"
     for client, expected in (("read", "200 OK"), ("write", "403 Forbidden")):
         env = environ(query, HTTP_AUTHORIZATION=tokens[client])
@@ -165,7 +165,7 @@ def test_a_throttled_lookup_is_a_429_with_retry_after_on_both_paths(shop, settin
     """Anonymous lookups at 3 per minute: the 4th is refused, by each path alike."""
     settings.THROTTLE_RATES = {**settings.THROTTLE_RATES, "anonymous": {"lookup": "3/min"}}
     answers = {}
-    for name, app in (("fast", LookupFastPathHandler()), ("django", WSGIHandler())):
+    for name, app in (("fast", FastPathHandler()), ("django", WSGIHandler())):
         LIMITER.reset()
         caches["default"].clear()
         answers[name] = [call(app, lookup("product_id", None)) for _ in range(4)]
@@ -182,7 +182,7 @@ def test_a_throttled_lookup_is_a_429_with_retry_after_on_both_paths(shop, settin
 def test_a_revoked_token_stops_working_within_token_cache_seconds(tokens, settings):
     settings.API_TOKENS_REQUIRED = True
     settings.TOKEN_CACHE_SECONDS = 0.5
-    fast = LookupFastPathHandler()
+    fast = FastPathHandler()
     assert call(fast, lookup("user_id", tokens["read"]))[0] == "200 OK"
     call_command("revoke_token", "reader", stdout=io.StringIO())
     revoked = time.monotonic()
@@ -402,7 +402,7 @@ def test_a_dead_cache_lets_requests_through_after_one_bounded_wait(shop, setting
         }
     }
     settings.THROTTLE_RATES = {**settings.THROTTLE_RATES, "anonymous": {"lookup": "3/min"}}
-    fast = LookupFastPathHandler()
+    fast = FastPathHandler()
     started = time.monotonic()
     statuses = [call(fast, lookup("product_id", None))[0] for _ in range(10)]
     assert statuses == ["200 OK"] * 10

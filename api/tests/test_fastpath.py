@@ -1,6 +1,6 @@
 """The WSGI handler's lookup fast path answers exactly as Django's request cycle would.
 
-Each test calls the real handlers in-process through WSGI: `LookupFastPathHandler` (what
+Each test calls the real handlers in-process through WSGI: `FastPathHandler` (what
 Gunicorn serves) against Django's plain `WSGIHandler`, on the same data. A spy on
 ``get_response`` (Django's middleware chain and view) tells which path answered.
 Transactional: both handlers close connections after a request, as in production.
@@ -22,7 +22,7 @@ from rest_framework.authentication import BasicAuthentication
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.throttling import AnonRateThrottle
 
-from api.fastpath import LookupFastPathHandler
+from api.fastpath import FastPathHandler
 from api.fastpath.query_string import query_params
 from api.http.query_params import as_params
 from api.tests.conftest import ALL_DATABASES, postgresql_only
@@ -86,9 +86,9 @@ def call(app, env: dict) -> tuple[str, list[tuple[str, str]], dict | bytes]:
 
 
 @pytest.fixture
-def handler(monkeypatch) -> LookupFastPathHandler:
+def handler(monkeypatch) -> FastPathHandler:
     """The project's handler; ``handler.django_calls`` lists the paths Django answered."""
-    app = LookupFastPathHandler()
+    app = FastPathHandler()
     app.django_calls = []
     get_response = app.get_response
 
@@ -165,16 +165,16 @@ def test_https_behind_a_proxy_gets_djangos_hsts_header(shop, settings):
     settings.SECURE_HSTS_SECONDS = 3600
     settings.SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     env = {"HTTP_X_FORWARDED_PROTO": "https"}
-    fast = call(LookupFastPathHandler(), environ("type=get&user_id=12", **env))
+    fast = call(FastPathHandler(), environ("type=get&user_id=12", **env))
     assert fast == call(WSGIHandler(), environ("type=get&user_id=12", **env))
     assert ("Strict-Transport-Security", "max-age=3600; includeSubDomains") in fast[1]
-    plain = call(LookupFastPathHandler(), environ("type=get&user_id=12"))
+    plain = call(FastPathHandler(), environ("type=get&user_id=12"))
     assert "Strict-Transport-Security" not in dict(plain[1])
 
 
 def test_the_https_redirect_is_left_to_django(shop, settings):
     settings.SECURE_SSL_REDIRECT = True
-    app = LookupFastPathHandler()
+    app = FastPathHandler()
     status, headers, _ = call(app, environ("type=get&user_id=12"))
     assert status == "301 Moved Permanently"
     assert dict(headers)["Location"] == "https://127.0.0.1:8000/api/run-query/?type=get&user_id=12"
@@ -184,8 +184,8 @@ def test_the_https_redirect_is_left_to_django(shop, settings):
 
 def test_lookup_fast_path_off_leaves_every_lookup_to_django(shop, settings):
     settings.LOOKUP_FAST_PATH = False
-    app = LookupFastPathHandler()
-    assert not app.fast_path
+    app = FastPathHandler()
+    assert not app.lookups
     calls = []
     app.get_response = lambda request, original=app.get_response: (
         calls.append(1) or original(request)
@@ -209,11 +209,15 @@ def test_settings_it_cannot_honour_stop_the_server_from_starting(settings, chang
     for name, value in change.items():
         setattr(settings, name, getattr(settings, name) + value if name == "MIDDLEWARE" else value)
     with pytest.raises(SystemCheckError, match=named):
-        LookupFastPathHandler()
+        FastPathHandler()
     with pytest.raises(SystemCheckError, match=named):
         call_command("check")
     settings.LOOKUP_FAST_PATH = False
-    assert not LookupFastPathHandler().fast_path
+    with pytest.raises(SystemCheckError, match=named):  # the insert fast path still on
+        FastPathHandler()
+    settings.INSERT_FAST_PATH = False
+    app = FastPathHandler()
+    assert not (app.lookups or app.inserts)
     call_command("check")
 
 
@@ -224,27 +228,27 @@ def test_request_signals_are_sent_when_anything_else_listens(shop):
     def receiver(sender, **kwargs):
         heard.append(sender)
 
-    assert not LookupFastPathHandler().send_signals  # only Django's own housekeeping
+    assert not FastPathHandler().send_signals  # only Django's own housekeeping
     signals.request_started.connect(receiver)
     signals.request_finished.connect(receiver)
     try:
-        app = LookupFastPathHandler()
+        app = FastPathHandler()
         assert call(app, environ("type=get&user_id=12"))[0] == "200 OK"
     finally:
         signals.request_started.disconnect(receiver)
         signals.request_finished.disconnect(receiver)
-    assert heard == [LookupFastPathHandler, LookupFastPathHandler]
+    assert heard == [FastPathHandler, FastPathHandler]
 
 
 def test_a_connection_past_its_max_age_is_closed_after_the_lookup(shop, monkeypatch):
     """As after any Django request: ``CONN_MAX_AGE=0`` closes it (returns it to the pool)."""
     users = connections["users"]
     if users.settings_dict["CONN_MAX_AGE"] is None:  # SQLite: persistent, kept between lookups
-        call(LookupFastPathHandler(), environ("type=get&user_id=12"))
+        call(FastPathHandler(), environ("type=get&user_id=12"))
         assert users.connection is not None
         monkeypatch.setitem(users.settings_dict, "CONN_MAX_AGE", 0)
         users.close()
-    app = LookupFastPathHandler()
+    app = FastPathHandler()
     assert call(app, environ("type=get&user_id=12"))[0] == "200 OK"
     assert users.connection is None
 
@@ -378,9 +382,9 @@ def test_a_drf_policy_the_fast_path_does_not_apply_stops_it_and_django_applies_i
     """Lookups go through DRF's ``initial()``: the view's policies decide on Django's path."""
     monkeypatch.setattr(RunQueryView, policy, value)
     with pytest.raises(SystemCheckError, match=named):
-        LookupFastPathHandler()
-    settings.LOOKUP_FAST_PATH = False
-    app = LookupFastPathHandler()
+        FastPathHandler()
+    settings.LOOKUP_FAST_PATH = settings.INSERT_FAST_PATH = False
+    app = FastPathHandler()
     lookup = environ("type=get&user_id=12")
     if policy == "throttle_classes":
         monkeypatch.setattr(AnonRateThrottle, "THROTTLE_RATES", {"anon": "1/min"})

@@ -18,12 +18,12 @@ PINS = [
     (
         "django.core.handlers.wsgi.WSGIHandler.__call__",
         "8391f497d588",
-        "api/fastpath/handler.py LookupFastPathHandler.__call__ (signals, response)",
+        "api/fastpath/handler.py FastPathHandler.__call__ (signals, response)",
     ),
     (
         "django.core.handlers.base.BaseHandler.get_response",
         "3d6a79b124c2",
-        "api/fastpath/handler.py LookupFastPathHandler.__call__ (what a skipped cycle does)",
+        "api/fastpath/handler.py FastPathHandler.__call__ (what a skipped cycle does)",
     ),
     (
         "django.core.handlers.base.reset_urlconf",
@@ -205,32 +205,32 @@ PINS = [
     (
         "rest_framework.views.APIView.check_permissions",
         "adb6576933b5",
-        "api/fastpath/policies.py LookupPolicies.enforce (permissions)",
+        "api/fastpath/policies.py ViewPolicies.enforce (permissions)",
     ),
     (
         "rest_framework.views.APIView.permission_denied",
         "60e43e0731f5",
-        "api/fastpath/policies.py LookupPolicies.enforce (401 or 403)",
+        "api/fastpath/policies.py ViewPolicies.enforce (401 or 403)",
     ),
     (
         "rest_framework.views.APIView.check_throttles",
         "265734c05c96",
-        "api/fastpath/policies.py LookupPolicies.enforce (429)",
+        "api/fastpath/policies.py ViewPolicies.enforce (429)",
     ),
     (
         "rest_framework.views.APIView.handle_exception",
         "c713c21f901e",
-        "api/fastpath/policies.py LookupPolicies.enforce (WWW-Authenticate)",
+        "api/fastpath/policies.py ViewPolicies.enforce (WWW-Authenticate)",
     ),
     (
         "rest_framework.views.APIView.get_authenticate_header",
         "c560a3b88f7f",
-        "api/fastpath/policies.py LookupPolicies.auth_header",
+        "api/fastpath/policies.py ViewPolicies.auth_header",
     ),
     (
         "rest_framework.request.Request._authenticate",
         "b3df4cb506df",
-        "api/fastpath/policies.py LookupPolicies.enforce (authentication)",
+        "api/fastpath/policies.py ViewPolicies.enforce (authentication)",
     ),
     (
         "rest_framework.request.Request._not_authenticated",

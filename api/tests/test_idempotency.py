@@ -2,13 +2,11 @@
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from datetime import timedelta
 from io import StringIO
 from uuid import uuid4
 
 import orjson
-import psycopg
 import pytest
 from django.core.management import call_command
 from django.db import connections, router
@@ -24,7 +22,7 @@ from api.db.breakers import WRITE_BREAKERS
 from api.http import idempotency
 from api.http.parsers import ORJSONParser
 from api.models import IdempotencyKey, Product, User
-from api.tests.conftest import ALL_DATABASES, locked
+from api.tests.conftest import ALL_DATABASES, locked, store_locked
 
 BATCH_URL = "/api/run-query/?type=insert"
 PRODUCTS_URL = "/api/products/"
@@ -35,28 +33,6 @@ db = pytest.mark.django_db(databases=ALL_DATABASES, transaction=True)
 sqlite_default = pytest.mark.skipif(
     connections["default"].vendor != "sqlite", reason="locks the default SQLite file"
 )
-
-
-@contextmanager
-def store_locked(alias: str, monkeypatch, settings):
-    """Make ``alias``'s inserts fail fast as locked: SQLite's write lock held elsewhere, or
-    PostgreSQL's table (named like the alias) locked by another session."""
-    if connections[alias].vendor == "sqlite":
-        with locked(alias, monkeypatch):
-            yield
-        return
-    settings.REQUEST_DEADLINE_SECONDS = 0.5  # the batch's lock_timeout
-    config = connections[alias].settings_dict
-    with psycopg.connect(
-        host=config["HOST"],
-        port=config["PORT"] or 5432,
-        user=config["USER"],
-        password=config["PASSWORD"],
-        dbname=config["NAME"],
-    ) as holder:
-        holder.execute(f"LOCK TABLE {alias} IN ACCESS EXCLUSIVE MODE")
-        yield
-        holder.rollback()
 
 
 def post(client: Client, url: str, body, key: str | None = None, **headers):

@@ -24,7 +24,7 @@ from api.domain.columns import HIDDEN_COLUMNS, output_columns
 from api.domain.limits import MAX_ID
 from api.domain.lookup_keys import INCLUDE_ORDERS, LOOKUP_KEYS, RANGE, LookupKey
 from api.domain.stores import STORES
-from api.fastpath import LookupFastPathHandler
+from api.fastpath import FastPathHandler
 from api.http import outputs
 from api.http.outputs import OUTPUTS, UserOut
 from api.models import User
@@ -136,7 +136,7 @@ def test_the_published_schema_validates_every_answer(shop, key):
 @pytest.mark.parametrize("key", KEYS, ids=lambda key: key.name)
 def test_the_hot_path_answers_as_django_does(shop, key):
     """Same status, headers and body (but ``elapsed_ms``) as Django's full cycle."""
-    fast = LookupFastPathHandler()
+    fast = FastPathHandler()
     for query in queries(key):
         answer = call(fast, environ(query))
         assert answer == call(WSGIHandler(), environ(query))
@@ -167,7 +167,7 @@ def test_any_stored_user_reads_the_same_through_a_lookup_and_its_resource(**valu
     """Text, large ids, money, flags and microseconds: the two renderings are equal."""
     user = User.objects.create(email="p@example.com", **values)
     try:
-        _, _, lookup = call(LookupFastPathHandler(), environ(f"type=get&user_id={user.id}"))
+        _, _, lookup = call(FastPathHandler(), environ(f"type=get&user_id={user.id}"))
         assert lookup["results"] == [resource("users", user.id)]
     finally:
         user.delete()

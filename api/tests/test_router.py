@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from api.db.replicas import MONITOR
 from api.db.routers import DatabaseRouter, pinned_aliases, primary_pinning
-from api.fastpath import LookupFastPathHandler
+from api.fastpath import FastPathHandler
 from api.http.middleware import primary_pinning_middleware
 from api.http.pinning import PINNING_COOKIE, pinned_by_cookie
 from api.models import Order, Product, User
@@ -254,7 +254,7 @@ def test_the_fast_path_reads_the_primary_for_a_pinned_client(settings, caplog):
     settings.DATABASE_REPLICAS = {"users": ["users_nowhere"]}
     User.objects.create(id=5, name="Pinned", email="pinned@example.com")
     cookie = cookie_after(RequestFactory().post("/"), writing_view(User))
-    app = LookupFastPathHandler()
+    app = FastPathHandler()
     env = environ("type=get&user_id=5", HTTP_COOKIE=f"{PINNING_COOKIE}={cookie}")
     status, _, body = call(app, env)
     assert status == "200 OK" and body["results"][0]["name"] == "Pinned"
