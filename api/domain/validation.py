@@ -12,17 +12,25 @@ A record passes two stages, and every rejection carries a reason:
 
 Error messages are module constants because tests, clients and the assignment fixture
 compare them verbatim.
+
+`check_fields` first tries the serializer's `FastAccept`: an exact shortcut for a record
+the serializer would accept, built from the serializer's own fields, validators and
+``validate_<field>`` methods. Anything it cannot decide (every rejection included) goes
+through DRF, so every message still comes from the serializer.
 """
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from threading import local
 from typing import Any, TypeVar
 
+from django.core import validators as django_validators
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import models
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
-from rest_framework.fields import empty
+from rest_framework.fields import ProhibitSurrogateCharactersValidator, empty
 from rest_framework.settings import api_settings
 
 from api.domain.limits import MAX_EXPLICIT_ID, MAX_ID
@@ -300,11 +308,189 @@ def check_fields(serializer: StrictInput, raw: Any) -> tuple[dict | None, Errors
     """
     if not isinstance(raw, Mapping):
         return None, {NON_FIELD_ERRORS: [NOT_AN_OBJECT]}
+    clean = fast_accept(serializer)(raw)
+    if clean is not None:
+        return clean, {}
     try:
         return dict(serializer.run_validation(raw)), {}
     except serializers.ValidationError as exc:
         detail = exc.detail if isinstance(exc.detail, dict) else {NON_FIELD_ERRORS: exc.detail}
         return None, {key: [str(msg) for msg in msgs] for key, msgs in detail.items()}
+
+
+# --- the fast accept ------------------------------------------------------------------
+
+UNDECIDED = object()  # a field check's answer when DRF must decide
+# Django validators whose rule is one comparison, and that comparison (BaseValidator's
+# ``compare(clean(value), limit_value)``, true when the value fails).
+COMPARED = {
+    django_validators.MaxLengthValidator: lambda value, limit: len(value) > limit,
+    django_validators.MinLengthValidator: lambda value, limit: len(value) < limit,
+    django_validators.MaxValueValidator: lambda value, limit: value > limit,
+    django_validators.MinValueValidator: lambda value, limit: value < limit,
+}
+# Past this, DRF's IntegerField turns an int into text, which can fail (Python's limit
+# on int-to-text digits); DRF decides.
+INT_FAST_BOUND = 10**18
+
+
+def _passes(validator, field: serializers.Field) -> Callable[[Any], bool]:
+    """Whether a value passes ``validator`` as DRF's ``Field.run_validators`` runs it."""
+    compare = COMPARED.get(type(validator))
+    if compare is not None and not callable(validator.limit_value):
+        limit = validator.limit_value
+        return lambda value: not compare(value, limit)
+    if isinstance(validator, django_validators.ProhibitNullCharactersValidator):
+        return lambda value: "\x00" not in str(value)
+    if isinstance(validator, ProhibitSurrogateCharactersValidator):
+        # ASCII text has no surrogates; other text is checked by the validator itself.
+        slow = _calls(validator, field)
+        return lambda value: value.isascii() or slow(value)
+    if type(validator) is django_validators.EmailValidator:
+        return _email_passes(validator)
+    return _calls(validator, field)
+
+
+def _email_passes(validator: django_validators.EmailValidator) -> Callable[[str], bool]:
+    """``EmailValidator.__call__``'s steps (pinned in test_fastpath_internals), with each
+    domain's verdict remembered: a batch's addresses share a few domains, and the domain
+    check (its regular expression, then an IP literal or IDNA attempt) is most of it."""
+    user_match, allowlist = validator.user_regex.match, validator.domain_allowlist
+    domain_passes = lru_cache(maxsize=1024)(validator.validate_domain_part)
+
+    def passes(value: str) -> bool:
+        if not value or "@" not in value or len(value) > 320:
+            return False
+        user_part, domain_part = value.rsplit("@", 1)
+        return bool(user_match(user_part)) and (
+            domain_part in allowlist or bool(domain_passes(domain_part))
+        )
+
+    return passes
+
+
+def _calls(validator, field: serializers.Field) -> Callable[[Any], bool]:
+    context = getattr(validator, "requires_context", False)
+
+    def passes(value) -> bool:
+        try:
+            validator(value, field) if context else validator(value)
+        except (DjangoValidationError, serializers.ValidationError):
+            return False
+        return True
+
+    return passes
+
+
+def _field_check(field: serializers.Field, validate_method) -> Callable[[Any], Any] | None:
+    """The value DRF's ``run_validation`` (then the serializer's ``validate_<field>``)
+    gives a present, non-null ``value`` of ``field``, or `UNDECIDED`; None when this
+    field's kind is not compiled (DRF decides every record that has it)."""
+    passes = [_passes(v, field) for v in field.validators]
+
+    if isinstance(field, StrictCharField):
+        max_length, trim = field.max_length, field.trim_whitespace
+
+        def convert(value):
+            # StrictCharField.to_internal_value, then CharField's: blank text is DRF's
+            # (its own message, or '' where blank is allowed).
+            if type(value) is not str or (max_length is not None and len(value) > max_length):
+                return UNDECIDED
+            text = value.strip() if trim else value
+            return text if text else UNDECIDED
+
+    elif isinstance(field, StrictIntegerField):
+
+        def convert(value):
+            if type(value) is not int or not -INT_FAST_BOUND < value < INT_FAST_BOUND:
+                return UNDECIDED
+            return value
+
+    elif isinstance(field, StrictBooleanField):
+
+        def convert(value):
+            return value if type(value) is bool else UNDECIDED
+
+    elif isinstance(field, MoneyField | serializers.ChoiceField):
+        # DRF's own conversion (decimal text and places, the choices' mapping), without
+        # the layers of run_validation around it.
+        to_internal_value = field.to_internal_value
+
+        def convert(value):
+            try:
+                return to_internal_value(value)
+            except serializers.ValidationError:
+                return UNDECIDED
+
+    else:
+        return None
+
+    def check(value):
+        value = convert(value)
+        if value is UNDECIDED or not all(p(value) for p in passes):
+            return UNDECIDED
+        return value if validate_method is None else validate_method(value)
+
+    return check
+
+
+class FastAccept:
+    """``accept(record)``: the clean values the serializer's ``run_validation`` would give
+    ``record``, or None when DRF must decide (a rejection, an unknown key, a field left
+    out that is required or has a default, a value of a kind not compiled).
+
+    Built once per serializer instance from its writable fields; a serializer with its own
+    ``validate`` or serializer-level validators is never shortcut.
+    """
+
+    def __init__(self, serializer: StrictInput) -> None:
+        compilable = (
+            type(serializer).validate is serializers.Serializer.validate
+            and not serializer.validators
+            and not serializer._read_only_defaults()
+        )
+        self.checks: dict[str, Callable[[Any], Any] | None] = {}
+        self.acts_when_absent: tuple[str, ...] = ()
+        if not compilable:
+            self.checks = None
+            return
+        absent = []
+        for field in serializer._writable_fields:
+            name = field.field_name
+            if field.source != name:  # a dotted or renamed source: DRF's to place
+                self.checks[name] = None
+                continue
+            self.checks[name] = _field_check(field, getattr(serializer, f"validate_{name}", None))
+            if _acts_when_absent(field):
+                absent.append(name)
+        self.acts_when_absent = tuple(absent)
+
+    def __call__(self, record: Mapping) -> dict | None:
+        checks = self.checks
+        if checks is None:
+            return None
+        for name in self.acts_when_absent:
+            if name not in record:
+                return None
+        clean = {}
+        for name, value in record.items():
+            check = checks.get(name)
+            if check is None or value is None:  # unknown, not compiled, or null: DRF's
+                return None
+            value = check(value)
+            if value is UNDECIDED:
+                return None
+            clean[name] = value
+        return clean
+
+
+def fast_accept(serializer: StrictInput) -> FastAccept:
+    """The serializer's `FastAccept`, built on first use and kept on the instance (one
+    per thread, `input_serializer`)."""
+    accept = serializer.__dict__.get("_fast_accept")
+    if accept is None:
+        accept = serializer.__dict__["_fast_accept"] = FastAccept(serializer)
+    return accept
 
 
 @dataclass

@@ -1,10 +1,10 @@
 """The Django and DRF internals the fast path reproduces or relies on, pinned by their source.
 
-`api.fastpath` does for a lookup what these functions do for any request, or calls into
-them below their public surface. When an upgrade changes one of them, its test here fails
-and names the code to re-read; after re-reading (and adapting), put the new hash here.
-The hash is of ``inspect.getsource``: any change fails, a comment included, so nothing
-changes unseen.
+`api.fastpath` (and the fast accept of `api.domain.validation`) does what these
+functions do, or calls into them below their public surface. When an upgrade changes one
+of them, its test here fails and names the code to re-read; after re-reading (and
+adapting), put the new hash here. The hash is of ``inspect.getsource``: any change
+fails, a comment included, so nothing changes unseen.
 """
 
 import hashlib
@@ -261,6 +261,11 @@ PINS = [
         "django.core.cache.backends.base.BaseCache.close",
         "d6b55968d67c",
         "api/fastpath/handler.py DJANGO_RECEIVERS (close_caches)",
+    ),
+    (
+        "django.core.validators.EmailValidator.__call__",
+        "0f858bb3bae4",
+        "api/domain/validation.py _email_passes (its steps, the domain's verdict remembered)",
     ),
 ]
 

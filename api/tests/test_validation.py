@@ -234,3 +234,128 @@ def test_visiting_present_fields_only_is_drfs_full_loop(serializer_class, data):
     full.VISIT_PRESENT_FIELDS_ONLY = False
     assert fast == v.check_fields(full, record)
     assert list(fast[1]) == list(v.check_fields(full, record)[1])
+
+
+# Values near every rule's edge, for the fast accept's property test.
+EDGY = st.sampled_from(
+    [
+        "Ann",
+        " Ann ",
+        "ann@example.com",
+        " Ann.Lee+x@Example.COM ",
+        "a@b",
+        "a@localhost",
+        "a@[127.0.0.1]",
+        "a@bücher.de",
+        "a..b@example.com",
+        "a@-example.com",
+        "@example.com",
+        "a@",
+        "a@b@c.de",
+        "x" * 250 + "@example.com",
+        "Ann\x00",
+        "Ann\ud800",
+        "Ännä",
+        "12.50",
+        " 12.5 ",
+        "12.505",
+        "1e3",
+        "NaN",
+        "-0.00",
+        "9999999999.99",
+        "10000000000.00",
+        "individual",
+        "business",
+        "pending",
+        "cancelled",
+        "Pending",
+        "",
+        " ",
+        "x" * 65,
+        "x" * 201,
+        " " + "x" * 200,
+        "x" * 64 + " ",
+    ]
+)
+# A record each serializer accepts, which the property test then changes in a few keys.
+VALID = {
+    "UserInput": {"name": "Ann", "email": "ann@example.com"},
+    "ProductInput": {"name": "Lamp", "price": "12.50"},
+    "OrderInput": {"user_id": 1, "product_id": 2, "quantity": 3},
+}
+FAST_VALUES = EDGY | st.integers(-3, 2**63) | st.floats(-1e12, 1e12) | st.booleans() | st.none()
+
+
+def drf_clean(serializer_class, record):
+    """What DRF's own ``run_validation`` gives ``record``: its values, or None if refused."""
+    try:
+        return dict(serializer_class().run_validation(record))
+    except v.serializers.ValidationError:
+        return None
+
+
+def typed(values: dict | None):
+    return values and {key: (type(value), value) for key, value in values.items()}
+
+
+@pytest.mark.parametrize("serializer_class", [v.UserInput, v.ProductInput, v.OrderInput])
+@settings(max_examples=400, deadline=None)
+@given(data=st.data())
+def test_the_fast_accept_gives_what_drf_gives_or_leaves_the_record_to_drf(serializer_class, data):
+    """Whatever the fast accept accepts, DRF accepts, with the same values and types."""
+    names = [*serializer_class().fields, "stray"]
+    changes = data.draw(st.dictionaries(st.sampled_from(names), FAST_VALUES, max_size=3))
+    record = {**VALID[serializer_class.__name__], **changes}
+    accepted = v.FastAccept(serializer_class())(record)
+    if accepted is not None:
+        assert typed(accepted) == typed(drf_clean(serializer_class, record))
+
+
+SINGLE_VALUES = [
+    *EDGY.elements,
+    *(0, 1, -1, 3, 10**6, 10**6 + 1, 2**31, 2**63, 10**18, 10**30),
+    *(0.0, 12.5, 12.505, -1.5, 1e15, float("nan")),
+    *(True, False, None, [], {}, ["a"]),
+]
+
+
+@pytest.mark.parametrize("serializer_class", [v.UserInput, v.ProductInput, v.OrderInput])
+def test_the_fast_accept_agrees_with_drf_on_every_edge_of_every_field(serializer_class):
+    """Each field, in turn, given each edge value in an otherwise valid record."""
+    accept = v.FastAccept(serializer_class())
+    taken = 0
+    for name in [*serializer_class().fields, "stray"]:
+        for value in SINGLE_VALUES:
+            record = {**VALID[serializer_class.__name__], name: value}
+            accepted = accept(record)
+            if accepted is not None:
+                taken += 1
+                assert typed(accepted) == typed(drf_clean(serializer_class, record)), record
+    assert taken  # the shortcut is taken for some of them
+
+
+@pytest.mark.parametrize(
+    "serializer_class,record",
+    [
+        (v.UserInput, {"name": " Ann ", "email": " Ann@Example.COM "}),
+        (v.UserInput, {"id": 7, "name": "Ann", "email": "a@b.co", "is_active": False}),
+        (v.UserInput, {"name": "B", "email": "b@b.co", "credit_limit": "10.50", "city": "Oslo"}),
+        (v.UserInput, {"name": "C", "email": "c@b.co", "customer_type": "business"}),
+        (v.ProductInput, {"name": "Lamp", "price": "12.50", "stock": 3, "sku": "L-1"}),
+        (v.ProductInput, {"name": "Desk", "price": 99.5}),
+        (v.OrderInput, {"user_id": 1, "product_id": 2, "quantity": 3, "status": "paid"}),
+    ],
+)
+def test_usual_records_are_accepted_without_drf(serializer_class, record):
+    """The shortcut is taken for the records clients send, with DRF's values."""
+    accepted = v.FastAccept(serializer_class())(record)
+    assert accepted is not None
+    assert typed(accepted) == typed(drf_clean(serializer_class, record))
+
+
+def test_a_serializer_with_its_own_validate_is_never_shortcut():
+    class Checked(v.UserInput):
+        def validate(self, attrs):
+            return attrs
+
+    assert v.FastAccept(Checked())({"name": "Ann", "email": "a@b.co"}) is None
