@@ -108,21 +108,18 @@ def _in_worker(alias: str, deadline: float | None, work: Callable[..., T], *args
     # What Django's request_started and request_finished signals do for a request thread.
     close_old_connections()
     try:
-        return _run(alias, deadline, work, *args, shared=False)
+        return _run(alias, deadline, work, *args)
     finally:
         close_old_connections()
 
 
-def _run(
-    alias: str, deadline: float | None, work: Callable[..., T], *args, shared: bool = True
-) -> T:
-    """``work(*args)`` within the deadline; ``shared``: on a connection the worker does not
-    own (the caller's thread)."""
+def _run(alias: str, deadline: float | None, work: Callable[..., T], *args) -> T:
+    """``work(*args)`` within the deadline."""
     try:
         wait_s = None if deadline is None else deadline - monotonic()
         if wait_s is not None and wait_s <= 0:  # queued past the deadline: do not start
             raise StoreShed(alias, TIMEOUT)
-        with waits_at_most(alias, wait_s, shared=shared):
+        with waits_at_most(alias, wait_s):
             return work(*args)
     finally:
         with _queued_lock:

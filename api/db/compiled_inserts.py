@@ -8,8 +8,10 @@ final word between concurrent writers, and a refused row aborts nothing, so no s
 is needed. Records without an id go in first, then those with one (two statements).
 Django's compiler writes the SQL (``OnConflict.IGNORE`` and the returned primary key,
 which ``bulk_create`` does not combine); each value is prepared by its field's
-``get_db_prep_save``, as ``bulk_create`` prepares it, and a constant default once per
-alias. The statements run on the DB-API cursor of Django's connection, in Django's error
+``get_db_prep_save``, as ``bulk_create`` prepares it, but for text in a text column,
+which it returns unchanged; a constant default once per
+alias, a callable one (``created_at``'s ``timezone.now``) once per call. The statements
+run on the DB-API cursor of Django's connection, in Django's error
 wrapping: SQLite one ``execute`` per record, PostgreSQL one pipelined ``executemany``.
 What this saves against ``bulk_create``: ``docs/performance.md``, "Validated inserts".
 """
@@ -18,7 +20,7 @@ from collections.abc import Sequence
 from threading import Lock
 
 from django.db import connections
-from django.db.models import NOT_PROVIDED, Model
+from django.db.models import NOT_PROVIDED, CharField, Field, Model
 from django.db.models.constants import OnConflict
 from django.db.models.sql import InsertQuery
 
@@ -51,7 +53,14 @@ class CompiledInsert:
             if not positions:
                 continue
             sql, dbapi, fields, defaults = self._plan(alias, explicit_id)
-            rows = [self._row(fields, defaults, records[i], connection) for i in positions]
+            defaults = [
+                field.get_db_prep_save(field.get_default(), connection)
+                if default is CALLABLE
+                else default
+                for field, default in zip(fields, defaults, strict=True)
+            ]
+            plan = [(field.attname, UNCHANGED.get(type(field)), field) for field in fields]
+            rows = [_row(plan, defaults, records[i], connection) for i in positions]
             if dbapi is None or connection.queries_logged or connection.execute_wrappers:
                 returned = _execute_django(connection, sql, rows)  # observed: DEBUG, wrappers
             else:
@@ -60,18 +69,6 @@ class CompiledInsert:
             for position, new_id in zip(positions, returned, strict=True):
                 ids[position] = new_id
         return ids
-
-    def _row(self, fields, defaults, record: dict, connection) -> list:
-        row = []
-        for field, default in zip(fields, defaults, strict=True):
-            value = record.get(field.attname, NOT_PROVIDED)
-            if value is NOT_PROVIDED:
-                if default is not NOT_PROVIDED:  # a constant default, prepared once
-                    row.append(default)
-                    continue
-                value = field.get_default()
-            row.append(field.get_db_prep_save(value, connection))
-        return row
 
     def _plan(self, alias: str, explicit_id: bool):
         plan = self._plans.get((alias, explicit_id))
@@ -99,12 +96,63 @@ class CompiledInsert:
         if len(params) != len(fields) or "ON CONFLICT DO NOTHING RETURNING" not in sql:
             raise RuntimeError(f"{meta.label}: cannot compile a returning insert: {sql}")
         defaults = tuple(
-            field.get_db_prep_save(field.get_default(), connection)
-            if field.has_default() and not callable(field.default)
+            (
+                CALLABLE
+                if callable(field.default)
+                else field.get_db_prep_save(field.get_default(), connection)
+            )
+            if field.has_default()
             else NOT_PROVIDED
             for field in fields
         )
         return sql, dbapi_sql(alias, sql), fields, defaults
+
+
+CALLABLE = object()  # a plan's default that is computed per call
+
+
+def _unchanged_types() -> dict[type, type]:
+    """Field class -> the value type its ``get_db_prep_save`` returns unchanged: ``str``
+    for ``CharField`` (its ``get_prep_value`` is ``to_python``, a no-op on text) and its
+    subclasses that change none of the three methods. (Integer fields adapt their values
+    per backend since Django 5.0: they keep the full path.) The methods are pinned in
+    test_fastpath_internals."""
+
+    def subclasses(cls):
+        for sub in cls.__subclasses__():
+            yield sub
+            yield from subclasses(sub)
+
+    unchanged = {}
+    for cls in (CharField, *subclasses(CharField)):
+        if (
+            cls.get_db_prep_save is Field.get_db_prep_save
+            and cls.get_db_prep_value is Field.get_db_prep_value
+            and cls.get_prep_value is CharField.get_prep_value
+            and cls.to_python is CharField.to_python
+        ):
+            unchanged[cls] = str
+    return unchanged
+
+
+UNCHANGED = _unchanged_types()
+
+
+def _row(plan, defaults: list, record: dict, connection) -> list:
+    row = []
+    for (name, unchanged, field), default in zip(plan, defaults, strict=True):
+        value = record.get(name, NOT_PROVIDED)
+        if value is NOT_PROVIDED:
+            if default is NOT_PROVIDED:
+                value = field.get_default()
+            else:
+                row.append(default)
+                continue
+        elif type(value) is unchanged:
+            row.append(value)
+            continue
+        row.append(field.get_db_prep_save(value, connection))
+    return row
 
 
 def _execute_django(connection, sql: str, rows: list[list]) -> list[int | None]:
