@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from threading import Lock
 
 from django.db import connections
-from django.db.models import NOT_PROVIDED, CharField, Field, Model
+from django.db.models import CharField, Field, Model
 from django.db.models.constants import OnConflict
 from django.db.models.sql import InsertQuery
 
@@ -33,6 +33,8 @@ class CompiledInsert:
     def __init__(self, model: type[Model]) -> None:
         self.model = model
         self._plans: dict[tuple[str, bool], tuple] = {}  # (sql, DB-API sql, fields, defaults)
+        # attname -> (position, the type that goes in unchanged, field), per plan
+        self._columns: dict[tuple[str, bool], dict[str, tuple]] = {}
         self._lock = Lock()
 
     def insert(self, alias: str, records: Sequence[dict]) -> list[int | None]:
@@ -53,14 +55,14 @@ class CompiledInsert:
             if not positions:
                 continue
             sql, dbapi, fields, defaults = self._plan(alias, explicit_id)
-            defaults = [
+            template = [
                 field.get_db_prep_save(field.get_default(), connection)
                 if default is CALLABLE
                 else default
                 for field, default in zip(fields, defaults, strict=True)
             ]
-            plan = [(field.attname, UNCHANGED.get(type(field)), field) for field in fields]
-            rows = [_row(plan, defaults, records[i], connection) for i in positions]
+            columns = self._columns[alias, explicit_id]
+            rows = [_row(columns, template, records[i], connection) for i in positions]
             if dbapi is None or connection.queries_logged or connection.execute_wrappers:
                 returned = _execute_django(connection, sql, rows)  # observed: DEBUG, wrappers
             else:
@@ -74,7 +76,12 @@ class CompiledInsert:
         plan = self._plans.get((alias, explicit_id))
         if plan is None:
             with self._lock:
-                plan = self._plans[alias, explicit_id] = self._compile(alias, explicit_id)
+                plan = self._compile(alias, explicit_id)
+                self._columns[alias, explicit_id] = {
+                    field.attname: (position, UNCHANGED.get(type(field)), field)
+                    for position, field in enumerate(plan[2])
+                }
+                self._plans[alias, explicit_id] = plan
         return plan
 
     def _compile(self, alias: str, explicit_id: bool):
@@ -95,14 +102,13 @@ class CompiledInsert:
             sql = sql.replace(" RETURNING ", " ON CONFLICT DO NOTHING RETURNING ", 1)
         if len(params) != len(fields) or "ON CONFLICT DO NOTHING RETURNING" not in sql:
             raise RuntimeError(f"{meta.label}: cannot compile a returning insert: {sql}")
+        # What a record that leaves a column out stores: its default, prepared once; a
+        # callable one (a timestamp) once per statement. get_default() of a field without
+        # one is a constant too (None, or '' for text).
         defaults = tuple(
-            (
-                CALLABLE
-                if callable(field.default)
-                else field.get_db_prep_save(field.get_default(), connection)
-            )
-            if field.has_default()
-            else NOT_PROVIDED
+            CALLABLE
+            if field.has_default() and callable(field.default)
+            else field.get_db_prep_save(field.get_default(), connection)
             for field in fields
         )
         return sql, dbapi_sql(alias, sql), fields, defaults
@@ -138,20 +144,18 @@ def _unchanged_types() -> dict[type, type]:
 UNCHANGED = _unchanged_types()
 
 
-def _row(plan, defaults: list, record: dict, connection) -> list:
-    row = []
-    for (name, unchanged, field), default in zip(plan, defaults, strict=True):
-        value = record.get(name, NOT_PROVIDED)
-        if value is NOT_PROVIDED:
-            if default is NOT_PROVIDED:
-                value = field.get_default()
-            else:
-                row.append(default)
-                continue
-        elif type(value) is unchanged:
-            row.append(value)
+def _row(columns: dict[str, tuple], template: list, record: dict, connection) -> list:
+    """The statement's parameters for ``record``: ``template`` (every column's default)
+    with the record's values in their columns, each prepared by its field."""
+    row = template.copy()
+    for name, value in record.items():
+        column = columns.get(name)
+        if column is None:  # the id of a record without one, in the statement without it
             continue
-        row.append(field.get_db_prep_save(value, connection))
+        position, unchanged, field = column
+        row[position] = (
+            value if type(value) is unchanged else field.get_db_prep_save(value, connection)
+        )
     return row
 
 

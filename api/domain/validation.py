@@ -427,8 +427,11 @@ def _field_check(field: serializers.Field, validate_method) -> Callable[[Any], A
 
     def check(value):
         value = convert(value)
-        if value is UNDECIDED or not all(p(value) for p in passes):
+        if value is UNDECIDED:
             return UNDECIDED
+        for value_passes in passes:
+            if not value_passes(value):
+                return UNDECIDED
         return value if validate_method is None else validate_method(value)
 
     return check

@@ -12,9 +12,14 @@ from io import BytesIO
 import orjson
 import pytest
 from django.core.handlers.wsgi import WSGIHandler
+from hypothesis import given
+from hypothesis import strategies as st
 
+from api.domain.limits import MAX_JSON_DEPTH
 from api.fastpath import FastPathHandler
+from api.fastpath.inserts import records_of_scalars
 from api.http.errors import handler500
+from api.http.parsers import nesting_depth
 from api.http.pinning import PINNING_COOKIE, pinned_by_cookie
 from api.models import User
 from api.services import batch_insert as batch_insert_module
@@ -211,3 +216,28 @@ def test_a_write_pins_the_written_aliases_as_the_middleware_does(handler, shop, 
         assert name == PINNING_COOKIE
         assert pinned_by_cookie(rest.split(";")[0]) == {"users"}
         assert "HttpOnly" in rest and "SameSite=Lax" in rest
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=3),
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(st.sampled_from(["users", "name", "x"]), children, max_size=3)
+    ),
+    max_leaves=12,
+)
+
+
+BATCH_LIKE = st.dictionaries(
+    st.sampled_from(["users", "orders"]),
+    st.lists(st.dictionaries(st.sampled_from(["name", "x"]), JSON, max_size=2), max_size=3) | JSON,
+    max_size=2,
+)
+
+
+@pytest.mark.django_db(databases=[])
+@given(BATCH_LIKE | JSON)
+def test_the_depth_shortcut_only_passes_documents_the_parser_would_pass(document):
+    """A document of flat records skips the depth count: it is never deeper than 3."""
+    if records_of_scalars(document):
+        assert nesting_depth(document, MAX_JSON_DEPTH) <= 3
