@@ -1,13 +1,20 @@
 """How long a store's connection may wait for a lock, for one batch.
 
 SQLite waits for its write lock at ``BEGIN IMMEDIATE`` for the busy timeout; PostgreSQL
-for any lock for ``lock_timeout``. `waits_at_most` sets either from the batch's deadline.
+for any lock for ``lock_timeout``. `waits_at_most` bounds a batch's part by its deadline,
+and `atomic_within_deadline` is the transaction that honours it: on SQLite the busy
+timeout is set before ``BEGIN``, on PostgreSQL the timeouts are set ``LOCAL`` to the
+transaction by its first statement, sent with its ``BEGIN`` (one round trip, nothing to
+reset afterwards).
 """
 
 from contextlib import contextmanager
 from math import floor
+from threading import local
 
-from django.db import connections
+from django.db import connections, transaction
+
+from api.db.compiled import server_binding_cursor
 
 # SQLite's busy timeout is set in steps of this many milliseconds, rounded down: the
 # batches of a request thread or a store's worker then mostly find it already set.
@@ -22,7 +29,7 @@ def waits_at_most(alias: str, seconds: float | None):
     `SQLITE_STEP_MS` and set only when the connection holds another value; it is left set
     afterwards, because every write on a routed alias sets its own and a read in WAL mode
     takes no lock. PostgreSQL: ``lock_timeout``, and ``statement_timeout`` a second later,
-    for this batch, reset afterwards (the connection may go back to a pool).
+    for the transactions of `atomic_within_deadline` inside the block.
     """
     connection = connections[alias]
     if connection.vendor == "sqlite":
@@ -35,24 +42,48 @@ def waits_at_most(alias: str, seconds: float | None):
         yield
     elif connection.vendor == "postgresql" and seconds is not None:
         milliseconds = max(1, round(1000 * seconds))
-        with connection.cursor() as cursor:
-            # A lock wait ends at the deadline (reported "locked"); a statement that is
-            # slow for another reason is stopped a second later (reported "timeout").
-            # One round trip for both.
-            cursor.execute(
-                "SELECT set_config('lock_timeout', %s, false),"
-                " set_config('statement_timeout', %s, false)",
-                [str(milliseconds), str(milliseconds + 1000)],
-            )
+        pending = _deadline_ms.__dict__
+        previous = pending.get(alias)
+        pending[alias] = milliseconds
         try:
             yield
         finally:
-            if connection.connection is not None and not connection.needs_rollback:
-                with connection.cursor() as cursor:
-                    # Two statements, one round trip (client-side binding sends them as
-                    # one query); reading reset_val from pg_settings built the whole view.
-                    cursor.execute("RESET lock_timeout; RESET statement_timeout")
+            if previous is None:
+                del pending[alias]
+            else:
+                pending[alias] = previous
     else:
+        yield
+
+
+_deadline_ms = local()  # alias -> the deadline of the part running in this thread, in ms
+# A lock wait ends at the deadline (reported "locked"); a statement that is slow for
+# another reason is stopped a second later (reported "timeout"). LOCAL: until COMMIT or
+# ROLLBACK.
+SET_LOCAL_TIMEOUTS = (
+    "SELECT set_config('lock_timeout', %s, true), set_config('statement_timeout', %s, true)"
+)
+
+
+@contextmanager
+def atomic_within_deadline(alias: str):
+    """``transaction.atomic(using=alias)`` whose statements wait for locks no longer than
+    the deadline `waits_at_most` set for this thread's part (none set: the connection's own
+    timeouts). Raises `django.db.DatabaseError` as ``atomic`` and the first statement do.
+    """
+    with transaction.atomic(using=alias):
+        milliseconds = _deadline_ms.__dict__.get(alias)
+        connection = connections[alias]
+        if milliseconds is not None and connection.vendor == "postgresql":
+            params = [str(milliseconds), str(milliseconds + 1000)]
+            if connection.queries_logged or connection.execute_wrappers:  # observed
+                with connection.cursor() as cursor:
+                    cursor.execute(SET_LOCAL_TIMEOUTS, params)
+            else:
+                raw = connection.connection
+                with connection.wrap_database_errors, raw.pipeline():
+                    # In a pipeline, psycopg sends the transaction's BEGIN with it.
+                    server_binding_cursor(alias, raw).execute(SET_LOCAL_TIMEOUTS, params)
         yield
 
 

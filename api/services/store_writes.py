@@ -3,7 +3,7 @@
 `store_users` and `store_products` reject ids and e-mails already taken, store the rest and
 read which of the users / products the batch's orders refer to exist (with the products'
 prices). `store_orders` waits for both, checks each order's references and stores the
-valid ones. Each runs in ``transaction.atomic(using=alias)`` on its store's worker
+valid ones. Each runs in ``atomic_within_deadline(alias)`` on its store's worker
 (`api.db.bulkheads`); `api.services.batch_insert` hands them their records.
 """
 
@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from django.db import DatabaseError, IntegrityError, connections, transaction
+from django.db import DatabaseError, IntegrityError, connections
 from django.db.models import QuerySet
 
 from api.db.compiled_inserts import CompiledInsert
+from api.db.deadlines import atomic_within_deadline
 from api.domain.results import ALREADY_STORED, FAILED, INSERTED, REJECTED, RecordResult
 from api.domain.validation import Errors, Taken, order_reference_errors, reason
 from api.models import Order, Product, User
@@ -44,7 +45,7 @@ class Stored:
 def store_users(alias: str, candidates: list[Candidate], referenced: set[int]) -> Stored:
     if not candidates and not referenced:
         return Stored([], {})
-    with transaction.atomic(using=alias):
+    with atomic_within_deadline(alias):
         users = User.objects.using(alias)
         results = _store(users, candidates)
         # Read inside the transaction, after the insert: batch members count as existing.
@@ -55,7 +56,7 @@ def store_users(alias: str, candidates: list[Candidate], referenced: set[int]) -
 def store_products(alias: str, candidates: list[Candidate], referenced: set[int]) -> Stored:
     if not candidates and not referenced:
         return Stored([], {})
-    with transaction.atomic(using=alias):
+    with atomic_within_deadline(alias):
         products = Product.objects.using(alias)
         results = _store(products, candidates)
         prices = dict(products.filter(id__in=referenced).values_list("id", "price"))
@@ -84,7 +85,7 @@ def store_orders(
         total = price * c.data["quantity"]
         valid.append(Candidate(c.index, {**c.data, "unit_price": price, "total": total}))
 
-    with transaction.atomic(using=alias):
+    with atomic_within_deadline(alias):
         results += _store(Order.objects.using(alias), valid)
     return Stored(results, {})
 

@@ -26,7 +26,7 @@ from django.conf import settings
 from django.db import OperationalError, connections
 
 from api.db.breakers import READ_TRANSIENT, WRITE_BREAKERS, WRITE_TRANSIENT, StoreBreaker
-from api.db.deadlines import waits_at_most
+from api.db.deadlines import atomic_within_deadline, waits_at_most
 from api.db.failures import StoreShed, StoreUnavailable
 from api.http.errors import ServiceUnavailable, as_api_exception
 from api.models import Order, Product, User
@@ -236,9 +236,10 @@ def test_workers_sigkilled_during_inserts_lose_no_acknowledged_record(generated_
 
 @postgresql_only
 @pytest.mark.django_db(databases=ALL_DATABASES, transaction=True)
-def test_a_batchs_postgresql_timeouts_last_for_the_batch_only():
-    """The deadline's ``lock_timeout``/``statement_timeout`` hold inside the batch and are
-    back to the server's values after it (the thread's connection serves the next one)."""
+def test_a_batchs_postgresql_timeouts_last_for_its_transactions_only():
+    """The deadline's ``lock_timeout``/``statement_timeout`` hold inside the part's
+    transactions and are back to the server's values after each (the thread's connection
+    serves the next request), with nothing sent to reset them."""
 
     def timeouts() -> tuple[str, str]:
         with connections["orders"].cursor() as cursor:
@@ -249,5 +250,12 @@ def test_a_batchs_postgresql_timeouts_last_for_the_batch_only():
 
     before = timeouts()
     with waits_at_most("orders", 1.5):
-        assert timeouts() == ("1500ms", "2500ms")
+        assert timeouts() == before  # outside a transaction: nothing set
+        with atomic_within_deadline("orders"):
+            assert timeouts() == ("1500ms", "2500ms")
+        assert timeouts() == before
+        with atomic_within_deadline("orders"):
+            assert timeouts() == ("1500ms", "2500ms")
+    with atomic_within_deadline("orders"):  # no deadline: the connection's own
+        assert timeouts() == before
     assert timeouts() == before
