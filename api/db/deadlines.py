@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from math import floor
 from threading import local
 
-from django.db import connections, transaction
+from django.db import DatabaseError, connections, transaction
 
 from api.db.compiled import server_binding_cursor
 
@@ -69,22 +69,61 @@ SET_LOCAL_TIMEOUTS = (
 def atomic_within_deadline(alias: str):
     """``transaction.atomic(using=alias)`` whose statements wait for locks no longer than
     the deadline `waits_at_most` set for this thread's part (none set: the connection's own
-    timeouts). Raises `django.db.DatabaseError` as ``atomic`` and the first statement do.
+    timeouts). Raises `django.db.DatabaseError` as ``atomic`` and its statements do.
+
+    On PostgreSQL the ``SET LOCAL`` statement is also the connection's health check
+    (``CONN_HEALTH_CHECKS``), as a lookup is on the fast path: Django's own check is a
+    ``SELECT 1`` round trip before the transaction. When it fails on a connection that
+    then proves dead (the server restarted, or ended it while idle), nothing was written,
+    and the transaction starts again once on a new connection, as Django's check would.
     """
-    with transaction.atomic(using=alias):
-        milliseconds = _deadline_ms.__dict__.get(alias)
-        connection = connections[alias]
-        if milliseconds is not None and connection.vendor == "postgresql":
-            params = [str(milliseconds), str(milliseconds + 1000)]
-            if connection.queries_logged or connection.execute_wrappers:  # observed
-                with connection.cursor() as cursor:
-                    cursor.execute(SET_LOCAL_TIMEOUTS, params)
-            else:
-                raw = connection.connection
-                with connection.wrap_database_errors, raw.pipeline():
-                    # In a pipeline, psycopg sends the transaction's BEGIN with it.
-                    server_binding_cursor(alias, raw).execute(SET_LOCAL_TIMEOUTS, params)
+    connection = connections[alias]
+    milliseconds = _deadline_ms.__dict__.get(alias)
+    if milliseconds is None or connection.vendor != "postgresql":
+        with transaction.atomic(using=alias):
+            yield
+        return
+    params = [str(milliseconds), str(milliseconds + 1000)]
+    checked = (
+        connection.health_check_enabled
+        and not connection.health_check_done
+        and connection.connection is not None
+        and not connection.in_atomic_block
+    )
+    if checked:
+        connection.health_check_done = True  # the statement below is the check
+    for retry in (checked, False):
+        atomic = transaction.atomic(using=alias)
+        atomic.__enter__()
+        raw = connection.connection
+        try:
+            _set_local_timeouts(connection, alias, params)
+        except DatabaseError as exc:
+            atomic.__exit__(type(exc), exc, exc.__traceback__)
+            # Leaving atomic rolled back, or, the rollback failing, closed the connection
+            # (and may have opened a new one): either way the old one is gone or proven.
+            if retry and (connection.connection is not raw or not connection.is_usable()):
+                connection.close()
+                continue
+            raise
+        break
+    try:
         yield
+    except BaseException as exc:
+        atomic.__exit__(type(exc), exc, exc.__traceback__)
+        raise
+    atomic.__exit__(None, None, None)
+
+
+def _set_local_timeouts(connection, alias: str, params: list[str]) -> None:
+    if connection.queries_logged or connection.execute_wrappers:  # observed: Django's cursor
+        with connection.cursor() as cursor:
+            cursor.execute(SET_LOCAL_TIMEOUTS, params)
+        return
+    raw = connection.connection
+    with connection.wrap_database_errors, raw.pipeline():
+        # In a pipeline, psycopg sends the transaction's BEGIN with it: one round trip.
+        server_binding_cursor(alias, raw).execute(SET_LOCAL_TIMEOUTS, params)
 
 
 def _set_busy_timeout(connection, milliseconds: int) -> None:

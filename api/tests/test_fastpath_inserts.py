@@ -12,6 +12,7 @@ from io import BytesIO
 import orjson
 import pytest
 from django.core.handlers.wsgi import WSGIHandler
+from django.db import connections
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -23,9 +24,9 @@ from api.http.parsers import nesting_depth
 from api.http.pinning import PINNING_COOKIE, pinned_by_cookie
 from api.models import User
 from api.services import batch_insert as batch_insert_module
-from api.tests.conftest import ALL_DATABASES, store_locked
+from api.tests.conftest import ALL_DATABASES, postgresql_only, store_locked
 from api.tests.test_access import token
-from api.tests.test_fastpath import call, environ
+from api.tests.test_fastpath import backend_pid, call, environ, persistent_connections
 
 pytestmark = pytest.mark.django_db(databases=ALL_DATABASES, transaction=True)
 INSERT = "type=insert"
@@ -241,3 +242,32 @@ def test_the_depth_shortcut_only_passes_documents_the_parser_would_pass(document
     """A document of flat records skips the depth count: it is never deeper than 3."""
     if records_of_scalars(document):
         assert nesting_depth(document, MAX_JSON_DEPTH) <= 3
+
+
+@postgresql_only
+@persistent_connections
+def test_a_connection_the_server_dropped_between_batches_is_replaced_unseen(handler, shop):
+    """The transaction's first statement is the health check: the server ending the
+    thread's connection between two batches costs the client nothing, and no round trip
+    of Django's ``SELECT 1`` precedes a batch on a live connection."""
+    for number in range(2):
+        one = {"users": [{"name": "A", "email": f"a{number}.drop@example.com"}]}
+        assert call(handler, post(one))[0] == "200 OK"
+        dropped = backend_pid("users")
+        with connections["orders"].cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(%s)", [dropped])
+        again = {"users": [{"name": "B", "email": f"b{number}.drop@example.com"}]}
+        status, _, body = call(handler, post(again))
+        assert status == "200 OK", body
+        assert backend_pid("users") != dropped
+    checks = []
+    users = connections["users"]
+    is_usable = users.is_usable
+    users.is_usable = lambda: checks.append(1) or is_usable()  # Django's SELECT 1
+    try:
+        one = {"users": [{"name": "C", "email": "c.drop@example.com"}]}
+        assert call(handler, post(one))[0] == "200 OK"
+    finally:
+        del users.is_usable
+    assert checks == []
+    assert handler.django_calls == []
