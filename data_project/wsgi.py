@@ -1,7 +1,8 @@
-"""WSGI entry point: ``gunicorn data_project.wsgi``.
+"""WSGI entry point: ``gunicorn data_project.wsgi`` (or ``python -m data_project.granian_server``).
 
 Django's handler, with lookups answered ahead of its request cycle
-(`api.fastpath`; ``LOOKUP_FAST_PATH=0`` turns that off). Set up as
+(`api.fastpath`; ``LOOKUP_FAST_PATH=0`` turns that off), behind `ChunkedBodies`, which
+reads a chunked request body that Django alone would take for an empty one. Set up as
 `django.core.wsgi.get_wsgi_application` does.
 """
 
@@ -12,6 +13,11 @@ import django
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "data_project.settings")
 django.setup(set_prefix=False)
 
-from api.fastpath import LookupFastPathHandler  # noqa: E402  (needs the apps loaded)
+from django.conf import settings  # noqa: E402
 
-application = LookupFastPathHandler()
+from api.fastpath import LookupFastPathHandler  # noqa: E402  (needs the apps loaded)
+from data_project.chunked_bodies import ChunkedBodies  # noqa: E402
+
+application = ChunkedBodies(
+    LookupFastPathHandler(), limit_bytes=settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+)
