@@ -106,6 +106,56 @@ class LookupClients:
         connection.close()
 
 
+# Requests whose answers must not depend on the server: the fast path's lookups and its
+# errors, DRF's views, WhiteNoise's static files (compressed when asked), the pages.
+SAME_ANSWERS = [
+    ("GET", LOOKUP.format(7), {}),
+    ("GET", LOOKUP.format(7) + "&include=orders", {}),
+    ("GET", "/api/run-query/?type=get&user_id=999999", {}),
+    ("GET", "/api/run-query/?type=get&user_id=x", {}),
+    ("GET", "/api/run-query/?type=get&user_id=7", {"Host": "evil.example"}),
+    ("HEAD", LOOKUP.format(8), {}),
+    ("GET", "/api/users/7/", {}),
+    ("GET", "/api/", {"Accept": "application/json"}),
+    ("GET", "/api/health/", {}),
+    ("GET", "/static/api/site.css", {"Accept-Encoding": "gzip"}),
+    ("GET", "/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui.css", {}),
+    ("GET", "/", {}),
+    ("GET", "/nowhere/", {}),
+    ("POST", INSERT, {"Content-Type": "text/plain"}),
+]
+# Set by the server itself, or by the moment (a lookup's elapsed_ms, and so its length).
+SERVER_HEADERS = {"server", "date", "connection", "keep-alive", "transfer-encoding"}
+MOMENT_HEADERS = {"content-length"}
+ELAPSED = re.compile(rb'"elapsed_ms":[0-9.]+')
+
+
+def test_both_servers_give_the_same_answers(generated_dir):
+    """Status, headers (but the server's own) and body of each request in `SAME_ANSWERS`
+    are the same under Gunicorn and under Granian."""
+    answers = {}
+    for server in SERVERS:
+        with live_server({**generated_dir, **QUIET}, server) as (url, _):
+            answers[server] = [  # one Host for both: absolute links carry it
+                request(url, method, path, None, {"Host": "localhost", **headers})
+                for method, path, headers in SAME_ANSWERS
+            ]
+    for sent, *each in zip(SAME_ANSWERS, *answers.values(), strict=True):
+        (status, headers, body), *others = [
+            (
+                status,
+                {k: v for k, v in headers.items() if k not in SERVER_HEADERS | MOMENT_HEADERS},
+                ELAPSED.sub(b'"elapsed_ms":0', body),
+            )
+            for status, headers, body in each
+        ]
+        assert status < 500, sent
+        for other in others:
+            assert other == (status, headers, body), sent
+    statuses = [status for status, _, _ in answers["gunicorn"]]
+    assert statuses == [200, 200, 404, 400, 400, 200, 200, 200, 200, 200, 200, 200, 404, 415]
+
+
 @pytest.mark.parametrize("server", SERVERS)
 def test_lookups_answer_while_1000_idle_keep_alive_connections_are_held_open(generated_dir, server):
     """1000 clients each send a request and keep the connection open, idle: every one is
