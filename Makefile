@@ -18,11 +18,17 @@ ACCESS ?= tokens
 # P95_MS or requests/s below MIN_RPS (any failed request always fails it). Empty: not set.
 P95_MS ?=
 MIN_RPS ?=
+# SERVER=granian serves with Granian (data_project/granian_server.py, the same environment
+# variables as gunicorn.conf.py) instead of Gunicorn, for serve, demo and every loadtest.
+SERVER ?= gunicorn
+SERVE_gunicorn = $(PY) -m gunicorn -c gunicorn.conf.py data_project.wsgi
+SERVE_granian = $(PY) -m data_project.granian_server
 LOADTEST = $(PY) manage.py loadtest --users $(USERS) --spawn-rate $(SPAWN_RATE) \
-	--run-time $(RUN_TIME) --rows $(ROWS) --bind $(BIND) --access $(ACCESS) \
+	--run-time $(RUN_TIME) --rows $(ROWS) --bind $(BIND) --access $(ACCESS) --server $(SERVER) \
 	$(if $(P95_MS),--p95-ms $(P95_MS)) $(if $(MIN_RPS),--min-rps $(MIN_RPS))
 # The main job is served as production would be: nginx (deploy/nginx.conf) in front of
-# Gunicorn, so slow clients cannot tie up its workers. PROXY= serves Gunicorn directly.
+# the server, so slow clients cannot tie up its workers. PROXY= serves it directly (then
+# Gunicorn's workers run 16 threads each: gunicorn.conf.py).
 PROXY ?= --proxy
 
 .PHONY: help venv nginx browser serve wrk valgrind demo loadtest loadtest-lookups loadtest-distributed bench-generate bench-lookup \
@@ -36,10 +42,11 @@ help:
 	@echo "                 (ROWS, USERS, RUN_TIME, ...; thresholds P95_MS=, MIN_RPS= set the exit code)"
 	@echo "make test      - set up, ruff check and format, import contracts, migrations check, pytest"
 	@echo "make serve     - serve the loaded data with Gunicorn at http://$(BIND)/ (docs, /run/)"
+	@echo "                 (SERVER=granian: serve, demo and the loadtests with Granian)"
 	@echo "make loadtest-lookups      - the swarm with the lookup-by-id task only"
 	@echo "make loadtest-distributed  - the swarm from LOCUST_PROCESSES Locust processes"
 	@echo "make loadtest-pg           - the main job on PostgreSQL (PG_URL); loadtest-pg-lookups"
-	@echo "make demo-cluster          - the main job on PostgreSQL + replica, 2 Gunicorns, distributed Locust"
+	@echo "make demo-cluster          - the main job on PostgreSQL + replica, 2 servers, distributed Locust"
 
 # The venv is rebuilt whenever a requirements file changes.
 $(VENV)/.installed: requirements.txt requirements-dev.txt
@@ -69,11 +76,13 @@ var/static/.collected: $(VENV)/.installed $(wildcard api/static/api/*)
 	touch $@
 
 # The loaded data for a browser: Gunicorn as configured (gunicorn.conf.py, DEBUG off, static
-# files by WhiteNoise, collected and compressed first), served as development: no token
-# needed, the docs and /run/ on. Ctrl-C stops it.
+# files by WhiteNoise, collected and compressed first), or Granian with SERVER=granian,
+# served as development: no token needed, the docs and /run/ on. Served directly, so both
+# hold slow clients themselves (gunicorn.conf.py's threads; Granian's Rust I/O). Ctrl-C stops it.
 serve: migrate var/static/.collected
-	@echo "Serving http://$(BIND)/ (Ctrl-C stops)"
-	BIND=$(BIND) $(PY) -m gunicorn -c gunicorn.conf.py data_project.wsgi
+	@test -n "$(SERVE_$(SERVER))" || { echo "SERVER must be gunicorn or granian"; exit 1; }
+	@echo "Serving http://$(BIND)/ with $(SERVER) (Ctrl-C stops)"
+	BIND=$(BIND) $(SERVE_$(SERVER))
 
 demo: migrate nginx
 	$(PY) manage.py insert_data
@@ -108,7 +117,7 @@ loadtest-pg: pg-data nginx
 	$(PG_DATA_ENV) $(LOADTEST) $(PROXY) --reports reports/postgresql
 
 # The main job as a cluster on one machine (docs/scaling.md): the PostgreSQL aliases with
-# reads on the streaming replica (deploy/replica.sh, port 5433), two Gunicorns sharing
+# reads on the streaming replica (deploy/replica.sh, port 5433), two servers (SERVER) sharing
 # WEB_CONCURRENCY behind nginx, and Locust as a master with LOCUST_WORKERS workers.
 REPLICA_PREFIX ?= postgres://postgres@127.0.0.1:5433/dp_
 LOCUST_WORKERS ?= 2

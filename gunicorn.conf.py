@@ -30,7 +30,17 @@ bind = env.str("BIND", default="127.0.0.1:8000")
 # (the shapes measured: docs/performance.md, "Serving"; gevent cannot run preload_app).
 worker_class = env.str("GUNICORN_WORKER_CLASS", default="gthread")
 workers = env.int("WEB_CONCURRENCY", default=2 * multiprocessing.cpu_count())
-threads = env.int("GUNICORN_THREADS", default=1)
+# ...with a proxy in front (NUM_PROXIES, as settings.py reads it), which reads whole
+# requests and takes whole responses. Served directly, a worker's thread reads a request's
+# headers and writes its response itself, and Gunicorn has no header-read timeout: one
+# client trickling its headers, or not reading its answer, holds that thread. So each
+# worker gets DIRECT_THREADS threads, and fewer slow connections than that per worker
+# leave it serving (measured: docs/performance.md, "Slow clients"; a proxy or Granian
+# holds for any number).
+DIRECT_THREADS = 16
+threads = env.int(
+    "GUNICORN_THREADS", default=1 if env.int("NUM_PROXIES", default=0) else DIRECT_THREADS
+)
 worker_connections = env.int("GUNICORN_WORKER_CONNECTIONS", default=1000)
 
 # Room in the accept queue for a 1000-user swarm that connects all at once.

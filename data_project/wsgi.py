@@ -1,8 +1,9 @@
-"""WSGI entry point: ``gunicorn data_project.wsgi``.
+"""WSGI entry point: ``gunicorn data_project.wsgi`` (or ``python -m data_project.granian_server``).
 
 Django's handler, with lookups and insert batches answered ahead of its request cycle
-(`api.fastpath`; ``LOOKUP_FAST_PATH=0`` and ``INSERT_FAST_PATH=0`` turn that off). Set up as
-`django.core.wsgi.get_wsgi_application` does.
+(`api.fastpath`; ``LOOKUP_FAST_PATH=0`` and ``INSERT_FAST_PATH=0`` turn that off), behind
+`ChunkedBodies`, which reads a chunked request body that Django alone would take for an
+empty one. Set up as `django.core.wsgi.get_wsgi_application` does.
 """
 
 import os
@@ -12,6 +13,9 @@ import django
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "data_project.settings")
 django.setup(set_prefix=False)
 
-from api.fastpath import FastPathHandler  # noqa: E402  (needs the apps loaded)
+from django.conf import settings  # noqa: E402
 
-application = FastPathHandler()
+from api.fastpath import FastPathHandler  # noqa: E402  (needs the apps loaded)
+from data_project.chunked_bodies import ChunkedBodies  # noqa: E402
+
+application = ChunkedBodies(FastPathHandler(), limit_bytes=settings.DATA_UPLOAD_MAX_MEMORY_SIZE)

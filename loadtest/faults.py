@@ -165,7 +165,7 @@ def _slow_client(host: str, port: int, mode: str, stop: threading.Event, big_pat
 
 def slow_clients(
     url: str,
-    mode: str,
+    mode: str | tuple[str, ...],
     *,
     slow: int = 16,
     lookup_clients: int = 8,
@@ -174,8 +174,10 @@ def slow_clients(
     """Lookups before and while ``slow`` connections misbehave in ``mode``; their `Sample`s.
 
     ``mode``: ``headers`` (a request's headers a byte a second), ``body`` (a POST body a
-    byte a second), ``unread`` (a response of about 1 MB that the client never reads).
+    byte a second), ``unread`` (a response of about 1 MB that the client never reads), or
+    a tuple of them, taken in turn: ``("headers", "unread")`` with ``slow=16`` is 8 of each.
     """
+    modes = (mode,) if isinstance(mode, str) else mode
     host, port = url.removeprefix("http://").split(":")
     with closing(http.client.HTTPConnection(host, int(port), timeout=30)) as connection:
         connection.request("GET", "/api/stats/")
@@ -192,8 +194,11 @@ def slow_clients(
         for _ in range(lookup_clients)
     ]
     misbehaving = [
-        threading.Thread(target=_slow_client, args=(host, int(port), mode, slow_stop, big_path))
-        for _ in range(slow)
+        threading.Thread(
+            target=_slow_client,
+            args=(host, int(port), modes[n % len(modes)], slow_stop, big_path),
+        )
+        for n in range(slow)
     ]
     for client in clients:
         client.start()

@@ -40,9 +40,15 @@ def run_facts(
     *, options: dict, stored: dict, server_env: dict | None, generated: dict | None
 ) -> dict:
     """The run's metadata. ``stored``: rows per table before the swarm; ``server_env``:
-    the environment the Gunicorns got (None for a server this run did not start);
-    ``generated``: `runinfo.generation_saved`'s record when this run generated the rows."""
+    the environment the servers got (None for a server this run did not start);
+    ``generated``: `runinfo.generation_saved`'s record when this run generated the rows.
+
+    ``server.name`` is the server started (``options["server"]``: gunicorn, granian), or
+    what a running server calls itself in its ``Server`` header; ``server.shape`` is its
+    worker class, workers and threads per worker as its configuration computes them."""
     instances = options.get("instances", 1)
+    started = server_env is not None
+    name = options.get("server", "gunicorn")
     return {
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "commit": runinfo.git_commit(),
@@ -50,10 +56,11 @@ def run_facts(
         "rows": stored,
         "generation": generation(generated, runinfo.generation_record(), stored),
         "server": {
-            "started": server_env is not None,
+            "started": started,
+            "name": name if started else runinfo.server_software(options.get("url", "")),
             "url": options.get("url", ""),
-            "gunicorn": runinfo.gunicorn_shape(server_env) if server_env is not None else None,
-            "instances": instances if server_env is not None else None,
+            "shape": runinfo.server_shape(name, server_env) if started else None,
+            "instances": instances if started else None,
             "proxy": "nginx" if options.get("proxy") or instances > 1 else "none",
         },
         "cores": runinfo.cores(),

@@ -1,8 +1,10 @@
 """What a load test ran on: code, databases, data, server shape, machine and versions.
 
 Each function answers one question for the report and says "unknown" rather than guess.
-`gunicorn_shape` evaluates ``gunicorn.conf.py`` under the environment the server was
-given, so the workers and threads shown are what Gunicorn read, not what we meant to pass.
+`server_shape` evaluates ``gunicorn.conf.py`` (`gunicorn_shape`) or
+`data_project.granian_server.granian_options` (`granian_shape`) under the environment the
+server was given, so the workers and threads shown are what the server read, not what we
+meant to pass; `server_software` asks a running server its name.
 `generation_record` / `generation_saved` keep the time of the last ``generate_data`` that
 ``loadtest`` ran in ``DATA_DIR``, so that a later run over the same rows can still show it.
 """
@@ -12,6 +14,8 @@ import os
 import platform
 import runpy
 import subprocess
+import urllib.error
+import urllib.request
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -20,9 +24,12 @@ from unittest import mock
 from django.conf import settings
 from django.db import connections
 
+from data_project.env import Env
+from data_project.granian_server import granian_options
+
 REPO = Path(settings.BASE_DIR)
 GENERATION_FILE = "loadtest-generation.json"
-PACKAGES = ("Django", "djangorestframework", "locust", "gunicorn")
+PACKAGES = ("Django", "djangorestframework", "locust", "gunicorn", "granian")
 
 
 def git_commit(repo: Path = REPO) -> str:
@@ -67,6 +74,37 @@ def gunicorn_shape(env: dict[str, str]) -> dict:
     with mock.patch.dict(os.environ, env):
         conf = runpy.run_path(str(REPO / "gunicorn.conf.py"))
     return {key: conf[key] for key in ("worker_class", "workers", "threads")}
+
+
+def granian_shape(env: dict[str, str]) -> dict:
+    """``{"worker_class": "wsgi", "workers", "threads", "backpressure"}`` (threads: Granian's
+    blocking threads per worker) as `granian_options` computes them under this process's
+    environment updated with ``env``."""
+    options = granian_options(Env({**os.environ, **env}))
+    return {
+        "worker_class": "wsgi",
+        "workers": options["workers"],
+        "threads": options["blocking_threads"],
+        "backpressure": options["backpressure"],
+    }
+
+
+def server_shape(server: str, env: dict[str, str]) -> dict:
+    """``{"worker_class", "workers", "threads", ...}`` of ``server`` ("gunicorn" or
+    "granian") started with ``env``; raises `KeyError` for another name."""
+    return {"gunicorn": gunicorn_shape, "granian": granian_shape}[server](env)
+
+
+def server_software(url: str) -> str:
+    """The ``Server`` header of ``url``'s ``/api/health/`` ("gunicorn", "granian"), or
+    "unknown" when it does not answer or sends none."""
+    try:
+        with urllib.request.urlopen(f"{url}/api/health/", timeout=5) as response:
+            return response.headers.get("Server") or "unknown"
+    except urllib.error.HTTPError as exc:
+        return exc.headers.get("Server") or "unknown"
+    except OSError:
+        return "unknown"
 
 
 def versions() -> dict[str, str]:

@@ -1,7 +1,8 @@
-"""Run Gunicorn and a headless Locust swarm against it, and always stop both.
+"""Run a server (Gunicorn or Granian) and a headless Locust swarm against it; always stop both.
 
-`serve` starts ``gunicorn -c gunicorn.conf.py data_project.wsgi`` in the background and
-stops it with SIGTERM (a graceful shutdown) when the block ends, whether the swarm
+`serve` starts the chosen server in the background, ``gunicorn -c gunicorn.conf.py
+data_project.wsgi`` or ``python -m data_project.granian_server`` (`SERVERS`), and stops it
+with SIGTERM (a graceful shutdown for both) when the block ends, whether the swarm
 finished, failed or was interrupted with Ctrl-C. `wait_healthy` polls ``/api/health/``.
 `swarm` runs Locust with the repository's ``locust.conf`` plus the run's own figures, and
 copies its log (stderr) into ``reports/locust.log`` while still showing it on the console.
@@ -27,32 +28,53 @@ from loadtest.processes import stop_gracefully
 from loadtest.proxy import nginx_proxy
 
 REPO = Path(settings.BASE_DIR)
+GUNICORN, GRANIAN = "gunicorn", "granian"
+# Each server's command line, run in the repository's root; both read BIND and the same
+# variables (gunicorn.conf.py, data_project/granian_server.py).
+SERVERS = {
+    GUNICORN: [
+        sys.executable, "-m", "gunicorn", "-c", str(REPO / "gunicorn.conf.py"), "data_project.wsgi"
+    ],
+    GRANIAN: [sys.executable, "-m", "data_project.granian_server"],
+}  # fmt: skip
 
 
 class ServerError(RuntimeError):
-    """Gunicorn did not become healthy, or died."""
+    """The server did not become healthy, or died."""
+
+
+def behind_proxy_env(env: dict[str, str] | None) -> dict[str, str]:
+    """``env`` for a server behind nginx: ``NUM_PROXIES=1`` unless ``env`` says otherwise
+    (nginx appends the client to ``X-Forwarded-For``, and gunicorn.conf.py gives single-
+    threaded workers to a server with a proxy in front)."""
+    return {"NUM_PROXIES": "1", **(env or {})}
 
 
 @contextmanager
 def serve(
-    bind: str, *, env: dict[str, str] | None = None, proxy: bool = False
+    bind: str,
+    *,
+    env: dict[str, str] | None = None,
+    proxy: bool = False,
+    server: str = GUNICORN,
 ) -> Iterator[subprocess.Popen]:
-    """Gunicorn with the project's config on ``bind`` for the duration of the block.
+    """``server`` (a key of `SERVERS`) with the project's config on ``bind`` for the
+    duration of the block; ``env`` is added to this process's environment.
 
-    With ``proxy``, nginx (`loadtest.proxy`) listens on ``bind`` and Gunicorn on a free
-    loopback port behind it. Yields Gunicorn's process.
+    With ``proxy``, nginx (`loadtest.proxy`) listens on ``bind`` and the server on a free
+    loopback port behind it. Yields the server's main process (Gunicorn's arbiter,
+    Granian's main process; the workers are its children).
     """
     if proxy:
         upstream = f"127.0.0.1:{free_port()}"
-        with serve(upstream, env=env) as server:
-            # nginx starts once Gunicorn answers: else it logs every early probe as an error.
-            wait_healthy(f"http://{upstream}", server)
+        with serve(upstream, env=behind_proxy_env(env), server=server) as process:
+            # nginx starts once the server answers: else it logs every early probe as an error.
+            wait_healthy(f"http://{upstream}", process)
             with nginx_proxy(bind, upstream):
-                yield server
+                yield process
         return
-    command = [sys.executable, "-m", "gunicorn", "-c", str(REPO / "gunicorn.conf.py")]
     environment = {**os.environ, **(env or {}), "BIND": bind}
-    process = subprocess.Popen([*command, "data_project.wsgi"], cwd=REPO, env=environment)
+    process = subprocess.Popen(SERVERS[server], cwd=REPO, env=environment)
     try:
         yield process
     finally:
@@ -61,17 +83,19 @@ def serve(
 
 @contextmanager
 def serve_cluster(
-    bind: str, instances: int, *, env: dict[str, str] | None = None
+    bind: str, instances: int, *, env: dict[str, str] | None = None, server: str = GUNICORN
 ) -> Iterator[list[subprocess.Popen]]:
-    """``instances`` Gunicorns, each on its own loopback port, behind nginx on ``bind``:
-    one machine standing in for a load balancer and app hosts. Each gets an equal share of
-    ``WEB_CONCURRENCY`` (from ``env`` or the environment; else gunicorn.conf.py's 2 per
-    core in all), so the cluster runs as many workers as one Gunicorn would. Yields the
-    Gunicorn processes."""
-    env = cluster_env(env, instances)
+    """``instances`` servers (``server``: a key of `SERVERS`), each on its own loopback port,
+    behind nginx on ``bind``: one machine standing in for a load balancer and app hosts.
+    Each gets an equal share of ``WEB_CONCURRENCY`` (from ``env`` or the environment; else
+    2 per core in all), so the cluster runs as many workers as one server would. Yields
+    the servers' main processes."""
+    env = behind_proxy_env(cluster_env(env, instances))
     upstreams = [f"127.0.0.1:{free_port()}" for _ in range(instances)]
     with ExitStack() as stack:
-        servers = [stack.enter_context(serve(address, env=env)) for address in upstreams]
+        servers = [
+            stack.enter_context(serve(address, env=env, server=server)) for address in upstreams
+        ]
         for address, server in zip(upstreams, servers, strict=True):
             wait_healthy(f"http://{address}", server)
         stack.enter_context(nginx_proxy(bind, upstreams))
@@ -100,7 +124,7 @@ def wait_healthy(url: str, process: subprocess.Popen | None = None, timeout: flo
     last = "no answer"
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
-            raise ServerError(f"gunicorn exited with status {process.returncode}")
+            raise ServerError(f"the server exited with status {process.returncode}")
         try:
             with urllib.request.urlopen(f"{url}/api/health/", timeout=5) as response:
                 if response.status == 200:

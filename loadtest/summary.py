@@ -117,6 +117,11 @@ def render_markdown(summary: dict) -> str:
         f"{summary['users']} users, {summary['duration_s']} s: "
         f"{total['rps']} requests/s, {verdict}.",
         "",
+    ]
+    server = summary.get("run", {}).get("server")
+    if server:
+        lines += [f"Server: {server['name']}, proxy: {server['proxy']}.", ""]
+    lines += [
         "| request | requests | failures | req/s | p50 ms | p95 ms | p99 ms | max ms |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]

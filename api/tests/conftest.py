@@ -5,6 +5,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from decimal import Decimal
 from pathlib import Path
@@ -23,8 +24,11 @@ from api.domain.batches import ASSIGNMENT_FILE, read_batch
 from api.http.access import TOKENS
 from api.http.throttling import LIMITER
 from api.models import Order, Product, User
+from loadtest import runner
 
 ALL_DATABASES = ["default", "users", "products", "orders"]
+# The WSGI servers the live tests that test a server's behaviour run on, each in turn.
+SERVERS = sorted(runner.SERVERS)
 ROUTED = ["users", "products", "orders"]
 
 # The SQLite test databases are files under DATA_DIR (threads cannot share :memory:).
@@ -185,3 +189,16 @@ def generated_data_dir(path: Path, rows: int, seed: int) -> dict[str, str]:
         run = manage(*command, "--verbosity", "0", env=env)
         assert run.returncode == 0, run.stderr
     return env
+
+
+@contextmanager
+def live_server(
+    env: dict[str, str], server: str, **serve_options
+) -> Iterator[tuple[str, subprocess.Popen]]:
+    """``server`` (gunicorn, granian) serving the project with ``env`` on a free loopback
+    port, as `loadtest.runner.serve` starts it (``serve_options``: ``proxy``), once healthy;
+    yields its URL and main process, and stops it gracefully after the block."""
+    bind = f"127.0.0.1:{runner.free_port()}"
+    with runner.serve(bind, env=env, server=server, **serve_options) as process:
+        runner.wait_healthy(f"http://{bind}", process)
+        yield f"http://{bind}", process

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from datetime import datetime
 from decimal import Decimal
+from unittest import mock
 
 import pytest
 from django.conf import settings
@@ -17,6 +18,8 @@ from django.db.models import Max
 
 from api.models import Order, User
 from api.tests.conftest import ALL_DATABASES, sqlite_only
+from data_project.env import Env
+from data_project.granian_server import granian_options
 
 SETTINGS_FILE = settings.BASE_DIR / "data_project" / "settings.py"
 DJANGO_ENV_VARS = [
@@ -267,15 +270,62 @@ def gunicorn_config(folder, **env: str) -> subprocess.CompletedProcess:
     )
 
 
+def printed_config(run: subprocess.CompletedProcess) -> dict[str, str]:
+    assert run.returncode == 0, run.stderr
+    return dict(
+        (name.strip(), value.strip())
+        for name, _, value in (line.partition("=") for line in run.stdout.splitlines())
+    )
+
+
 def test_gunicorn_conf_reads_the_environment_as_settings_do_from_any_folder(tmp_path):
     """Another folder (the benchmarks serve the anchors with it), a blank variable is its
     default, a number that does not parse names its variable."""
-    run = gunicorn_config(tmp_path, GUNICORN_BACKLOG="512", GUNICORN_THREADS=" ")
-    assert run.returncode == 0, run.stderr
-    printed = dict(
-        (name.strip(), value.strip())
-        for name, _, value in (line.partition("=") for line in run.stdout.splitlines())
+    printed = printed_config(
+        gunicorn_config(tmp_path, GUNICORN_BACKLOG="512", GUNICORN_THREADS=" ", NUM_PROXIES="1")
     )
     assert (printed["backlog"], printed["threads"]) == ("512", "1")
     run = gunicorn_config(tmp_path, GUNICORN_BACKLOG="lots")
     assert run.returncode != 0 and "GUNICORN_BACKLOG must be an int" in run.stderr
+
+
+def test_gunicorn_serving_directly_gives_each_worker_threads_for_slow_clients(tmp_path):
+    """No proxy in front (``NUM_PROXIES`` unset or 0): 16 threads per worker; behind one, 1;
+    ``GUNICORN_THREADS`` decides either way."""
+    environ = {key: value for key, value in os.environ.items() if key != "NUM_PROXIES"}
+    with mock.patch.dict(os.environ, environ, clear=True):
+        assert printed_config(gunicorn_config(tmp_path))["threads"] == "16"
+        assert printed_config(gunicorn_config(tmp_path, NUM_PROXIES="0"))["threads"] == "16"
+        assert printed_config(gunicorn_config(tmp_path, NUM_PROXIES="2"))["threads"] == "1"
+        threads = printed_config(gunicorn_config(tmp_path, GUNICORN_THREADS="3"))["threads"]
+        assert threads == "3"
+
+
+def test_granian_reads_the_same_variables_as_gunicorn_conf():
+    """Where Gunicorn's and Granian's settings mean the same thing, one variable sets both;
+    a blank one is the default; a number that does not parse names its variable."""
+    options = granian_options(
+        Env(
+            {
+                "BIND": "[::1]:8123",
+                "WEB_CONCURRENCY": "3",
+                "GUNICORN_THREADS": "2",
+                "GUNICORN_WORKER_CONNECTIONS": "700",
+                "GUNICORN_BACKLOG": " ",
+                "GUNICORN_KEEPALIVE": "90",
+                "GUNICORN_GRACEFUL_TIMEOUT": "12",
+                "GRANIAN_WORKERS_LIFETIME_SECONDS": "7200",
+            }
+        )
+    )
+    assert (options["address"], options["port"]) == ("::1", 8123)
+    assert (options["workers"], options["blocking_threads"]) == (3, 2)
+    assert (options["backpressure"], options["backlog"]) == (700, 2048)
+    assert options["http1_settings"].header_read_timeout == 60_000  # Granian's upper bound
+    assert (options["workers_kill_timeout"], options["workers_lifetime"]) == (12, 7200)
+    assert granian_options(Env({"GRANIAN_WORKERS_LIFETIME_SECONDS": "5"}))["workers_lifetime"] == 60
+    assert options["target"] == "data_project.wsgi:application"
+    with pytest.raises(ImproperlyConfigured, match="GUNICORN_BACKLOG must be an int"):
+        granian_options(Env({"GUNICORN_BACKLOG": "lots"}))
+    with pytest.raises(ValueError, match="BIND must be host:port"):
+        granian_options(Env({"BIND": "localhost"}))

@@ -251,3 +251,8 @@ def test_the_page_is_self_contained(tmp_path):
     assert "<script" not in page.lower() and "<link" not in page.lower()
     assert not RESOURCE.search(page), RESOURCE.search(page)
     assert "<style>" in page and "<svg" in page
+
+
+def test_granian_shape_is_what_granian_server_computes_under_the_servers_environment():
+    shape = runinfo.server_shape("granian", {"WEB_CONCURRENCY": "3", "GUNICORN_THREADS": "2"})
+    assert shape == {"worker_class": "wsgi", "workers": 3, "threads": 2, "backpressure": 1000}

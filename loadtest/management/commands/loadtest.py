@@ -2,13 +2,14 @@
 
 Migrates every database, generates the million rows if the users table is empty (timed,
 and recorded in ``DATA_DIR`` for later runs' reports), creates the swarm's API token
-(client ``swarm``: ``read`` and ``write`` scopes, ``benchmark`` tier), starts Gunicorn as
-production runs it (`production_env`: tokens required, the production throttles and
-switches), waits for ``/api/health/``, runs the headless Locust swarm, stops Gunicorn (also
-on Ctrl-C or failure) and writes ``reports/``: ``index.html``, the one page to open
-(`loadtest.report`), Locust's HTML report, CSVs and log, ``summary.json`` and
-``summary.md``. Exits 1 when a threshold is breached (any failed request; p95 above
-``--p95-ms``; RPS below ``--min-rps``), Locust failed or a server died, naming each.
+(client ``swarm``: ``read`` and ``write`` scopes, ``benchmark`` tier), starts the server
+(``--server``: Gunicorn, the default, or Granian) as production runs it (`production_env`:
+tokens required, the production throttles and switches), waits for ``/api/health/``, runs
+the headless Locust swarm, stops the server (also on Ctrl-C or failure) and writes
+``reports/``: ``index.html``, the one page to open (`loadtest.report`), Locust's HTML
+report, CSVs and log, ``summary.json`` and ``summary.md``. Exits 1 when a threshold is
+breached (any failed request; p95 above ``--p95-ms``; RPS below ``--min-rps``), Locust
+failed or a server died, naming each.
 """
 
 import io
@@ -31,7 +32,7 @@ from loadtest.summary import (
     write_summary,
 )
 
-SERVER_DIED = "a gunicorn died during the swarm"
+SERVER_DIED = "a server died during the swarm"
 
 
 def swarm_token() -> str:
@@ -56,16 +57,23 @@ def production_env(*, proxied: bool) -> dict[str, str]:
 
 
 class Command(BaseCommand):
-    help = "Serve with Gunicorn, swarm with Locust, and write reports/ (the main job)."
+    help = "Serve with Gunicorn or Granian, swarm with Locust, write reports/ (the main job)."
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--users", type=int, default=1000)
         parser.add_argument("--spawn-rate", type=float, default=100)
         parser.add_argument("--run-time", default="60s", help="Locust duration, e.g. 60s, 2m")
         parser.add_argument("--rows", type=int, default=1_000_000, help="rows to generate if empty")
-        parser.add_argument("--bind", default="127.0.0.1:8000", help="address for Gunicorn")
+        parser.add_argument("--bind", default="127.0.0.1:8000", help="address to serve on")
         parser.add_argument(
-            "--server-url", help="swarm this running server instead of starting Gunicorn"
+            "--server",
+            choices=sorted(runner.SERVERS),
+            default=runner.GUNICORN,
+            help="the WSGI server: gunicorn (gunicorn.conf.py) or granian "
+            "(data_project/granian_server.py); both read the same environment",
+        )
+        parser.add_argument(
+            "--server-url", help="swarm this running server instead of starting one"
         )
         parser.add_argument(
             "--token", help="the API token the swarm sends (default: create_token swarm)"
@@ -83,13 +91,13 @@ class Command(BaseCommand):
         parser.add_argument(
             "--proxy",
             action="store_true",
-            help="serve through nginx (deploy/nginx.conf) on --bind, Gunicorn behind it",
+            help="serve through nginx (deploy/nginx.conf) on --bind, the server behind it",
         )
         parser.add_argument(
             "--instances",
             type=int,
             default=1,
-            help="Gunicorn instances behind nginx (the cluster run; implies --proxy), "
+            help="server instances behind nginx (the cluster run; implies --proxy), "
             "sharing WEB_CONCURRENCY between them",
         )
         parser.add_argument(
@@ -115,12 +123,17 @@ class Command(BaseCommand):
             if options["access"] == "tokens":
                 options["token"] = options["token"] or swarm_token()
                 env = production_env(proxied=options["proxy"] or cluster)
+            server = options["server"]
             if cluster:
-                server_env = runner.cluster_env(env, options["instances"])
-                serving = runner.serve_cluster(options["bind"], options["instances"], env=env)
+                server_env = runner.behind_proxy_env(runner.cluster_env(env, options["instances"]))
+                serving = runner.serve_cluster(
+                    options["bind"], options["instances"], env=env, server=server
+                )
             else:
-                server_env = env
-                serving = runner.serve(options["bind"], env=env, proxy=options["proxy"])
+                server_env = runner.behind_proxy_env(env) if options["proxy"] else env
+                serving = runner.serve(
+                    options["bind"], env=env, proxy=options["proxy"], server=server
+                )
             with serving as served:
                 servers = served if cluster else [served]
                 for server in servers:

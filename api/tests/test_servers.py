@@ -1,0 +1,319 @@
+"""The servers: Gunicorn (``gunicorn.conf.py``) and Granian (``data_project.granian_server``).
+
+Each test that tests what a server does runs on both, live, on a free loopback port over a
+small generated SQLite DATA_DIR: 1000 idle kept-alive connections held while lookups
+answer; request bodies sent chunked are read, and bodies over the limit are the JSON 413
+however they are sent; a reload (SIGHUP) and worker recycling replace every worker while
+lookups keep answering; served directly, slow clients (headers trickled a byte a second,
+1 MB answers not read) leave lookups under 1 s. `loadtest.faults` holds the slow clients.
+"""
+
+import http.client
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import orjson
+import psutil
+import pytest
+from django.conf import settings
+
+from api.tests.conftest import SERVERS, generated_data_dir, live_server, sqlite_only
+from data_project.chunked_bodies import LENGTH_REQUIRED
+from loadtest import runner
+from loadtest.faults import slow_clients, summarize
+
+REPO = Path(settings.BASE_DIR)
+LOOKUP = "/api/run-query/?type=get&user_id={}"
+INSERT = "/api/run-query/?type=insert"
+QUIET = {"GUNICORN_LOG_LEVEL": "warning"}
+USERS = 500  # of the 900 that 3000 generated rows hold
+
+pytestmark = sqlite_only  # one generated SQLite DATA_DIR; the server is what is under test
+
+
+@pytest.fixture(scope="module")
+def generated_dir(tmp_path_factory) -> dict:
+    return generated_data_dir(tmp_path_factory.mktemp("serversdb"), rows=3000, seed=9)
+
+
+def address(url: str) -> tuple[str, int]:
+    host, port = url.removeprefix("http://").split(":")
+    return host, int(port)
+
+
+def request(url: str, method: str, path: str, body=None, headers=None, chunked=False):
+    """``(status, headers by lower-case name, body)`` of one request on a new connection;
+    ``chunked`` sends ``body`` (bytes, or an iterable of them) chunked."""
+    connection = http.client.HTTPConnection(*address(url), timeout=30)
+    try:
+        connection.request(method, path, body=body, headers=headers or {}, encode_chunked=chunked)
+        response = connection.getresponse()
+        headers = {name.lower(): value for name, value in response.getheaders()}
+        return response.status, headers, response.read()
+    finally:
+        connection.close()
+
+
+def workers(process: subprocess.Popen) -> set[int]:
+    """The worker processes' ids: the server's main process's children."""
+    return {child.pid for child in psutil.Process(process.pid).children()}
+
+
+class LookupClients:
+    """``count`` threads looking users up on kept-alive connections until `stop`; every
+    answer's status is kept. A request that finds its idle connection closed by a worker
+    that stopped is sent again once on a new one, as HTTP clients retry idempotent requests
+    (RFC 9110, 9.2.2); a second failure counts as status 0."""
+
+    def __init__(self, url: str, count: int = 4):
+        self.url, self.statuses, self.stopped = url, Counter(), threading.Event()
+        self.threads = [threading.Thread(target=self._run, args=(n,)) for n in range(count)]
+
+    def __enter__(self):
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stopped.set()
+        for thread in self.threads:
+            thread.join(timeout=60)
+
+    def _run(self, number: int) -> None:
+        connection = http.client.HTTPConnection(*address(self.url), timeout=30)
+        user = number
+        while not self.stopped.is_set():
+            user = user % USERS + 1
+            for attempt in (1, 2):
+                try:
+                    connection.request("GET", LOOKUP.format(user))
+                    response = connection.getresponse()
+                    response.read()
+                    self.statuses[response.status] += 1
+                    break
+                except (OSError, http.client.HTTPException):
+                    connection.close()
+                    connection = http.client.HTTPConnection(*address(self.url), timeout=30)
+                    if attempt == 2:
+                        self.statuses[0] += 1
+        connection.close()
+
+
+# Requests whose answers must not depend on the server: the fast path's lookups and its
+# errors, DRF's views, WhiteNoise's static files (compressed when asked), the pages.
+SAME_ANSWERS = [
+    ("GET", LOOKUP.format(7), {}),
+    ("GET", LOOKUP.format(7) + "&include=orders", {}),
+    ("GET", "/api/run-query/?type=get&user_id=999999", {}),
+    ("GET", "/api/run-query/?type=get&user_id=x", {}),
+    ("GET", "/api/run-query/?type=get&user_id=7", {"Host": "evil.example"}),
+    ("HEAD", LOOKUP.format(8), {}),
+    ("GET", "/api/users/7/", {}),
+    ("GET", "/api/", {"Accept": "application/json"}),
+    ("GET", "/api/health/", {}),
+    ("GET", "/static/api/site.css", {"Accept-Encoding": "gzip"}),
+    ("GET", "/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui.css", {}),
+    ("GET", "/", {}),
+    ("GET", "/nowhere/", {}),
+    ("POST", INSERT, {"Content-Type": "text/plain"}),
+]
+# Set by the server itself, or by the moment (a lookup's elapsed_ms, and so its length).
+SERVER_HEADERS = {"server", "date", "connection", "keep-alive", "transfer-encoding"}
+MOMENT_HEADERS = {"content-length"}
+ELAPSED = re.compile(rb'"elapsed_ms":[0-9.]+')
+
+
+def test_both_servers_give_the_same_answers(generated_dir):
+    """Status, headers (but the server's own) and body of each request in `SAME_ANSWERS`
+    are the same under Gunicorn and under Granian."""
+    answers = {}
+    for server in SERVERS:
+        with live_server({**generated_dir, **QUIET}, server) as (url, _):
+            answers[server] = [  # one Host for both: absolute links carry it
+                request(url, method, path, None, {"Host": "localhost", **headers})
+                for method, path, headers in SAME_ANSWERS
+            ]
+    for sent, *each in zip(SAME_ANSWERS, *answers.values(), strict=True):
+        (status, headers, body), *others = [
+            (
+                status,
+                {k: v for k, v in headers.items() if k not in SERVER_HEADERS | MOMENT_HEADERS},
+                ELAPSED.sub(b'"elapsed_ms":0', body),
+            )
+            for status, headers, body in each
+        ]
+        assert status < 500, sent
+        for other in others:
+            assert other == (status, headers, body), sent
+    statuses = [status for status, _, _ in answers["gunicorn"]]
+    assert statuses == [200, 200, 404, 400, 400, 200, 200, 200, 200, 200, 200, 200, 404, 415]
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_lookups_answer_while_1000_idle_keep_alive_connections_are_held_open(generated_dir, server):
+    """1000 clients each send a request and keep the connection open, idle: every one is
+    answered, lookups on new connections answer at once, and after a pause the idle
+    connections still serve a request (Granian's backpressure counts idle connections:
+    ``GUNICORN_WORKER_CONNECTIONS`` sets it)."""
+    with live_server({**generated_dir, **QUIET, "WEB_CONCURRENCY": "4"}, server) as (url, _):
+        idle = []
+        for _ in range(1000):
+            connection = http.client.HTTPConnection(*address(url), timeout=10)
+            connection.request("GET", "/api/health/")
+            idle.append(connection)
+        first = Counter()
+        for connection in idle:
+            response = connection.getresponse()
+            response.read()
+            first[response.status] += 1
+        started = time.monotonic()
+        lookups = [request(url, "GET", LOOKUP.format(user))[0] for user in range(1, 21)]
+        lookups_s = time.monotonic() - started
+        time.sleep(2)
+        again = Counter()
+        for connection in idle:
+            connection.request("GET", "/api/health/")
+        for connection in idle:
+            response = connection.getresponse()
+            response.read()
+            again[response.status] += 1
+            connection.close()
+    assert first == {200: 1000}
+    assert lookups == [200] * 20 and lookups_s < 2
+    assert again == {200: 1000}
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_chunked_bodies_are_read_and_bodies_over_the_limit_are_the_json_413(generated_dir, server):
+    """A batch sent with ``Transfer-Encoding: chunked`` is stored as with a Content-Length;
+    a body over ``DATA_UPLOAD_MAX_MEMORY_SIZE`` is the JSON 413, chunked or not."""
+    user = {"name": f"Chunked {server}", "email": f"chunked-{server}@example.com"}
+    chunks = iter([orjson.dumps({"users": [user]})[:10], orjson.dumps({"users": [user]})[10:]])
+    json_type = {"Content-Type": "application/json"}
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    oversize = b'{"users": [' + b" " * limit + b"]}"
+    with live_server({**generated_dir, **QUIET}, server) as (url, _):
+        stored = request(url, "POST", INSERT, chunks, json_type, chunked=True)
+        plain = request(url, "POST", INSERT, oversize, json_type)
+        chunked = request(url, "POST", INSERT, iter([oversize]), json_type, chunked=True)
+    assert stored[0] == 200, stored
+    assert orjson.loads(stored[2])["users"][0]["status"] == "inserted"
+    for status, headers, body in (plain, chunked):
+        assert status == 413 and headers["content-type"].lower() == "application/json"
+        assert orjson.loads(body)["error"].startswith("request body larger than")
+
+
+def test_a_server_that_cannot_end_a_chunked_body_answers_411(generated_dir):
+    """Django's ``runserver`` (wsgiref) does not decode chunked bodies: the JSON 411,
+    never an insert of an empty batch."""
+    port = runner.free_port()
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"],
+        cwd=REPO,
+        env={**os.environ, **generated_dir},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        runner.wait_healthy(f"http://127.0.0.1:{port}", process)
+        status, _, body = request(
+            f"http://127.0.0.1:{port}",
+            "POST",
+            INSERT,
+            iter([b'{"users": []}']),
+            {"Content-Type": "application/json"},
+            chunked=True,
+        )
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    assert (status, orjson.loads(body)) == (411, {"error": LENGTH_REQUIRED, "details": {}})
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_a_reload_replaces_every_worker_while_lookups_keep_answering(generated_dir, server):
+    """SIGHUP: new workers start and the old ones stop gracefully; no lookup fails."""
+    env = {**generated_dir, **QUIET, "WEB_CONCURRENCY": "2"}
+    with live_server(env, server) as (url, process), LookupClients(url) as clients:
+        before = workers(process)
+        time.sleep(1)
+        process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and (workers(process) & before or not workers(process)):
+            time.sleep(0.2)
+        after = workers(process)
+        time.sleep(1)
+    assert len(before) == 2 and len(after) == 2 and not before & after
+    assert set(clients.statuses) == {200} and clients.statuses[200] > 100, clients.statuses
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_workers_are_recycled_while_lookups_keep_answering(generated_dir, server):
+    """Gunicorn replaces a worker after ``GUNICORN_MAX_REQUESTS`` requests, Granian after
+    ``GRANIAN_WORKERS_LIFETIME_SECONDS`` (60 s at least, Granian's bound: the slowest test
+    here): every worker is replaced, no lookup fails."""
+    env = {**generated_dir, **QUIET, "WEB_CONCURRENCY": "2"}
+    env |= {"GUNICORN_MAX_REQUESTS": "200", "GUNICORN_MAX_REQUESTS_JITTER": "0"}
+    env |= {"GRANIAN_WORKERS_LIFETIME_SECONDS": "60"}
+    with live_server(env, server) as (url, process), LookupClients(url) as clients:
+        first = workers(process)
+        deadline = time.monotonic() + 100
+        while time.monotonic() < deadline and workers(process) & first:
+            time.sleep(0.2)
+        replaced = not workers(process) & first
+        time.sleep(1)  # the new workers serve
+    assert replaced, "a worker outlived its lifetime"
+    assert set(clients.statuses) == {200} and clients.statuses[200] > 400, clients.statuses
+
+
+# How each way of serving directly starts the server: the README's direct start (Gunicorn
+# finds ./gunicorn.conf.py itself), and what make serve and loadtest with PROXY= run.
+DIRECT = {
+    "gunicorn data_project.wsgi": [sys.executable, "-m", "gunicorn", "data_project.wsgi"],
+    "make serve, PROXY=": runner.SERVERS[runner.GUNICORN],
+    "make serve, PROXY= with SERVER=granian": runner.SERVERS[runner.GRANIAN],
+}
+
+
+@pytest.mark.parametrize("way", DIRECT)
+def test_served_directly_slow_clients_leave_lookups_under_a_second(generated_dir, way):
+    """8 connections trickling their headers a byte a second and 8 asking for a 1 MB
+    answer they never read, with no proxy in front: lookups stay 200s under 1 s.
+    (Gunicorn's workers have 16 threads when no proxy is in front: gunicorn.conf.py.)"""
+    bind = f"127.0.0.1:{runner.free_port()}"
+    environment = {**os.environ, **generated_dir, **QUIET, "BIND": bind}
+    environment.pop("NUM_PROXIES", None)
+    process = subprocess.Popen(DIRECT[way], cwd=REPO, env=environment)
+    try:
+        runner.wait_healthy(f"http://{bind}", process)
+        samples = slow_clients(f"http://{bind}", ("headers", "unread"), seconds=(2, 4))
+    finally:
+        process.terminate()
+        process.wait(timeout=40)
+    summary = summarize(samples)
+    during = summary["during"]["lookup"]
+    assert during["statuses"] == {200: during["requests"]} and during["requests"] > 100, summary
+    assert during["max_s"] < 1, summary
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_make_serve_runs_the_command_the_live_tests_start(server):
+    """``make serve`` (and ``SERVER=granian``) starts the command proven above."""
+    run = subprocess.run(
+        ["make", "-n", "serve", f"SERVER={server}", "BIND=127.0.0.1:9"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    command = run.stdout.strip().splitlines()[-1]
+    expected = " ".join(part.removeprefix(f"{REPO}/") for part in runner.SERVERS[server][1:])
+    assert command.startswith("BIND=127.0.0.1:9 ") and command.endswith(expected), command
+    assert re.search(r"python3?\S* -m ", command), command
