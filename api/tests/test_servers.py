@@ -307,7 +307,7 @@ def test_served_directly_slow_clients_leave_lookups_under_a_second(generated_dir
 def test_make_serve_runs_the_command_the_live_tests_start(server):
     """``make serve`` (and ``SERVER=granian``) starts the command proven above."""
     run = subprocess.run(
-        ["make", "-n", "serve", f"SERVER={server}", "BIND=127.0.0.1:9"],
+        ["make", "-n", "--no-print-directory", "serve", f"SERVER={server}", "BIND=127.0.0.1:9"],
         cwd=REPO,
         capture_output=True,
         text=True,
