@@ -61,10 +61,12 @@ class BatchResult:
 
     def summary(self) -> dict[str, dict[str, int]]:
         """``{"users": {"inserted": 8, "rejected": 2, "failed": 0}, ...}``."""
-        return {
-            name: {status: sum(r.status == status for r in results) for status in STATUSES}
-            for name, results in self.by_model().items()
-        }
+        summary = {}
+        for name, results in self.by_model().items():
+            counts = summary[name] = dict.fromkeys(STATUSES, 0)
+            for result in results:
+                counts[result.status] += 1
+        return summary
 
     def summary_lines(self) -> dict[str, str]:
         """``{"users": "Users: 8 inserted, 2 rejected, 0 failed", ...}``: `summary` as

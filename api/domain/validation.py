@@ -425,6 +425,17 @@ def _field_check(field: serializers.Field, validate_method) -> Callable[[Any], A
     else:
         return None
 
+    if len(passes) == 3:  # CharField's three (length, NUL, surrogates): one call each
+        first, second, third = passes
+
+        def check(value):
+            value = convert(value)
+            if value is UNDECIDED or not (first(value) and second(value) and third(value)):
+                return UNDECIDED
+            return value if validate_method is None else validate_method(value)
+
+        return check
+
     def check(value):
         value = convert(value)
         if value is UNDECIDED:
