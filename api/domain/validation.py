@@ -382,24 +382,55 @@ def _calls(validator, field: serializers.Field) -> Callable[[Any], bool]:
     return passes
 
 
+def _text_check(field: StrictCharField, validate_method) -> Callable[[Any], Any]:
+    """`_field_check` of a text field, its usual validators (length, NUL, surrogates)
+    folded into one function: text is most of a record."""
+    max_length, trim = field.max_length, field.trim_whitespace
+    longest, shortest, no_nul, surrogates, others = None, None, False, None, []
+    for validator in field.validators:
+        kind, limit = type(validator), getattr(validator, "limit_value", None)
+        if kind is django_validators.MaxLengthValidator and not callable(limit):
+            longest = limit if longest is None else min(longest, limit)
+        elif kind is django_validators.MinLengthValidator and not callable(limit):
+            shortest = limit if shortest is None else max(shortest, limit)
+        elif kind is django_validators.ProhibitNullCharactersValidator:
+            no_nul = True
+        elif kind is ProhibitSurrogateCharactersValidator and surrogates is None:
+            surrogates = _calls(validator, field)
+        else:
+            others.append(_passes(validator, field))
+
+    def check(value):
+        # StrictCharField.to_internal_value, then CharField's: blank text is DRF's (its
+        # own message, or '' where blank is allowed).
+        if type(value) is not str or (max_length is not None and len(value) > max_length):
+            return UNDECIDED
+        text = value.strip() if trim else value
+        if (
+            not text
+            or (longest is not None and len(text) > longest)
+            or (shortest is not None and len(text) < shortest)
+            or (no_nul and "\x00" in text)
+            # ASCII text has no surrogates; other text is checked by the validator itself.
+            or (surrogates is not None and not text.isascii() and not surrogates(text))
+        ):
+            return UNDECIDED
+        for value_passes in others:
+            if not value_passes(text):
+                return UNDECIDED
+        return text if validate_method is None else validate_method(text)
+
+    return check
+
+
 def _field_check(field: serializers.Field, validate_method) -> Callable[[Any], Any] | None:
     """The value DRF's ``run_validation`` (then the serializer's ``validate_<field>``)
     gives a present, non-null ``value`` of ``field``, or `UNDECIDED`; None when this
     field's kind is not compiled (DRF decides every record that has it)."""
-    passes = [_passes(v, field) for v in field.validators]
-
     if isinstance(field, StrictCharField):
-        max_length, trim = field.max_length, field.trim_whitespace
-
-        def convert(value):
-            # StrictCharField.to_internal_value, then CharField's: blank text is DRF's
-            # (its own message, or '' where blank is allowed).
-            if type(value) is not str or (max_length is not None and len(value) > max_length):
-                return UNDECIDED
-            text = value.strip() if trim else value
-            return text if text else UNDECIDED
-
-    elif isinstance(field, StrictIntegerField):
+        return _text_check(field, validate_method)
+    passes = [_passes(v, field) for v in field.validators]
+    if isinstance(field, StrictIntegerField):
 
         def convert(value):
             if type(value) is not int or not -INT_FAST_BOUND < value < INT_FAST_BOUND:
@@ -424,17 +455,6 @@ def _field_check(field: serializers.Field, validate_method) -> Callable[[Any], A
 
     else:
         return None
-
-    if len(passes) == 3:  # CharField's three (length, NUL, surrogates): one call each
-        first, second, third = passes
-
-        def check(value):
-            value = convert(value)
-            if value is UNDECIDED or not (first(value) and second(value) and third(value)):
-                return UNDECIDED
-            return value if validate_method is None else validate_method(value)
-
-        return check
 
     def check(value):
         value = convert(value)
