@@ -24,6 +24,7 @@ from django.db import DatabaseError, router
 from api.db.breakers import WRITE_BREAKERS
 from api.db.bulkheads import submit
 from api.db.failures import StoreShed
+from api.db.routers import DatabaseRouter
 from api.domain.results import BatchResult, RecordResult
 from api.domain.validation import (
     OrderInput,
@@ -78,8 +79,11 @@ def batch_insert(
     user_refs = {c.data["user_id"] for c in order_candidates}
     product_refs = {c.data["product_id"] for c in order_candidates}
     # Resolved here, in the caller's thread: every read and write of the workers goes to
-    # the primaries, and the caller's later reads of these aliases follow them there.
-    users_db, products_db, orders_db = map(router.db_for_write, (User, Product, Order))
+    # the primaries, and the caller's later reads of the aliases the batch writes follow
+    # them there (only those: a store read for references only is not pinned).
+    users_db = _primary(User, writes=bool(user_candidates))
+    products_db = _primary(Product, writes=bool(product_candidates))
+    orders_db = _primary(Order, writes=bool(order_candidates))
 
     # Submitted users, products, orders: a worker's queue is first come, first served, so
     # the orders task never waits on a task queued behind it, even when aliases coincide.
@@ -112,6 +116,12 @@ def batch_insert(
         products=_in_order(product_rejects, stored_products.results),
         orders=_in_order(order_rejects, stored_orders.results),
     )
+
+
+def _primary(model, *, writes: bool) -> str:
+    """``model``'s primary alias; pinned for the caller's scope (`router.db_for_write`)
+    only when the batch ``writes`` to it."""
+    return router.db_for_write(model) if writes else DatabaseRouter.model_alias(model)
 
 
 def _check_all(

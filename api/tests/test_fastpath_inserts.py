@@ -205,8 +205,11 @@ def test_a_bug_is_a_500_answered_once_and_never_run_again(handler, shop, monkeyp
 
 
 def test_a_write_pins_the_written_aliases_as_the_middleware_does(handler, shop, settings):
-    """With replicas, the answer carries the pinning cookie Django's path would set."""
-    settings.DATABASE_REPLICAS = {"users": ["users_replica1"]}
+    """With replicas, the answer carries the pinning cookie Django's path would set,
+    naming the aliases the batch wrote: a users-only batch pins users alone."""
+    settings.DATABASE_REPLICAS = {
+        alias: [f"{alias}_replica1"] for alias in ("users", "products", "orders")
+    }
     fast = call(handler, post({"users": [{"name": "A", "email": "a.pin@example.com"}]}))
     django = call(WSGIHandler(), post({"users": [{"name": "B", "email": "b.pin@example.com"}]}))
     assert fast[0] == django[0] == "200 OK"

@@ -166,12 +166,22 @@ def test_replicas_get_no_tables():
 
 @pytest.mark.django_db(databases=ALL_DATABASES, transaction=True)
 def test_batch_inserts_pin_their_callers_reads(settings):
-    """After an insert, the caller reads the three aliases from their primaries."""
+    """After an insert, the caller reads the aliases the batch wrote from their primaries,
+    and only those: an order's references are read, not written."""
     settings.DATABASE_REPLICAS = REPLICAS
     with primary_pinning():
         batch_insert(users=[{"name": "Ann", "email": "ann@example.com"}])
-        assert pinned_aliases() == {"users", "products", "orders"}
+        assert pinned_aliases() == {"users"}
         assert router.db_for_read(User) == "users"
+    with primary_pinning():
+        batch_insert(orders=[{"user_id": 1, "product_id": 1, "quantity": 1}])
+        assert pinned_aliases() == {"orders"}
+    with primary_pinning():
+        batch_insert(
+            users=[{"name": "Bo", "email": "bo@example.com"}],
+            products=[{"name": "Lamp", "price": "1.00"}],
+        )
+        assert pinned_aliases() == {"users", "products"}
 
 
 def test_each_request_starts_unpinned_and_leaves_no_pins_behind():
