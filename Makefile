@@ -35,6 +35,7 @@ PROXY ?= --proxy
 	pg-data loadtest-pg loadtest-pg-lookups bench-lookup-pg bench-swarm-pg \
 	replica-start replica-stop replica-status replica-destroy demo-cluster \
 	bench-instructions bench-throttle bench-faults bench-swarm bench-inserts bench-inserts-pg \
+	bench-servers \
 	test lint format migrate clean
 
 help:
@@ -179,6 +180,17 @@ bench-inserts: venv wrk
 
 bench-inserts-pg: venv wrk
 	$(PY) bench/inserts.py --access $(ACCESS) --postgres $(PG_URL)/dp_bench_
+
+# Hello, lookups and insert batches on Gunicorn and Granian, the project beside the raw
+# anchors and the FastAPI + asyncpg peer (issue 26): SQLite in var/bench-servers, and
+# PostgreSQL (databases $(PG_URL)/dp_servers_*) when a server answers at PG_URL; both
+# generated with 1M users on first use. BENCH_ARGS: e.g. --quick, --rounds 5, --only lookup.
+BENCH_ARGS ?=
+bench-servers: venv wrk
+	@if $(PG_REACHABLE) 2>/dev/null; then pg="--postgres $(PG_URL)/dp_servers_"; \
+	else pg=--sqlite-only; echo "PostgreSQL at $(PG_URL) unreachable: SQLite only"; fi; \
+	echo $(PY) bench/servers.py --access $(ACCESS) $$pg $(BENCH_ARGS); \
+	$(PY) bench/servers.py --access $(ACCESS) $$pg $(BENCH_ARGS)
 
 # Debian's wrk and valgrind, for the lookup benchmarks.
 wrk:

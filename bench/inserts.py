@@ -124,10 +124,14 @@ def write_token(env: dict[str, str]) -> str:
     return done.stdout.strip()
 
 
-def serve_and_post(command, cwd, env, path, authorization, anchors, args, run, users) -> dict:
-    """One app under wrk: its figures, and the rows its e-mails stored."""
-    port = 18090
-    with gunicorn(command, cwd, env, port) as master:
+def serve_and_post(
+    command, cwd, env, path, authorization, anchors, args, run, users, port=18090, **serving
+) -> dict:
+    """One app served by `bench.lookup.gunicorn` on ``port`` (``serving``: its keyword
+    arguments) under wrk: `measured_wrk`'s figures, ``answered`` (rows in 2xx batches),
+    ``stored`` (rows its e-mails stored) and ``in_flight`` (rows wrk may have sent
+    unanswered when it stopped)."""
+    with gunicorn(command, cwd, env, port, **serving) as master:
         url = f"http://127.0.0.1:{port}"
         script = MIXED_SCRIPT if args.mixed else SCRIPT
         wrk = ["wrk", "-t2", f"-c{args.connections}", "-s", str(script), url]
@@ -162,6 +166,12 @@ def stored_rows(users, pattern: str) -> int:
         return conn.execute(sql, [pattern]).fetchone()[0]
 
 
+def stored_as_answered(run: dict) -> bool:
+    """Whether a `serve_and_post` run stored every answered row and no more than those plus
+    the rows still in flight when wrk stopped (answered, then cut off, or never answered)."""
+    return run["answered"] <= run["stored"] <= run["answered"] + run["in_flight"]
+
+
 def report(results: dict[str, list[dict]], args) -> int:
     rows_per_batch = 3 * args.batch if args.mixed else args.batch
     print(
@@ -176,7 +186,7 @@ def report(results: dict[str, list[dict]], args) -> int:
                 f"{run['p50']:>8.2f} {run['p99']:>8.2f} {run['cpu_us']:>13.0f} "
                 f"{run['stored']:>8} {run['answered']:>9}  {run['errors']}"
             )
-            if not run["answered"] <= run["stored"] <= run["answered"] + run["in_flight"]:
+            if not stored_as_answered(run):
                 lost.append(name)
     if args.mixed:
         rows = [run["rps"] * rows_per_batch for run in results["project"]]

@@ -36,6 +36,7 @@ import argparse
 import os
 import re
 import shutil
+import socket
 import sqlite3
 import statistics
 import subprocess
@@ -239,8 +240,26 @@ def table_size(path: Path) -> tuple[int, int]:
 
 
 @contextmanager
-def gunicorn(command: list[str], cwd: Path, env: dict[str, str], port: int):
-    """Run ``command`` (a Gunicorn command line) on ``port`` until the block ends."""
+def gunicorn(
+    command: list[str],
+    cwd: Path,
+    env: dict[str, str],
+    port: int,
+    *,
+    bind_args: list[str] | None = None,
+    server: str = "gunicorn",
+):
+    """Run ``command`` (a server's command line) in ``cwd`` on 127.0.0.1:``port`` until the
+    block ends; yields its main process (Gunicorn's arbiter, Granian's or uvicorn's main
+    process: the workers are its children).
+
+    ``BIND`` in the environment is ``127.0.0.1:port``; ``bind_args`` are appended to
+    ``command`` to say the same (``--bind 127.0.0.1:port`` unless given: ``[]`` for a server
+    that reads ``BIND``, ``--host``/``--port`` for Granian's or uvicorn's CLI). The first
+    answer's ``Server`` header must name ``server`` (case-insensitive), so that a benchmark
+    never measures another server than it says. Raises `RuntimeError` when ``port`` is
+    taken already, or the server does not answer within 30 s, dies, or names another server.
+    """
     bind = f"127.0.0.1:{port}"
     # One thread per worker unless asked: the shape every figure here was measured with
     # (gunicorn.conf.py gives a server with no proxy in front 16).
@@ -251,19 +270,29 @@ def gunicorn(command: list[str], cwd: Path, env: dict[str, str], port: int):
         "BIND": bind,
         "GUNICORN_LOG_LEVEL": "warning",
     }
-    process = subprocess.Popen([*command, "--bind", bind], cwd=cwd, env=environment)
+    bind_args = ["--bind", bind] if bind_args is None else bind_args
+    # Something already on the port (another benchmark) would answer the probe below
+    # in this server's place.
+    with suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+        raise RuntimeError(f"{bind} is taken: another server is listening there")
+    process = subprocess.Popen([*command, *bind_args], cwd=cwd, env=environment)
     try:
         deadline = time.monotonic() + 30
         while True:
             try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}{LOOKUP}", timeout=2).read()
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}{LOOKUP}", timeout=2) as r:
+                    r.read()
+                    answered_as = r.headers.get("Server", "")
                 break
-            except urllib.error.HTTPError:
+            except urllib.error.HTTPError as error:  # an answer all the same
+                answered_as = error.headers.get("Server", "")
                 break
             except OSError:
                 if time.monotonic() > deadline or process.poll() is not None:
                     raise RuntimeError(f"{command} did not start") from None
                 time.sleep(0.2)
+        if server.lower() not in answered_as.lower():
+            raise RuntimeError(f"{command} answered as Server: {answered_as!r}, not {server}")
         yield process
     finally:
         process.terminate()
@@ -285,8 +314,10 @@ def server_cpu_seconds(master: subprocess.Popen) -> float:
     return total
 
 
-def serve_and_load(command, cwd, env, max_id, anchors, args, port: int = 18080) -> dict:
-    with gunicorn(command, cwd, env, port) as master:
+def serve_and_load(command, cwd, env, max_id, anchors, args, port: int = 18080, **serving) -> dict:
+    """``command`` served by `gunicorn` (``serving``: its keyword arguments) under wrk with
+    random user ids up to ``max_id``, warmed 3 s first: `measured_wrk`'s figures."""
+    with gunicorn(command, cwd, env, port, **serving) as master:
         url = f"http://127.0.0.1:{port}"
         headers = [] if env.get(NO_HEADERS) else args.headers
         wrk = ["wrk", "-t2", f"-c{args.connections}", *headers]
