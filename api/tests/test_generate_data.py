@@ -541,7 +541,10 @@ def test_a_locked_database_rolls_every_table_back_and_exits_1(monkeypatch):
 
 @db
 def test_an_interrupt_rolls_every_table_back_and_exits_130(monkeypatch):
-    """Ctrl-C during the load: every worker rolls back, the command says so, status 130."""
+    """Ctrl-C during the load: every worker rolls back, the command says so, status 130,
+    and the process's own SIGINT handler is back (the default, or ignored when the suite
+    runs as a background job)."""
+    original = signal.getsignal(signal.SIGINT)
     for cls in LOADER_CLASSES:
 
         def write_then_interrupt(self, rows, write=cls.write):
@@ -555,7 +558,7 @@ def test_an_interrupt_rolls_every_table_back_and_exits_130(monkeypatch):
     assert caught.value.returncode == 130
     assert "interrupted: the load is NOT complete; 0 rows stored" in str(caught.value)
     assert counts() == {"users": 0, "products": 0, "orders": 0}
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is original
 
 
 @sqlite_only

@@ -66,6 +66,15 @@ def workers(process: subprocess.Popen) -> set[int]:
     return {child.pid for child in psutil.Process(process.pid).children()}
 
 
+def all_workers(process: subprocess.Popen, count: int, timeout_s: float = 30) -> set[int]:
+    """`workers` once ``count`` of them run: a server answers as soon as its first worker
+    does, and a busy machine may start the others seconds later."""
+    deadline = time.monotonic() + timeout_s
+    while len(workers(process)) < count and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return workers(process)
+
+
 class LookupClients:
     """``count`` threads looking users up on kept-alive connections until `stop`; every
     answer's status is kept. A request that finds its idle connection closed by a worker
@@ -242,13 +251,13 @@ def test_a_reload_replaces_every_worker_while_lookups_keep_answering(generated_d
     """SIGHUP: new workers start and the old ones stop gracefully; no lookup fails."""
     env = {**generated_dir, **QUIET, "WEB_CONCURRENCY": "2"}
     with live_server(env, server) as (url, process), LookupClients(url) as clients:
-        before = workers(process)
+        before = all_workers(process, 2)
         time.sleep(1)
         process.send_signal(signal.SIGHUP)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and (workers(process) & before or not workers(process)):
             time.sleep(0.2)
-        after = workers(process)
+        after = all_workers(process, 2)
         time.sleep(1)
     assert len(before) == 2 and len(after) == 2 and not before & after
     assert set(clients.statuses) == {200} and clients.statuses[200] > 100, clients.statuses
@@ -263,7 +272,7 @@ def test_workers_are_recycled_while_lookups_keep_answering(generated_dir, server
     env |= {"GUNICORN_MAX_REQUESTS": "200", "GUNICORN_MAX_REQUESTS_JITTER": "0"}
     env |= {"GRANIAN_WORKERS_LIFETIME_SECONDS": "60"}
     with live_server(env, server) as (url, process), LookupClients(url) as clients:
-        first = workers(process)
+        first = all_workers(process, 2)
         deadline = time.monotonic() + 100
         while time.monotonic() < deadline and workers(process) & first:
             time.sleep(0.2)
