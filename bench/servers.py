@@ -44,8 +44,10 @@ answered. Needs wrk (``make wrk``). Usage: ``python bench/servers.py [--rounds 3
 """
 
 import argparse
+import os
 import sqlite3
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -240,9 +242,13 @@ def backend(name: str, env: dict[str, str], users: Path | str, args) -> Backend:
         users.mkdir(parents=True, exist_ok=True)
         users = users / "users.sqlite3"
     size = table_size if isinstance(users, Path) else pg_table_size
+    Path(env["DATA_DIR"]).mkdir(parents=True, exist_ok=True)
     if size(users)[0] < args.users:
         print(f"{name}: generating {args.users:,} users (once)", flush=True)
         prepare(env, args.users)
+    else:  # loaded before, perhaps from another checkout: default (the tokens) may be new
+        migrate = [PYTHON, "manage.py", "migrate_all", "--verbosity", "0"]
+        subprocess.run(migrate, cwd=REPO, env={**os.environ, **env}, check=True)
     return Backend(name, env, users, size(users)[1])
 
 
