@@ -212,6 +212,10 @@ INSERT_FAST_PATH = env.bool("INSERT_FAST_PATH", default=True)
 # store that failed so is refused at once (api.db.breakers), how many insert batches may
 # queue for one store (api.db.bulkheads). Commands keep SQLITE_BUSY_TIMEOUT_SECONDS.
 REQUEST_DEADLINE_SECONDS = env.float("REQUEST_DEADLINE_SECONDS", default=2.0)
+# How long one statement of a server process's PostgreSQL store or replica connection may
+# run (statement_timeout; api.db.deadlines): a locked store fails its own lookups (503)
+# instead of holding every worker. 0: unbounded. Commands are never bounded.
+READ_DEADLINE_SECONDS = env.float("READ_DEADLINE_SECONDS", default=1.0)
 STORE_COOLDOWN_SECONDS = env.float("STORE_COOLDOWN_SECONDS", default=2.0)
 INSERT_QUEUE_LIMIT = env.int("INSERT_QUEUE_LIMIT", default=64)
 # Seconds /api/stats/ may be old: it counts rows and searches id gaps over whole indexes.

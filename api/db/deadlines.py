@@ -1,4 +1,4 @@
-"""How long a store's connection may wait for a lock, for one batch.
+"""How long a store's connection may wait: for a lock, for one batch; for any read.
 
 SQLite waits for its write lock at ``BEGIN IMMEDIATE`` for the busy timeout; PostgreSQL
 for any lock for ``lock_timeout``. `waits_at_most` bounds a batch's part by its deadline,
@@ -6,15 +6,25 @@ and `atomic_within_deadline` is the transaction that honours it: on SQLite the b
 timeout is set before ``BEGIN``, on PostgreSQL the timeouts are set ``LOCAL`` to the
 transaction by its first statement, sent with its ``BEGIN`` (one round trip, nothing to
 reset afterwards).
+
+Reads: in a process that serves requests (`serve_with_read_deadlines`, called by
+``data_project.wsgi``), every PostgreSQL connection of a store or replica runs a statement
+for at most ``READ_DEADLINE_SECONDS`` (``statement_timeout``, set once per connection), so
+a locked or stalled store fails its own lookups (a 503 of kind ``timeout``, which opens
+its read breaker) instead of holding the server's threads. SQLite reads in WAL mode take
+no lock. Commands are not bounded: a load or a migration runs as long as it needs.
 """
 
+import weakref
 from contextlib import contextmanager
 from math import floor
 from threading import local
 
 from django.db import DatabaseError, connections, transaction
+from django.db.backends.signals import connection_created
 
 from api.db.compiled import server_binding_cursor
+from api.db.routers import DEFAULT_ALIAS
 
 # SQLite's busy timeout is set in steps of this many milliseconds, rounded down: the
 # batches of a request thread or a store's worker then mostly find it already set.
@@ -136,3 +146,33 @@ def _set_busy_timeout(connection, milliseconds: int) -> None:
     with connection.cursor() as cursor:
         cursor.execute(f"PRAGMA busy_timeout = {milliseconds}")
     connection._busy_timeout_ms = (raw, milliseconds)
+
+
+_read_deadline_ms: int | None = None
+_deadlined: "weakref.WeakSet" = weakref.WeakSet()  # DB-API connections already set
+
+
+def serve_with_read_deadlines(seconds: float | None) -> None:
+    """Bound every statement of this process's PostgreSQL store and replica connections
+    by ``seconds`` (``READ_DEADLINE_SECONDS``; None or 0: unbounded), from the next
+    connection on. For processes that serve requests; a batch's transaction sets its own
+    (`atomic_within_deadline`)."""
+    global _read_deadline_ms
+    _read_deadline_ms = max(1, round(1000 * seconds)) if seconds else None
+    connection_created.connect(_set_read_deadline, dispatch_uid="api.db.deadlines.read")
+
+
+def _set_read_deadline(sender, connection, **kwargs) -> None:
+    """``statement_timeout`` on a new connection; once per connection a pool hands out."""
+    if (
+        _read_deadline_ms is None
+        or connection.vendor != "postgresql"
+        or connection.alias == DEFAULT_ALIAS
+        or connection.connection in _deadlined
+    ):
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT set_config('statement_timeout', %s, false)", [str(_read_deadline_ms)]
+        )
+    _deadlined.add(connection.connection)

@@ -26,8 +26,9 @@ from django.conf import settings
 from django.db import OperationalError, connections
 
 from api.db.breakers import READ_TRANSIENT, WRITE_BREAKERS, WRITE_TRANSIENT, StoreBreaker
-from api.db.deadlines import atomic_within_deadline, waits_at_most
+from api.db.deadlines import atomic_within_deadline, serve_with_read_deadlines, waits_at_most
 from api.db.failures import StoreShed, StoreUnavailable
+from api.fastpath import FastPathHandler
 from api.http.errors import ServiceUnavailable, as_api_exception
 from api.models import Order, Product, User
 from api.services.batch_insert import batch_insert
@@ -40,6 +41,8 @@ from api.tests.conftest import (
     postgresql_only,
     sqlite_only,
 )
+from api.tests.test_fastpath import call, environ
+from api.views.status import check_database
 from loadtest import runner
 from loadtest.faults import SLOW_MODES, locked_store, slow_clients, summarize
 
@@ -268,3 +271,62 @@ def test_a_batchs_postgresql_timeouts_last_for_its_transactions_only():
     with atomic_within_deadline("orders"):  # no deadline: the connection's own
         assert timeouts() == before
     assert timeouts() == before
+
+
+@pytest.fixture
+def read_deadline():
+    """A server process's read deadline (0.3 s) on fresh connections, undone afterwards."""
+    serve_with_read_deadlines(0.3)
+    for alias in ("users", "products", "orders"):
+        connections[alias].close()
+    yield 0.3
+    serve_with_read_deadlines(None)
+    for alias in ("users", "products", "orders"):
+        connections[alias].close()
+
+
+@postgresql_only
+@pytest.mark.django_db(databases=ALL_DATABASES, transaction=True)
+def test_a_locked_postgresql_store_fails_its_own_lookups_fast_and_spares_the_others(
+    shop, read_deadline
+):
+    """Issue 28: a table lock on products held 10 s stalled every lookup that touched it
+    for as long. Now a product lookup fails at the read deadline with a 503 naming the
+    store, the next ones at once (the read breaker opened), user lookups keep answering,
+    and health reports the store."""
+    config = connections["products"].settings_dict
+    locked, release = threading.Event(), threading.Event()
+
+    def hold():
+        with psycopg.connect(
+            host=config["HOST"], port=config["PORT"] or 5432, user=config["USER"],
+            dbname=config["NAME"],
+        ) as holder:  # fmt: skip
+            holder.execute("LOCK TABLE products IN ACCESS EXCLUSIVE MODE")
+            locked.set()
+            release.wait(timeout=5)  # today's code waits this long, then answers late
+            holder.rollback()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert locked.wait(timeout=10)
+        app = FastPathHandler()
+        started = time.monotonic()
+        status, headers, body = call(app, environ("type=get&product_id=1"))
+        first_s = time.monotonic() - started
+        assert status == "503 Service Unavailable", body
+        assert body["details"] == {"store": "products", "failure": "timeout"}
+        assert ("Retry-After", "5") in headers
+        assert first_s < read_deadline + 1, first_s
+        started = time.monotonic()
+        assert call(app, environ("type=get&product_id=2"))[0] == "503 Service Unavailable"
+        assert time.monotonic() - started < 0.2  # shed: the breaker is open
+        started = time.monotonic()
+        assert call(app, environ("type=get&user_id=12"))[0] == "200 OK"
+        assert time.monotonic() - started < 0.5
+        assert check_database("products") == "timeout"
+        assert check_database("users") == "ok"
+    finally:
+        release.set()
+        holder.join(timeout=10)
