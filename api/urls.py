@@ -2,12 +2,13 @@
 
 from django.urls import path, register_converter
 from drf_spectacular.renderers import OpenApiJsonRenderer2
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularSwaggerView
 
 from api.http.converters import IdConverter
 from api.views import resources
 from api.views.home import ApiRootView
 from api.views.run_query import RunQueryView
+from api.views.schema import SchemaView
 from api.views.status import HealthView, StatsView
 
 register_converter(IdConverter, "id")
@@ -24,11 +25,11 @@ urlpatterns = [
     path("orders/<id:pk>/", resources.OrderDetail.as_view(), name="order-detail"),
     path("stats/", StatsView.as_view(), name="stats"),
     path("health/", HealthView.as_view(), name="health"),
-    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("schema/", SchemaView.as_view(), name="schema"),
     # The schema as application/json, which a browser shows instead of downloading.
     path(
         "schema.json",
-        SpectacularAPIView.as_view(renderer_classes=[OpenApiJsonRenderer2]),
+        SchemaView.as_view(renderer_classes=[OpenApiJsonRenderer2]),
         name="schema-json",
     ),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
