@@ -9,6 +9,7 @@ URLs at once). The schema is asked for rarely: one at a time costs nothing.
 
 from threading import Lock
 
+from drf_spectacular.utils import extend_schema
 from drf_spectacular.views import SpectacularAPIView
 
 
@@ -17,6 +18,9 @@ class SchemaView(SpectacularAPIView):
 
     _generating = Lock()
 
+    # As the parent's get is decorated: the schema leaves itself out (SERVE_INCLUDE_SCHEMA
+    # is off in settings).
+    @extend_schema(exclude=True)
     def get(self, request, *args, **kwargs):
         with self._generating:
             return super().get(request, *args, **kwargs)
