@@ -173,12 +173,8 @@ class FastPathHandler(WSGIHandler):
 
     def _answer(self, environ) -> tuple[str, bytes, list[tuple[str, str]]] | None:
         """``(status line, body, headers)`` of a lookup, or None for Django to answer."""
-        allowed, secure = self._client(environ)
-        if (
-            not allowed
-            or (self.ssl_redirect and not secure)
-            or (self.check_user_agent and "HTTP_USER_AGENT" in environ)
-        ):
+        secure = self._answerable(environ)
+        if secure is None:
             return None
         # primary_pinning's scope, entered as api.http.middleware enters it (a lookup writes
         # nothing, so it never sets the pinning cookie)
@@ -205,12 +201,8 @@ class FastPathHandler(WSGIHandler):
         (`api.fastpath.inserts`); after them the batch is answered here, whatever happens:
         a write is never run twice. A bug is answered as Django answers it (logged, 500).
         """
-        allowed, secure = self._client(environ)
-        if (
-            not allowed
-            or (self.ssl_redirect and not secure)
-            or (self.check_user_agent and "HTTP_USER_AGENT" in environ)
-        ):
+        secure = self._answerable(environ)
+        if secure is None:
             return None
         document = insert_document(environ, self.max_body_bytes, self.key_required)
         if document is None:
@@ -235,6 +227,18 @@ class FastPathHandler(WSGIHandler):
         if code >= 400:  # a 503: every record failed
             self._log(environ, code)
         return f"{code} {responses[code]}", dumps(body), headers
+
+    def _answerable(self, environ) -> bool | None:
+        """``is_secure()`` of a request the fast path may answer; None when Django's
+        middleware would act on it (a bad host, an HTTPS redirect, a user-agent check)."""
+        allowed, secure = self._client(environ)
+        if (
+            not allowed
+            or (self.ssl_redirect and not secure)
+            or (self.check_user_agent and "HTTP_USER_AGENT" in environ)
+        ):
+            return None
+        return secure
 
     def _pinning_cookie(self, environ, pinned: frozenset[str]) -> list[tuple[str, str]]:
         """The ``Set-Cookie`` header `api.http.middleware` adds after a write, if any."""

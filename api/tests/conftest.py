@@ -21,6 +21,7 @@ from django.db import connections, router
 from api.db.breakers import READ_BREAKERS, WRITE_BREAKERS
 from api.db.bulkheads import close_worker_connections
 from api.domain.batches import ASSIGNMENT_FILE, read_batch
+from api.fastpath import FastPathHandler
 from api.http.access import TOKENS
 from api.http.throttling import LIMITER
 from api.models import Order, Product, User
@@ -104,6 +105,21 @@ def shop():
         with connection.cursor() as cursor:
             for sql in connection.ops.sequence_reset_sql(no_style(), [model]):
                 cursor.execute(sql)
+
+
+@pytest.fixture
+def handler(monkeypatch) -> FastPathHandler:
+    """The project's handler; ``handler.django_calls`` lists the paths Django answered."""
+    app = FastPathHandler()
+    app.django_calls = []
+    get_response = app.get_response
+
+    def spy(request):
+        app.django_calls.append(request.get_full_path())
+        return get_response(request)
+
+    monkeypatch.setattr(app, "get_response", spy)
+    return app
 
 
 @pytest.fixture

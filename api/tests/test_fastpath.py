@@ -85,21 +85,6 @@ def call(app, env: dict) -> tuple[str, list[tuple[str, str]], dict | bytes]:
     return answer["status"], sorted(headers.items()), body
 
 
-@pytest.fixture
-def handler(monkeypatch) -> FastPathHandler:
-    """The project's handler; ``handler.django_calls`` lists the paths Django answered."""
-    app = FastPathHandler()
-    app.django_calls = []
-    get_response = app.get_response
-
-    def spy(request):
-        app.django_calls.append(request.get_full_path())
-        return get_response(request)
-
-    monkeypatch.setattr(app, "get_response", spy)
-    return app
-
-
 @pytest.mark.parametrize("query", FOUND)
 def test_a_successful_lookup_is_answered_as_django_answers_it(handler, shop, query):
     """Same status, headers (security headers, Content-Length) and body, without Django."""

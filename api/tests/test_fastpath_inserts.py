@@ -71,21 +71,6 @@ def relative_ids(answer):
     return status, headers, body
 
 
-@pytest.fixture
-def handler(monkeypatch) -> FastPathHandler:
-    """The project's handler; ``handler.django_calls`` lists the paths Django answered."""
-    app = FastPathHandler()
-    app.django_calls = []
-    get_response = app.get_response
-
-    def spy(request):
-        app.django_calls.append(request.get_full_path())
-        return get_response(request)
-
-    monkeypatch.setattr(app, "get_response", spy)
-    return app
-
-
 @pytest.mark.parametrize("tokens_required", [False, True], ids=["development", "production"])
 def test_a_batch_is_answered_as_drf_answers_it(handler, shop, settings, tokens_required):
     """Same status, headers and per-record results (a 200 and a 207-free mix of inserted
