@@ -8,6 +8,7 @@ finished, failed or was interrupted with Ctrl-C. `wait_healthy` polls ``/api/hea
 copies its log (stderr) into ``reports/locust.log`` while still showing it on the console.
 """
 
+import errno
 import os
 import signal
 import socket
@@ -22,6 +23,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import IO
 
+import psutil
 from django.conf import settings
 
 from loadtest.processes import stop_gracefully
@@ -41,6 +43,43 @@ SERVERS = {
 
 class ServerError(RuntimeError):
     """The server did not become healthy, or died."""
+
+
+class PortInUse(ServerError):
+    """The address a run would serve on is taken: by an earlier ``make serve``, say.
+
+    Checked before anything starts, so a run never measures whatever already answers there.
+    """
+
+
+def require_free(bind: str) -> None:
+    """Raise `PortInUse` when something listens on ``bind`` (``host:port``), naming the
+    process that holds it when the system tells (psutil). A port left in TIME_WAIT by an
+    earlier run counts as free, as it does for Gunicorn and nginx (SO_REUSEADDR)."""
+    host, _, port = bind.rpartition(":")
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host or "127.0.0.1", int(port)))
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            raise PortInUse(
+                f"{bind} is already in use{port_holder(int(port))}: stop it (a `make serve` "
+                "still running?) or choose another --bind"
+            ) from exc
+
+
+def port_holder(port: int) -> str:
+    """`` by pid N (command line)`` of the process listening on ``port``, or ``""``."""
+    try:
+        for conn in psutil.net_connections(kind="tcp"):
+            if conn.status == psutil.CONN_LISTEN and conn.laddr.port == port and conn.pid:
+                command = " ".join(psutil.Process(conn.pid).cmdline())[:120]
+                return f" by pid {conn.pid} ({command})"
+    except (psutil.Error, OSError):
+        pass  # not allowed to look: the port alone is still named
+    return ""
 
 
 def behind_proxy_env(env: dict[str, str] | None) -> dict[str, str]:
@@ -63,8 +102,10 @@ def serve(
 
     With ``proxy``, nginx (`loadtest.proxy`) listens on ``bind`` and the server on a free
     loopback port behind it. Yields the server's main process (Gunicorn's arbiter,
-    Granian's main process; the workers are its children).
+    Granian's main process; the workers are its children). Raises `PortInUse` first when
+    ``bind`` is taken.
     """
+    require_free(bind)
     if proxy:
         upstream = f"127.0.0.1:{free_port()}"
         with serve(upstream, env=behind_proxy_env(env), server=server) as process:
@@ -89,7 +130,8 @@ def serve_cluster(
     behind nginx on ``bind``: one machine standing in for a load balancer and app hosts.
     Each gets an equal share of ``WEB_CONCURRENCY`` (from ``env`` or the environment; else
     2 per core in all), so the cluster runs as many workers as one server would. Yields
-    the servers' main processes."""
+    the servers' main processes. Raises `PortInUse` first when ``bind`` is taken."""
+    require_free(bind)
     env = behind_proxy_env(cluster_env(env, instances))
     upstreams = [f"127.0.0.1:{free_port()}" for _ in range(instances)]
     with ExitStack() as stack:

@@ -10,6 +10,7 @@ SQLite default, so they run on SQLite only.
 import json
 import os
 import re
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from pathlib import Path
 import psutil
 import pytest
 from django.conf import settings
+from django.core.management import CommandError, call_command
 
 from api.tests.conftest import SERVERS, manage, sqlite_only
 from loadtest import runinfo, runner
@@ -232,3 +234,20 @@ def status_of(url: str) -> int:
             return response.status
     except urllib.error.HTTPError as exc:
         return exc.code
+
+
+def test_a_run_refuses_a_port_something_already_listens_on(tmp_path):
+    """Issue 31: with ``make serve`` still on the port, nginx failed to bind and the swarm
+    measured the development server. Now the run stops before anything starts, naming the
+    port and the process holding it; a port merely in TIME_WAIT counts as free."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        bind = f"127.0.0.1:{holder.getsockname()[1]}"
+        with pytest.raises(CommandError) as refused:
+            call_command("loadtest", "--bind", bind, "--reports", str(tmp_path), "--rows", "10")
+        assert f"{bind} is already in use by pid {os.getpid()}" in str(refused.value)
+        with pytest.raises(runner.PortInUse), runner.serve(bind):
+            pass
+    runner.require_free(bind)  # closed: free again
+    assert not list(tmp_path.iterdir())  # nothing ran, nothing was reported

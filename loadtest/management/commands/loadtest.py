@@ -115,6 +115,10 @@ class Command(BaseCommand):
             stored = report.stored_rows()
             status = self._swarm(url, reports, options)
         else:
+            try:  # before anything starts: never swarm whatever already answers there
+                runner.require_free(options["bind"])
+            except runner.PortInUse as exc:
+                raise CommandError(str(exc)) from exc
             generated = self._prepare(options["rows"], options["verbosity"])
             stored = generated["stored"] if generated else report.stored_rows()
             url = f"http://{options['bind']}"
