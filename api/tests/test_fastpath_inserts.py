@@ -7,6 +7,7 @@ batches of the same shape are compared with each inserted id counted from the ba
 first: the databases give every batch new ids.
 """
 
+import time
 from io import BytesIO
 
 import orjson
@@ -259,3 +260,23 @@ def test_a_connection_the_server_dropped_between_batches_is_replaced_unseen(hand
         del users.is_usable
     assert checks == []
     assert handler.django_calls == []
+
+
+def test_elapsed_ms_counts_the_batch_as_the_views_does(handler, shop, monkeypatch):
+    """``elapsed_ms`` starts before the insert on both paths (a batch that takes 50 ms)."""
+
+    def slow(**batch):
+        time.sleep(0.05)
+        return batch_insert_module.batch_insert(**batch)
+
+    monkeypatch.setattr("api.fastpath.handler.batch_insert", slow)
+    monkeypatch.setattr("api.views.run_query.batch_insert", slow)
+    statuses = []
+
+    def start_response(status, headers, exc_info=None):
+        statuses.append(status)
+
+    for app, tag in ((handler, "fast"), (WSGIHandler(), "django")):
+        chunks = app(post({"users": [{"name": "A", "email": f"{tag}@slow.io"}]}), start_response)
+        assert orjson.loads(b"".join(chunks))["elapsed_ms"] >= 50, tag
+    assert statuses == ["200 OK", "200 OK"]
