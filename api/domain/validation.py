@@ -324,8 +324,6 @@ UNDECIDED = object()  # a field check's answer when DRF must decide
 # Django validators whose rule is one comparison, and that comparison (BaseValidator's
 # ``compare(clean(value), limit_value)``, true when the value fails).
 COMPARED = {
-    django_validators.MaxLengthValidator: lambda value, limit: len(value) > limit,
-    django_validators.MinLengthValidator: lambda value, limit: len(value) < limit,
     django_validators.MaxValueValidator: lambda value, limit: value > limit,
     django_validators.MinValueValidator: lambda value, limit: value < limit,
 }
@@ -340,12 +338,6 @@ def _passes(validator, field: serializers.Field) -> Callable[[Any], bool]:
     if compare is not None and not callable(validator.limit_value):
         limit = validator.limit_value
         return lambda value: not compare(value, limit)
-    if isinstance(validator, django_validators.ProhibitNullCharactersValidator):
-        return lambda value: "\x00" not in str(value)
-    if isinstance(validator, ProhibitSurrogateCharactersValidator):
-        # ASCII text has no surrogates; other text is checked by the validator itself.
-        slow = _calls(validator, field)
-        return lambda value: value.isascii() or slow(value)
     if type(validator) is django_validators.EmailValidator:
         return _email_passes(validator)
     return _calls(validator, field)

@@ -67,6 +67,9 @@ ANSWERED = (APIException, DatabaseError)
 # any query runs. Anything else is a bug: logged here, then answered by Django too.
 LEFT_TO_DJANGO = (UnicodeDecodeError, TooManyFieldsSent)
 UNEXPECTED_LOG_INTERVAL_S = 60.0
+# The query parameters of every insert the fast path answers (`api.fastpath.inserts`
+# accepts only ``type=insert``), as the policies read them.
+INSERT_PARAMS = {"type": ["insert"]}
 
 
 def only_djangos_receivers(signal) -> bool:
@@ -209,7 +212,7 @@ class FastPathHandler(WSGIHandler):
             return None
         scope = PINNED_ALIASES.set(pinned_by_environ(environ))
         try:
-            self.policies.enforce(environ, {"type": ["insert"]}, "POST")
+            self.policies.enforce(environ, INSERT_PARAMS, "POST")
             try:
                 batch = parse_batch(document)
             except InvalidBatch as exc:
