@@ -201,16 +201,16 @@ def _execute_dbapi(connection, sql: str, params: list) -> list[tuple]:
 _cursors_by_thread = local()
 
 
-def server_binding_cursor(alias: str, raw) -> Cursor:
-    """A psycopg ``Cursor`` on ``raw``, kept per thread and alias while ``raw`` is the
-    alias's connection: building one (its adapters map, its transformer) per lookup was
-    a measurable share of its CPU (docs/performance.md, PostgreSQL lookups). A new
-    connection (reconnected, or another from the pool) gets a new cursor; the old one goes
-    with its connection."""
+def server_binding_cursor(alias: str, raw, cursor_class: type[Cursor] = Cursor) -> Cursor:
+    """A psycopg ``Cursor`` (or ``cursor_class``, e.g. ``RawCursor``) on ``raw``, kept per
+    thread and alias while ``raw`` is the alias's connection: building one (its adapters
+    map, its transformer) per lookup was a measurable share of its CPU
+    (docs/performance.md, PostgreSQL lookups). A new connection (reconnected, or another
+    from the pool) gets a new cursor; the old one goes with its connection."""
     cursors = getattr(_cursors_by_thread, "cursors", None)
     if cursors is None:
         cursors = _cursors_by_thread.cursors = {}
-    kept = cursors.get(alias)
+    kept = cursors.get((alias, cursor_class))
     if kept is None or kept[0] is not raw:
-        kept = cursors[alias] = (raw, Cursor(raw))
+        kept = cursors[alias, cursor_class] = (raw, cursor_class(raw))
     return kept[1]

@@ -1,30 +1,79 @@
-"""An ORM insert compiled once per alias, then run per record: ``INSERT ... ON CONFLICT DO
-NOTHING RETURNING id``.
+"""An ORM insert compiled once per alias, then run per batch: one multi-row ``INSERT ...
+ON CONFLICT DO NOTHING RETURNING`` statement.
 
 `CompiledInsert.insert` stores a store's validated records inside the caller's
 ``transaction.atomic(using=alias)`` and gives each record's new id, or None where a unique
 index (the primary key, ``users.email``) already holds its value: the database is the
 final word between concurrent writers, and a refused row aborts nothing, so no savepoint
 is needed. Records without an id go in first, then those with one (two statements).
-Django's compiler writes the SQL (``OnConflict.IGNORE`` and the returned primary key,
-which ``bulk_create`` does not combine); each value is prepared by its field's
+Django's compiler writes the SQL (``OnConflict.IGNORE`` and the returned columns, which
+``bulk_create`` does not combine); each value is prepared by its field's
 ``get_db_prep_save``, as ``bulk_create`` prepares it, but for text in a text column,
-which it returns unchanged; a constant default once per
-alias, a callable one (``created_at``'s ``timezone.now``) once per call. The statements
-run on the DB-API cursor of Django's connection, in Django's error
-wrapping: SQLite one ``execute`` per record, PostgreSQL one pipelined ``executemany``.
-What this saves against ``bulk_create``: ``docs/performance.md``, "Validated inserts".
+which it returns unchanged; a constant default once per alias, a callable one
+(``created_at``'s ``timezone.now``) once per call.
+
+One statement carries as many rows as the backend takes parameters
+(``connection.ops.bulk_batch_size``, as ``bulk_create`` splits). A refused row returns
+nothing, so each returned row is matched to its record by the columns a unique index
+covers (``id`` when given, ``users.email``), which the statement returns beside the new
+id; a table with no such column (products, orders without ids) can refuse no row, and its
+ids come back in the order of the rows, as ``bulk_create`` reads them. The statements run
+on the DB-API cursor of Django's connection (PostgreSQL: a kept ``RawCursor`` with
+
+
 """
 
 from collections.abc import Sequence
 from threading import Lock
+from typing import NamedTuple
 
-from django.db import connections
+from django.db import IntegrityError, connections
 from django.db.models import CharField, Field, Model
 from django.db.models.constants import OnConflict
 from django.db.models.sql import InsertQuery
+from psycopg import RawCursor
 
-from api.db.compiled import dbapi_sql, server_binding_cursor
+from api.db.compiled import DBAPI_VENDORS, server_binding_cursor
+
+# PostgreSQL's protocol carries at most this many parameters per statement; Django's
+# bulk_batch_size leaves that backend unbounded.
+MAX_PARAMS = 65_535
+MAX_KEPT_STATEMENTS = 64  # statement texts kept per plan, by row count
+
+
+class Plan(NamedTuple):
+    """One alias's compiled insert of one column set (with or without ``id``)."""
+
+    head: str  # ``INSERT INTO ... VALUES ``
+    tail: str  # `` ON CONFLICT DO NOTHING RETURNING id[, unique columns]``
+    placeholders: str  # the DB-API cursor's: ``?`` (SQLite), ``$`` (PostgreSQL), ``%s``
+    fields: tuple[Field, ...]
+    defaults: tuple  # each column's prepared default, or `CALLABLE`
+    keys: tuple[int, ...]  # row positions of the unique columns the statement returns
+    rows_per_statement: int
+    # attname -> (position, the type that goes in unchanged, field)
+    columns: dict[str, tuple]
+    statements: dict[tuple[int, bool], str]  # (rows, for the DB-API cursor) -> SQL
+
+    def statement(self, rows: int, dbapi: bool) -> str:
+        """The SQL inserting ``rows`` rows, with Django's placeholders or (``dbapi``) the
+        DB-API cursor's: PostgreSQL's own ``$1, $2, ...``, which psycopg's ``RawCursor``
+        passes on as they are (it parses ``%s`` anew in a statement of more than 50)."""
+        sql = self.statements.get((rows, dbapi))
+        if sql is None:
+            width, mark = len(self.fields), self.placeholders if dbapi else "%s"
+            if mark == "$":
+                numbers = iter(range(1, rows * width + 1))
+                values = ", ".join(
+                    "(" + ", ".join(f"${next(numbers)}" for _ in range(width)) + ")"
+                    for _ in range(rows)
+                )
+            else:
+                values = ", ".join(["(" + ", ".join([mark] * width) + ")"] * rows)
+            sql = self.head + values + self.tail
+            if len(self.statements) < MAX_KEPT_STATEMENTS:
+                self.statements[rows, dbapi] = sql
+        return sql
 
 
 class CompiledInsert:
@@ -32,9 +81,7 @@ class CompiledInsert:
 
     def __init__(self, model: type[Model]) -> None:
         self.model = model
-        self._plans: dict[tuple[str, bool], tuple] = {}  # (sql, DB-API sql, fields, defaults)
-        # attname -> (position, the type that goes in unchanged, field), per plan
-        self._columns: dict[tuple[str, bool], dict[str, tuple]] = {}
+        self._plans: dict[tuple[str, bool], Plan] = {}
         self._lock = Lock()
 
     def insert(self, alias: str, records: Sequence[dict]) -> list[int | None]:
@@ -47,6 +94,10 @@ class CompiledInsert:
         """
         connection = connections[alias]
         connection.ensure_connection()
+        # Queries observed (DEBUG, execute wrappers) go through Django's cursor.
+        dbapi = not (connection.queries_logged or connection.execute_wrappers)
+        dbapi = dbapi and connection.vendor in DBAPI_VENDORS
+        execute = _execute_dbapi if dbapi else _execute_django
         ids: list[int | None] = [None] * len(records)
         for explicit_id in (False, True):
             positions = [
@@ -54,45 +105,43 @@ class CompiledInsert:
             ]
             if not positions:
                 continue
-            sql, dbapi, fields, defaults = self._plan(alias, explicit_id)
+            plan = self._plan(alias, explicit_id)
             template = [
                 field.get_db_prep_save(field.get_default(), connection)
                 if default is CALLABLE
                 else default
-                for field, default in zip(fields, defaults, strict=True)
+                for field, default in zip(plan.fields, plan.defaults, strict=True)
             ]
-            columns = self._columns[alias, explicit_id]
+            columns, step = plan.columns, plan.rows_per_statement
             rows = [_row(columns, template, records[i], connection) for i in positions]
-            if dbapi is None or connection.queries_logged or connection.execute_wrappers:
-                returned = _execute_django(connection, sql, rows)  # observed: DEBUG, wrappers
-            else:
-                with connection.wrap_database_errors:
-                    returned = _execute_dbapi(connection, dbapi, rows)
-            for position, new_id in zip(positions, returned, strict=True):
+            found = []
+            for first in range(0, len(rows), step):
+                chunk = rows[first : first + step]
+                params = [value for values in chunk for value in values]
+                returned = execute(connection, plan.statement(len(chunk), dbapi), params)
+                found += _match(plan.keys, chunk, returned)
+            for position, new_id in zip(positions, found, strict=True):
                 ids[position] = new_id
         return ids
 
-    def _plan(self, alias: str, explicit_id: bool):
+    def _plan(self, alias: str, explicit_id: bool) -> Plan:
         plan = self._plans.get((alias, explicit_id))
         if plan is None:
             with self._lock:
-                plan = self._compile(alias, explicit_id)
-                self._columns[alias, explicit_id] = {
-                    field.attname: (position, UNCHANGED.get(type(field)), field)
-                    for position, field in enumerate(plan[2])
-                }
-                self._plans[alias, explicit_id] = plan
+                plan = self._plans[alias, explicit_id] = self._compile(alias, explicit_id)
         return plan
 
-    def _compile(self, alias: str, explicit_id: bool):
+    def _compile(self, alias: str, explicit_id: bool) -> Plan:
         meta = self.model._meta
         fields = tuple(
             field for field in meta.concrete_fields if explicit_id or not field.primary_key
         )
+        keys = tuple(i for i, field in enumerate(fields) if field.unique)
         query = InsertQuery(self.model, on_conflict=OnConflict.IGNORE)
         query.insert_values(fields, [self.model()])
         compiler = query.get_compiler(using=alias)
-        compiler.returning_fields = [meta.pk]
+        # The new id, then the unique columns that match a returned row to its record.
+        compiler.returning_fields = [meta.pk, *(fields[i] for i in keys)]
         ((sql, params),) = compiler.as_sql()
         connection = connections[alias]
         if connection.vendor == "sqlite":
@@ -100,7 +149,14 @@ class CompiledInsert:
             # NOT NULL too; an upsert clause ignores only unique indexes, as on PostgreSQL.
             sql = sql.replace("INSERT OR IGNORE INTO", "INSERT INTO", 1)
             sql = sql.replace(" RETURNING ", " ON CONFLICT DO NOTHING RETURNING ", 1)
-        if len(params) != len(fields) or "ON CONFLICT DO NOTHING RETURNING" not in sql:
+        row = "(" + ", ".join(["%s"] * len(fields)) + ")"
+        head, values, tail = sql.partition(" VALUES " + row)
+        if (
+            len(params) != len(fields)
+            or not values
+            or "%" in head + tail
+            or not tail.startswith(" ON CONFLICT DO NOTHING RETURNING ")
+        ):
             raise RuntimeError(f"{meta.label}: cannot compile a returning insert: {sql}")
         # What a record that leaves a column out stores: its default, prepared once; a
         # callable one (a timestamp) once per statement. get_default() of a field without
@@ -111,7 +167,21 @@ class CompiledInsert:
             else field.get_db_prep_save(field.get_default(), connection)
             for field in fields
         )
-        return sql, dbapi_sql(alias, sql), fields, defaults
+        per_statement = connection.ops.bulk_batch_size(fields, range(MAX_PARAMS))
+        return Plan(
+            head=head + " VALUES ",
+            tail=tail,
+            placeholders={"sqlite": "?", "postgresql": "$"}.get(connection.vendor, "%s"),
+            fields=fields,
+            defaults=defaults,
+            keys=keys,
+            rows_per_statement=max(1, min(per_statement, MAX_PARAMS // len(fields))),
+            columns={
+                field.attname: (position, UNCHANGED.get(type(field)), field)
+                for position, field in enumerate(fields)
+            },
+            statements={},
+        )
 
 
 CALLABLE = object()  # a plan's default that is computed per call
@@ -159,34 +229,49 @@ def _row(columns: dict[str, tuple], template: list, record: dict, connection) ->
     return row
 
 
-def _execute_django(connection, sql: str, rows: list[list]) -> list[int | None]:
+def _match(keys: tuple[int, ...], rows: list[list], returned: list[tuple]) -> list[int | None]:
+    """Each row's new id from the ``(id, *unique values)`` tuples a statement returned,
+    None for a row a unique index refused.
+
+    Rows with the same unique values are stored in the order given, and once one is
+    refused every later one is too (it meets the same index entry or the stored row), so
+    the k tuples returned for a value are the first k rows with it. Raises
+    `IntegrityError` when a table without unique columns returned fewer rows than it was
+    given, or a returned tuple matches no row (then nothing can say which row is which).
+    """
+    if not keys:
+        if len(returned) != len(rows):
+            raise IntegrityError("a unique index refused a row of a table without unique columns")
+        return [found[0] for found in returned]
+    waiting: dict[tuple, list[int]] = {}
+    for index, row in enumerate(rows):
+        waiting.setdefault(tuple([row[k] for k in keys]), []).append(index)
+    ids: list[int | None] = [None] * len(rows)
+    for new_id, *values in returned:
+        queue = waiting.get(tuple(values))
+        if not queue:
+            raise IntegrityError(f"a stored row matches no record: {values!r}")
+        ids[queue.pop(0)] = new_id
+    return ids
+
+
+def _execute_django(connection, sql: str, params: list) -> list[tuple]:
     with connection.cursor() as cursor:
-        returned = []
-        for row in rows:
-            cursor.execute(sql, row)
-            found = cursor.fetchone()
-            returned.append(found[0] if found else None)
-        return returned
+        cursor.execute(sql, params)
+        return cursor.fetchall()
 
 
-def _execute_dbapi(connection, sql: str, rows: list[list]) -> list[int | None]:
+def _execute_dbapi(connection, sql: str, params: list) -> list[tuple]:
+    """``sql`` on the DB-API cursor, in Django's error wrapping: its returned rows."""
     raw = connection.connection
-    if connection.vendor == "postgresql":
-        # The lookups' kept server-binding cursor: psycopg pipelines executemany.
-        cursor = server_binding_cursor(connection.alias, raw)
-        cursor.executemany(sql, rows, returning=True)
-        returned = []
-        while True:
-            row = cursor.fetchone()
-            returned.append(row[0] if row else None)
-            if not cursor.nextset():
-                return returned
-    cursor = raw.cursor()
-    try:
-        returned = []
-        for row in rows:
-            found = cursor.execute(sql, row).fetchone()
-            returned.append(found[0] if found else None)
-        return returned
-    finally:
-        cursor.close()
+    with connection.wrap_database_errors:
+        if connection.vendor == "postgresql":
+            # Kept per thread as the lookups' cursor is; psycopg prepares what it runs often.
+            cursor = server_binding_cursor(connection.alias, raw, RawCursor)
+            cursor.execute(sql, params)
+            return cursor.fetchall()
+        cursor = raw.cursor()
+        try:
+            return cursor.execute(sql, params).fetchall()
+        finally:
+            cursor.close()

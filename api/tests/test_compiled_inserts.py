@@ -5,6 +5,9 @@ from decimal import Decimal
 
 import pytest
 from django.db import IntegrityError, transaction
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from api.db.compiled_inserts import CompiledInsert
 from api.models import Order, Product, User
@@ -96,3 +99,68 @@ def test_a_constraint_that_is_not_a_unique_index_still_raises():
     with pytest.raises(IntegrityError), transaction.atomic(using="products"):
         CompiledInsert(Product).insert("products", [{"name": "No price", "price": None}])
     assert not Product.objects.exists()
+
+
+EMAILS = st.sampled_from([f"u{i}@example.com" for i in range(6)])
+# Far above the ids a PostgreSQL sequence hands out here (SQLite's follow the largest).
+IDS = st.one_of(st.none(), st.integers(min_value=10**9, max_value=10**9 + 6))
+BATCHES = st.lists(st.tuples(IDS, EMAILS), min_size=1, max_size=24)
+
+
+def expected_ids(stored: dict[int, str], batch: list[tuple], got: list) -> list:
+    """What one row at a time stores: automatic ids first, then explicit ones (the two
+    statements), each row refused when its id or e-mail is taken by then. An automatic
+    id is the database's to choose: ``got``'s, which the explicit ones then meet."""
+    ids, emails = set(stored), set(stored.values())
+    outcome = [None] * len(batch)
+    for explicit in (False, True):
+        for index, (pk, email) in enumerate(batch):
+            if (pk is not None) is not explicit or email in emails or pk in ids:
+                continue
+            emails.add(email)
+            outcome[index] = pk if explicit else got[index] or "an automatic id"
+            ids.add(outcome[index])
+    return outcome
+
+
+@db
+@hypothesis_settings(max_examples=60, deadline=None)
+@given(stored=st.dictionaries(IDS.filter(bool), EMAILS, max_size=3), batch=BATCHES)
+def test_each_returned_row_goes_to_the_record_that_stored_it(stored, batch):
+    """Whatever mix of taken, repeated and new ids and e-mails a batch holds, each record
+    gets the id of the row it stored, or None: one statement per part, matched by the
+    unique columns it returns, as storing one row at a time would decide."""
+    with transaction.atomic(using="users"):
+        User.objects.all().delete()
+        emails_stored = {}
+        for pk, email in stored.items():
+            if email not in emails_stored.values():
+                User.objects.create(id=pk, name="Held", email=email)
+                emails_stored[pk] = email
+        records = [
+            {"name": "N", "email": email, **({"id": pk} if pk is not None else {})}
+            for pk, email in batch
+        ]
+        ids = CompiledInsert(User).insert("users", records)
+        assert ids == expected_ids(emails_stored, batch, ids)
+        for new_id, (_, email) in zip(ids, batch, strict=True):
+            if new_id is not None:
+                assert User.objects.get(pk=new_id).email == email
+        transaction.set_rollback(True, using="users")
+
+
+@db
+def test_a_batch_larger_than_one_statement_is_split_and_matched_across_statements():
+    """More rows than the backend takes parameters in one statement (SQLite: 999) go in
+    several; a repeated e-mail in a later statement is refused there."""
+    insert = CompiledInsert(User)
+    per_statement = insert._plan("users", False).rows_per_statement
+    count = per_statement + 5 if per_statement < 1000 else 1005
+    records = [{"name": "N", "email": f"many{i}@example.com"} for i in range(count)]
+    records.append({"name": "Again", "email": "many0@example.com"})
+    with transaction.atomic(using="users"):
+        ids = insert.insert("users", records)
+    assert ids[-1] is None and None not in ids[:-1]
+    assert len(set(ids[:-1])) == count
+    stored = dict(User.objects.filter(id__in=ids[:-1]).values_list("id", "email"))
+    assert [stored[i] for i in ids[:-1]] == [r["email"] for r in records[:-1]]
