@@ -48,7 +48,8 @@ class Plan(NamedTuple):
     tail: str  # `` ON CONFLICT DO NOTHING RETURNING id[, unique columns]``
     placeholders: str  # the DB-API cursor's: ``?`` (SQLite), ``$`` (PostgreSQL), ``%s``
     fields: tuple[Field, ...]
-    defaults: tuple  # each column's prepared default, or `CALLABLE`
+    defaults: list  # each column's prepared default (a callable one's: None)
+    computed: tuple[tuple[int, Field], ...]  # (position, field) of each callable default
     keys: tuple[int, ...]  # row positions of the unique columns the statement returns
     rows_per_statement: int
     # attname -> (position, the type that goes in unchanged, field)
@@ -106,12 +107,9 @@ class CompiledInsert:
             if not positions:
                 continue
             plan = self._plan(alias, explicit_id)
-            template = [
-                field.get_db_prep_save(field.get_default(), connection)
-                if default is CALLABLE
-                else default
-                for field, default in zip(plan.fields, plan.defaults, strict=True)
-            ]
+            template = plan.defaults.copy()
+            for position, field in plan.computed:
+                template[position] = field.get_db_prep_save(field.get_default(), connection)
             columns, step = plan.columns, plan.rows_per_statement
             rows = [_row(columns, template, records[i], connection) for i in positions]
             found = []
@@ -161,12 +159,17 @@ class CompiledInsert:
         # What a record that leaves a column out stores: its default, prepared once; a
         # callable one (a timestamp) once per statement. get_default() of a field without
         # one is a constant too (None, or '' for text).
-        defaults = tuple(
-            CALLABLE
+        computed = tuple(
+            (position, field)
+            for position, field in enumerate(fields)
+            if field.has_default() and callable(field.default)
+        )
+        defaults = [
+            None
             if field.has_default() and callable(field.default)
             else field.get_db_prep_save(field.get_default(), connection)
             for field in fields
-        )
+        ]
         per_statement = connection.ops.bulk_batch_size(fields, range(MAX_PARAMS))
         return Plan(
             head=head + " VALUES ",
@@ -174,6 +177,7 @@ class CompiledInsert:
             placeholders={"sqlite": "?", "postgresql": "$"}.get(connection.vendor, "%s"),
             fields=fields,
             defaults=defaults,
+            computed=computed,
             keys=keys,
             rows_per_statement=max(1, min(per_statement, MAX_PARAMS // len(fields))),
             columns={
@@ -182,9 +186,6 @@ class CompiledInsert:
             },
             statements={},
         )
-
-
-CALLABLE = object()  # a plan's default that is computed per call
 
 
 def _unchanged_types() -> dict[type, type]:
@@ -243,6 +244,13 @@ def _match(keys: tuple[int, ...], rows: list[list], returned: list[tuple]) -> li
         if len(returned) != len(rows):
             raise IntegrityError("a unique index refused a row of a table without unique columns")
         return [found[0] for found in returned]
+    if len(returned) == len(rows):  # the usual batch: every row stored, mostly in order
+        ids = [found[0] for found in returned]
+        if all(
+            found[1:] == tuple([row[k] for k in keys])
+            for found, row in zip(returned, rows, strict=True)
+        ):
+            return ids
     waiting: dict[tuple, list[int]] = {}
     for index, row in enumerate(rows):
         waiting.setdefault(tuple([row[k] for k in keys]), []).append(index)

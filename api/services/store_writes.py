@@ -14,7 +14,7 @@ from decimal import Decimal
 from typing import Any, NamedTuple
 
 from django.db import DatabaseError, IntegrityError, connections
-from django.db.models import QuerySet
+from django.db.models import Model
 
 from api.db.compiled_inserts import CompiledInsert
 from api.db.deadlines import atomic_within_deadline
@@ -47,10 +47,9 @@ def store_users(alias: str, candidates: list[Candidate], referenced: set[int]) -
     if not candidates and not referenced:
         return Stored([], {})
     with atomic_within_deadline(alias):
-        users = User.objects.using(alias)
-        results = _store(users, candidates)
+        results = _store(User, alias, candidates)
         # Read inside the transaction, after the insert: batch members count as existing.
-        known = dict.fromkeys(_existing_ids(users, referenced))
+        known = dict.fromkeys(_existing_ids(User, alias, referenced))
     return Stored(results, known)
 
 
@@ -58,9 +57,11 @@ def store_products(alias: str, candidates: list[Candidate], referenced: set[int]
     if not candidates and not referenced:
         return Stored([], {})
     with atomic_within_deadline(alias):
-        products = Product.objects.using(alias)
-        results = _store(products, candidates)
-        prices = dict(products.filter(id__in=referenced).values_list("id", "price"))
+        results = _store(Product, alias, candidates)
+        prices = {}
+        if referenced:
+            rows = Product.objects.using(alias).filter(id__in=referenced)
+            prices = dict(rows.values_list("id", "price"))
     return Stored(results, prices)
 
 
@@ -87,14 +88,14 @@ def store_orders(
         valid.append(Candidate(c.index, {**c.data, "unit_price": price, "total": total}))
 
     with atomic_within_deadline(alias):
-        results += _store(Order.objects.using(alias), valid)
+        results += _store(Order, alias, valid)
     return Stored(results, {})
 
 
 INSERTS = {model: CompiledInsert(model) for model in (User, Product, Order)}
 
 
-def _store(queryset: QuerySet, candidates: list[Candidate]) -> list[RecordResult]:
+def _store(model: type[Model], alias: str, candidates: list[Candidate]) -> list[RecordResult]:
     """Insert the candidates, reject those whose id or e-mail is taken; inside ``atomic``.
 
     The rows go in with ``INSERT ... ON CONFLICT DO NOTHING RETURNING id``
@@ -110,10 +111,11 @@ def _store(queryset: QuerySet, candidates: list[Candidate]) -> list[RecordResult
     stored and the records accepted before them, so that the earlier record in the
     batch still wins.
     """
-    alias, model = queryset.db, queryset.model
+    if not candidates:
+        return []
     explicit = [c.data.get("id") is not None for c in candidates]
     if any(explicit) and not all(explicit):
-        results, accepted = _checked_first(queryset, candidates)
+        results, accepted = _checked_first(model, alias, candidates)
     else:
         results, accepted = [], candidates
 
@@ -125,7 +127,7 @@ def _store(queryset: QuerySet, candidates: list[Candidate]) -> list[RecordResult
         else:
             inserted.append((c, new_id))
     if refused:
-        now = _taken(queryset, [c.data for c in refused])
+        now = _taken(model, alias, [c.data for c in refused])
         stored_before = now.ids - set(ids)  # not the batch's own
         for c in refused:
             errors = now.conflicts(c.data)
@@ -133,16 +135,16 @@ def _store(queryset: QuerySet, candidates: list[Candidate]) -> list[RecordResult
                 raise IntegrityError(f"{model._meta.label}: a unique index refused {c.data!r}")
             results.append(rejected(c.index, c.data.get("id"), errors, stored_before))
 
-    _advance_sequence(queryset, [c.data["id"] for c, _ in inserted if c.data.get("id")])
+    _advance_sequence(model, alias, [c.data["id"] for c, _ in inserted if c.data.get("id")])
     return results + [RecordResult(c.index, INSERTED, new_id) for c, new_id in inserted]
 
 
 def _checked_first(
-    queryset: QuerySet, candidates: list[Candidate]
+    model: type[Model], alias: str, candidates: list[Candidate]
 ) -> tuple[list[RecordResult], list[Candidate]]:
     """``(rejected, accepted)``: each candidate checked against the rows stored and the
     candidates accepted before it (`Taken.claim`)."""
-    taken = _taken(queryset, [c.data for c in candidates])
+    taken = _taken(model, alias, [c.data for c in candidates])
     stored_ids = frozenset(taken.ids)  # before `claim` adds the batch's own
     results, accepted = [], []
     for c in candidates:
@@ -155,36 +157,39 @@ def _checked_first(
     return results, accepted
 
 
-def _advance_sequence(queryset: QuerySet, explicit_ids: list[int]) -> None:
+def _advance_sequence(model: type[Model], alias: str, explicit_ids: list[int]) -> None:
     """Move PostgreSQL's id sequence past explicit ids, so later automatic ids skip them.
 
     PostgreSQL's sequence ignores ids given explicitly (SQLite's AUTOINCREMENT does not);
     without this the next automatic id could be one just stored. Never moves it backwards.
     """
-    connection = connections[queryset.db]
-    if not explicit_ids or connection.vendor != "postgresql":
+    if not explicit_ids or connections[alias].vendor != "postgresql":
         return
+    connection = connections[alias]
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT setval(s::regclass,"
             " GREATEST(%s, COALESCE(pg_sequence_last_value(s::regclass), 0)))"
             " FROM pg_get_serial_sequence(%s, 'id') AS s",
-            [max(explicit_ids), queryset.model._meta.db_table],
+            [max(explicit_ids), model._meta.db_table],
         )
 
 
-def _taken(queryset: QuerySet, records: list[dict]) -> Taken:
+def _taken(model: type[Model], alias: str, records: list[dict]) -> Taken:
     """The ids (and e-mails, for users) among ``records`` that are already stored."""
-    ids = _existing_ids(queryset, {r.get("id") for r in records})
-    if queryset.model is not User:
+    ids = _existing_ids(model, alias, {r.get("id") for r in records})
+    if model is not User:
         return Taken(ids)
     emails = [r["email"] for r in records]
-    return Taken(ids, set(queryset.filter(email__in=emails).values_list("email", flat=True)))
+    taken = User.objects.using(alias).filter(email__in=emails).values_list("email", flat=True)
+    return Taken(ids, set(taken))
 
 
-def _existing_ids(queryset: QuerySet, ids: set[int | None]) -> set[int]:
+def _existing_ids(model: type[Model], alias: str, ids: Set[int | None]) -> set[int]:
     ids = {pk for pk in ids if pk is not None}
-    return set(queryset.filter(id__in=ids).values_list("id", flat=True)) if ids else set()
+    if not ids:
+        return set()
+    return set(model.objects.using(alias).filter(id__in=ids).values_list("id", flat=True))
 
 
 def rejected(

@@ -199,9 +199,9 @@ def test_a_conflict_committed_after_the_checks_is_rejected_not_failed(monkeypatc
     fresh_check = store_writes._taken
     checks = []
 
-    def stale_first_check(queryset, records):
+    def stale_first_check(model, alias, records):
         checks.append(records)
-        return Taken(set(), set()) if len(checks) == 1 else fresh_check(queryset, records)
+        return Taken(set(), set()) if len(checks) == 1 else fresh_check(model, alias, records)
 
     monkeypatch.setattr(store_writes, "_taken", stale_first_check)
     result = batch_insert(
