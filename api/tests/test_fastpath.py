@@ -293,7 +293,7 @@ def test_a_database_error_is_a_503_answered_once(handler, shop, caplog):
     assert handler.django_calls == []
     logged = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert any(m.startswith("database users failed") for m in logged)
-    assert body["details"] == {"store": "users", "failure": "error"}
+    assert body["details"] == {"store": "users", "failure": "missing"}
     assert "Service Unavailable: /api/run-query/" in logged
 
 
