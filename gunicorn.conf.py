@@ -43,6 +43,14 @@ threads = env.int(
 )
 worker_connections = env.int("GUNICORN_WORKER_CONNECTIONS", default=1000)
 
+# The scheme comes from the proxy alone: X-Forwarded-Proto (which deploy/nginx.conf sets
+# to its own $scheme) is believed only from FORWARDED_ALLOW_IPS, nobody when served
+# directly (data_project/env.py), and it is the only header read for it: Gunicorn's
+# default also believes X-Forwarded-Ssl and X-Forwarded-Protocol, which a proxy passes on
+# from its client unless told to drop them. Django reads only wsgi.url_scheme.
+forwarded_allow_ips = ",".join(env.trusted_proxies())
+secure_scheme_headers = {"X-FORWARDED-PROTO": "https"}
+
 # Room in the accept queue for a 1000-user swarm that connects all at once.
 backlog = env.int("GUNICORN_BACKLOG", default=2048)
 keepalive = env.int("GUNICORN_KEEPALIVE", default=75)

@@ -336,6 +336,9 @@ REST_FRAMEWORK = {
     # anonymous clients by the connection's address, which no client can forge.
     "NUM_PROXIES": env.int("NUM_PROXIES", default=0),
 }
+# The proxies whose X-Forwarded-For the throttles read (api.http.throttling), as the
+# servers trust X-Forwarded-Proto from them: another client's X-Forwarded-For is ignored.
+FORWARDED_ALLOW_IPS = env.trusted_proxies()
 SPECTACULAR_SETTINGS = {
     "TITLE": "data_project API",
     "DESCRIPTION": "Users, products and orders in three routed databases: indexed lookups "
@@ -361,7 +364,12 @@ SPECTACULAR_SETTINGS = {
 SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=PRODUCTION)
 # Load balancers probe health over plain HTTP.
 SECURE_REDIRECT_EXEMPT = [r"^api/health/$"]
-SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Not read by Django: the server sets ``wsgi.url_scheme`` to https from X-Forwarded-Proto
+# only when the connection comes from a proxy in FORWARDED_ALLOW_IPS (gunicorn.conf.py's
+# forwarded_allow_ips, data_project/granian_server.py), and nginx sets that header itself
+# (deploy/nginx.conf). Read here, any client reaching the server directly could claim HTTPS.
+# https://docs.djangoproject.com/en/5.2/ref/settings/#secure-proxy-ssl-header
+SECURE_PROXY_SSL_HEADER = None
 SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=31536000 if PRODUCTION else 0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool(
     "DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", default=PRODUCTION

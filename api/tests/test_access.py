@@ -32,7 +32,14 @@ from hypothesis import strategies as st
 from api.domain.lookup_keys import LOOKUP_KEYS
 from api.fastpath import FastPathHandler
 from api.http.access import TOKENS
-from api.http.throttling import LEASE_DIVISOR, LIMITER, RateLimiter, rate_for, shared_increment
+from api.http.throttling import (
+    LEASE_DIVISOR,
+    LIMITER,
+    RateLimiter,
+    rate_for,
+    shared_increment,
+    throttle_ident,
+)
 from api.models import Order, Product, User
 from api.tests.conftest import ALL_DATABASES, generated_data_dir, manage, sqlite_only
 from api.tests.test_fastpath import call, environ
@@ -507,6 +514,24 @@ def test_token_cache_is_bounded(settings):
     for number in range(50):
         TOKENS.get(f"{number:040d}")
     assert len(TOKENS._entries) == 50
+
+
+@pytest.mark.parametrize(
+    ("remote", "ident"),
+    [("127.0.0.1", "addr:198.51.100.7"), ("10.1.2.3", "addr:198.51.100.7"),
+     ("127.0.0.2", "addr:127.0.0.2"), ("203.0.113.5", "addr:203.0.113.5")],
+)  # fmt: skip
+def test_an_anonymous_client_is_its_forwarded_address_only_through_a_trusted_proxy(
+    settings, rf, remote, ident
+):
+    """Behind one proxy (``NUM_PROXIES=1``) at 127.0.0.1 or in 10.0.0.0/8: a request it
+    passes on is counted against the address it appended to ``X-Forwarded-For``; a client
+    reaching the server directly is counted against its own, whatever it forwards."""
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "NUM_PROXIES": 1}
+    settings.FORWARDED_ALLOW_IPS = ("127.0.0.1", "10.0.0.0/8")
+    request = rf.get("/", REMOTE_ADDR=remote, HTTP_X_FORWARDED_FOR="192.0.2.1, 198.51.100.7")
+    request.auth = None  # anonymous, as DRF's Request says
+    assert throttle_ident(request) == ident
 
 
 def test_threads_share_one_lease(shop, settings):

@@ -326,3 +326,76 @@ def test_make_serve_runs_the_command_the_live_tests_start(server):
     expected = " ".join(part.removeprefix(f"{REPO}/") for part in runner.SERVERS[server][1:])
     assert command.startswith("BIND=127.0.0.1:9 ") and command.endswith(expected), command
     assert re.search(r"python3?\S* -m ", command), command
+
+
+# --- the scheme comes from the proxy alone -------------------------------------------
+
+# What a client says to pass for HTTPS: every header some proxy uses for it.
+CLAIMS_HTTPS = {
+    "X-Forwarded-Proto": "https",
+    "X-Forwarded-Ssl": "on",
+    "X-Forwarded-Protocol": "ssl",
+    "X-Forwarded-For": "203.0.113.9",
+}
+SECURED = ("/api/run-query/?type=get&product_id=1", "/api/stats/")  # fast path, Django's
+
+
+def production(generated_dir: dict, **extra: str) -> dict:
+    """Production as deployed behind TLS: HTTPS redirects and HSTS on."""
+    return {
+        **generated_dir,
+        **QUIET,
+        "DJANGO_ENV": "production",
+        "DJANGO_SECRET_KEY": "x" * 50 + "-a-long-random-test-key",
+        "NUM_PROXIES": "0",
+        "FORWARDED_ALLOW_IPS": "",  # its default, from NUM_PROXIES
+        **extra,
+    }
+
+
+def from_address(url: str, path: str, source: str, headers: dict) -> tuple[int, dict]:
+    """``(status, headers by lower-case name)`` of a GET sent from loopback address ``source``."""
+    connection = http.client.HTTPConnection(*address(url), timeout=30, source_address=(source, 0))
+    try:
+        connection.request("GET", path, headers=headers)
+        response = connection.getresponse()
+        response.read()
+        return response.status, {name.lower(): value for name, value in response.getheaders()}
+    finally:
+        connection.close()
+
+
+def assert_plain_http(url: str, source: str = "127.0.0.1") -> None:
+    """A client claiming HTTPS is redirected to it and gets no HSTS, on both paths."""
+    for path in SECURED:
+        status, headers = from_address(url, path, source, CLAIMS_HTTPS)
+        assert status == 301 and headers["location"].startswith("https://"), (path, status)
+        assert "strict-transport-security" not in headers, path
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_served_directly_a_clients_forwarded_proto_is_ignored(generated_dir, server):
+    """No proxy in front: ``X-Forwarded-Proto: https`` (and its cousins) from a client
+    still gets the HTTPS redirect and no HSTS."""
+    with live_server(production(generated_dir), server) as (url, _):
+        assert_plain_http(url)
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_behind_a_proxy_only_the_proxys_forwarded_proto_counts(generated_dir, server):
+    """``NUM_PROXIES=1``, the proxy at 127.0.0.1 (``FORWARDED_ALLOW_IPS``' default): from
+    127.0.0.2, which is not the proxy, the header is ignored; from the proxy it is HTTPS."""
+    with live_server(production(generated_dir, NUM_PROXIES="1"), server) as (url, _):
+        assert_plain_http(url, source="127.0.0.2")
+        for path in SECURED:
+            status, headers = from_address(url, path, "127.0.0.1", CLAIMS_HTTPS)
+            assert status == 200 and "strict-transport-security" in headers, (path, status)
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_through_nginx_a_clients_forwarded_proto_is_replaced(generated_dir, server):
+    """deploy/nginx.conf sets ``X-Forwarded-Proto`` to its own scheme (plain HTTP here) and
+    drops the other claims: the client's ``https`` does not reach the server."""
+    env = production(generated_dir, NUM_PROXIES="1")  # as runner.serve(proxy=True) sets it
+    with live_server(env, server, proxy=True) as (url, _):
+        assert_plain_http(url)
