@@ -6,9 +6,12 @@ https://docs.gunicorn.org/en/stable/settings.html
 """
 
 import gc
+import json
 import multiprocessing
 import sys
 from pathlib import Path
+
+import gunicorn.util
 
 # This file's folder, the repository root, holds data_project: importable whatever folder
 # Gunicorn runs in (``-c /path/to/gunicorn.conf.py`` serving another app, as the benchmarks
@@ -87,3 +90,24 @@ if not control_socket_disable:
 accesslog = "-" if env.bool("GUNICORN_ACCESS_LOG", default=False) else None
 errorlog = "-"
 loglevel = env.str("GUNICORN_LOG_LEVEL", default="info")
+
+
+def write_json_error(sock, status_int: int, reason: str, mesg: str) -> None:
+    """Gunicorn's own answer to a request it cannot read (a bad request line or header,
+    414, 431, a bad chunk: status ``status_int``) in the API's error envelope,
+    ``{"error": "<reason>", "details": {}}``, instead of its HTML page. ``mesg``, which
+    quotes what the client sent, is left out: it is in Gunicorn's log line.
+
+    Gunicorn has no setting for these pages; its worker writes them with
+    ``gunicorn.util.write_error``, which this replaces (api/tests/test_servers.py sends
+    each kind of request and pins the function's signature).
+    """
+    body = json.dumps({"error": reason.lower(), "details": {}}).encode()
+    head = (
+        f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    gunicorn.util.write_nonblock(sock, head.encode("latin-1") + body)
+
+
+gunicorn.util.write_error = write_json_error

@@ -384,10 +384,31 @@ X_FRAME_OPTIONS = "DENY"
 # Logging: everything to stderr, where Gunicorn and the service manager collect it
 # https://docs.djangoproject.com/en/5.2/topics/logging/
 # ------------------------------------------------------------------------------
+# A bad request (a Host not allowed, too many fields, any 4xx) is one line, at most one per
+# logger and status every LOG_BAD_REQUEST_SECONDS: a client cannot flood the log
+# (data_project/logs.py). A 5xx is logged every time, with its traceback.
+LOG_BAD_REQUEST_SECONDS = env.float("LOG_BAD_REQUEST_SECONDS", default=60.0)
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {
+        "bad_requests": {
+            "()": "data_project.logs.OncePerInterval",
+            "interval_s": LOG_BAD_REQUEST_SECONDS,
+        }
+    },
+    "formatters": {
+        "plain": {
+            "()": "data_project.logs.OneLineForBadRequests",
+            "format": "%(asctime)s %(levelname)s %(name)s %(message)s",
+        }
+    },
+    "handlers": {
+        "stderr": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["bad_requests"],
+        }
+    },
     "root": {"handlers": ["stderr"], "level": env.str("DJANGO_LOG_LEVEL", default="WARNING")},
 }

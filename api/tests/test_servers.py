@@ -9,9 +9,11 @@ lookups keep answering; served directly, slow clients (headers trickled a byte a
 """
 
 import http.client
+import inspect
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -19,6 +21,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import gunicorn.util
+import gunicorn.workers.base
 import orjson
 import psutil
 import pytest
@@ -399,3 +403,69 @@ def test_through_nginx_a_clients_forwarded_proto_is_replaced(generated_dir, serv
     env = production(generated_dir, NUM_PROXIES="1")  # as runner.serve(proxy=True) sets it
     with live_server(env, server, proxy=True) as (url, _):
         assert_plain_http(url)
+
+
+# --- errors answered before Django: the API's envelope where the stack allows ----------
+
+UNREADABLE = {
+    "a request line too long": b"GET /api/health/?x=" + b"a" * 5000 + b" HTTP/1.1\r\n",
+    "too many header fields": b"GET /api/health/ HTTP/1.1\r\n"
+    + b"".join(b"X-H%d: 1\r\n" % i for i in range(150)),
+    "a header line too long": b"GET /api/health/ HTTP/1.1\r\nX-Big: " + b"a" * 9000 + b"\r\n",
+    "no request line": b"GARBAGE\r\n",
+    "a bad chunk": b"POST /api/run-query/?type=insert HTTP/1.1\r\nContent-Type: application/json"
+    b"\r\nTransfer-Encoding: chunked\r\n",
+}
+BAD_CHUNK_BODY = b"zz\r\n{}\r\n0\r\n\r\n"
+
+
+def raw_answer(url: str, request: bytes) -> tuple[int, dict, bytes]:
+    """``(status, headers by lower-case name, body)`` of bytes sent as they are."""
+    if not request.startswith(b"GARBAGE"):
+        request += b"Host: localhost\r\nConnection: close\r\n"
+    request += b"\r\n" + (BAD_CHUNK_BODY if b"chunked" in request else b"")
+    with socket.create_connection(address(url), timeout=30) as sock:
+        sock.sendall(request)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {name.lower(): value.strip() for name, _, value in (h.partition(":") for h in lines)}
+    return int(status_line.split()[1]), headers, body
+
+
+@pytest.mark.parametrize(
+    ("server", "proxy"),
+    [("gunicorn", False), ("gunicorn", True), ("granian", True)],
+    ids=["gunicorn", "nginx+gunicorn", "nginx+granian"],
+)
+def test_requests_refused_before_django_get_the_json_envelope(generated_dir, server, proxy):
+    """What Gunicorn (gunicorn.conf.py's `write_json_error`) or nginx (deploy/nginx.conf's
+    error pages) refuse before Django sees a request is a JSON envelope with its status:
+    400, 414, 431. Behind nginx Granian's own 431 for over 100 header fields stays an empty
+    body (Granian has no hook for it)."""
+    env = {**generated_dir, **QUIET, "WEB_CONCURRENCY": "1"}
+    with live_server(env, server, proxy=proxy) as (url, _):
+        for name, request in UNREADABLE.items():
+            status, headers, body = raw_answer(url, request)
+            assert status in (400, 414, 431), (name, status)
+            if server == "granian" and name == "too many header fields":
+                assert status == 431
+                continue
+            assert headers["content-type"] == "application/json", (name, headers)
+            assert set(orjson.loads(body)) == {"error", "details"}, (name, body)
+
+
+def test_gunicorn_writes_its_error_pages_with_the_function_gunicorn_conf_replaces():
+    """gunicorn.conf.py replaces ``gunicorn.util.write_error``: the worker still calls it,
+    with the arguments `write_json_error` takes."""
+    assert "util.write_error(client, status_int, reason, mesg)" in inspect.getsource(
+        gunicorn.workers.base.Worker.handle_error
+    )
+    assert list(inspect.signature(gunicorn.util.write_error).parameters) == [
+        "sock",
+        "status_int",
+        "reason",
+        "mesg",
+    ]
