@@ -9,6 +9,7 @@ answer, unless ``REQUIRE_REDIS`` is set (CI), where they fail.
 
 import io
 import os
+import socket
 import threading
 import time
 import urllib.error
@@ -31,6 +32,7 @@ from hypothesis import strategies as st
 
 from api.domain.lookup_keys import LOOKUP_KEYS
 from api.fastpath import FastPathHandler
+from api.http import access
 from api.http.access import TOKENS
 from api.http.throttling import (
     LEASE_DIVISOR,
@@ -398,22 +400,40 @@ def test_leases_never_allow_more_than_the_limit_and_strand_at_most_a_lease_per_w
         assert limiters[0].admit(ident, "anonymous", "lookup") is None
 
 
-def test_a_dead_cache_lets_requests_through_after_one_bounded_wait(shop, settings):
-    """Redis down: the throttle logs it and lets lookups through; only the first request
-    waits (CACHE_TIMEOUT_SECONDS), the next ones do not ask the dead cache again."""
+@pytest.fixture
+def silent_port():
+    """A TCP port that accepts connections (the kernel's backlog) and never answers: a hung
+    Redis host, which only a read timeout bounds (a closed port refuses at once)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(64)
+        yield sock.getsockname()[1]
+
+
+def test_a_dead_cache_lets_requests_through_after_one_bounded_wait(
+    shop, settings, silent_port, caplog
+):
+    """Redis hung: the throttle logs it and lets lookups through; only the first request
+    waits, and that for the cache's timeout (0.5 s here, CACHE_TIMEOUT_SECONDS); the next
+    ones do not ask the dead cache again."""
     settings.CACHES = {
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
-            "LOCATION": f"redis://127.0.0.1:{runner.free_port()}/0",
+            "LOCATION": f"redis://127.0.0.1:{silent_port}/0",
             "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
         }
     }
     settings.THROTTLE_RATES = {**settings.THROTTLE_RATES, "anonymous": {"lookup": "3/min"}}
     fast = FastPathHandler()
-    started = time.monotonic()
-    statuses = [call(fast, lookup("product_id", None))[0] for _ in range(10)]
+    waits, statuses = [], []
+    for _ in range(10):
+        started = time.monotonic()
+        statuses.append(call(fast, lookup("product_id", None))[0])
+        waits.append(time.monotonic() - started)
     assert statuses == ["200 OK"] * 10
-    assert time.monotonic() - started < 1.5
+    assert 0.45 <= waits[0] < 1.5, waits  # the timeout, waited once
+    assert max(waits[1:]) < 0.2, waits  # not asked again
+    assert "the shared cache failed" in caplog.text
 
 
 # --- live: Gunicorn as production runs it -------------------------------------------
@@ -477,9 +497,11 @@ def minute_start_margin(seconds: float = 8) -> None:
 
 @sqlite_only
 @pytest.mark.parametrize("cache_backend", ["database", "redis"])
-def test_a_rate_of_n_per_minute_holds_across_four_gunicorn_workers(generated_dir, cache_backend):
-    """N = 40 per minute for anonymous lookups, 240 requests from 16 threads over 4
-    workers: about N are allowed, not 4 N."""
+def test_a_rate_of_n_per_minute_holds_across_four_gunicorn_workers(
+    generated_dir, cache_backend, tmp_path
+):
+    """N = 40 per minute for anonymous lookups, 240 requests from 16 threads reaching all 4
+    workers (their pids in Gunicorn's access log): about N are allowed, not 4 N."""
     extra = {"WEB_CONCURRENCY": "4", "THROTTLE_RATE_ANONYMOUS_LOOKUP": "40/min"}
     if cache_backend == "redis":
         if not redis_available():
@@ -488,16 +510,27 @@ def test_a_rate_of_n_per_minute_holds_across_four_gunicorn_workers(generated_dir
             pytest.skip(f"no Redis at {REDIS_TEST_URL}")
         redis.Redis.from_url(REDIS_TEST_URL).flushdb()
         extra["REDIS_URL"] = REDIS_TEST_URL
+    # Each worker writes its pid beside each answer's status in the access log.
+    access_log = tmp_path / "access.log"
+    extra["GUNICORN_CMD_ARGS"] = (
+        f"--access-logfile {access_log} --access-logformat '%(p)s %(s)s %(U)s'"
+    )
     bind = f"127.0.0.1:{runner.free_port()}"
     with runner.serve(bind, env=live_env(generated_dir, **extra)) as server:
         url = f"http://{bind}"
         runner.wait_healthy(url, server)
+        pids = {f"<{p.pid}>" for p in psutil.Process(server.pid).children()}
+        while len(pids) < 4:  # a busy machine starts the last ones later
+            time.sleep(0.1)
+            pids = {f"<{p.pid}>" for p in psutil.Process(server.pid).children()}
         minute_start_margin()
         lookup_url = f"{url}/api/run-query/?type=get&product_id=1"
         with ThreadPoolExecutor(16) as pool:
             statuses = list(pool.map(lambda _: get(lookup_url), range(240)))
-        pids = {p.pid for p in psutil.Process(server.pid).children()}
-    assert len(pids) == 4
+    answered = [line.split() for line in access_log.read_text().splitlines()]
+    answered = [(pid, status) for pid, status, path in answered if path == "/api/run-query/"]
+    assert len(pids) == 4 and len(answered) == 240
+    assert {pid for pid, _ in answered} == pids  # every worker answered some
     assert set(statuses) <= {200, 429}
     assert 36 <= statuses.count(200) <= 40, statuses.count(200)
 
@@ -510,10 +543,16 @@ def test_the_swarm_token_has_rates_the_benchmark_never_reaches(settings):
         assert limit / period >= 2_000 * (10 if kind == "lookup" else 1)
 
 
-def test_token_cache_is_bounded(settings):
-    for number in range(50):
+@pytest.mark.django_db(databases=["default"])
+def test_token_cache_is_bounded(monkeypatch, django_assert_num_queries):
+    """Past ``MAX_CACHED_TOKENS`` distinct keys (a client guessing keys), the cache stays
+    within the bound and still answers the newest keys without a query."""
+    monkeypatch.setattr(access, "MAX_CACHED_TOKENS", 20)
+    for number in range(75):
         TOKENS.get(f"{number:040d}")
-    assert len(TOKENS._entries) == 50
+        assert len(TOKENS._entries) <= 20
+    with django_assert_num_queries(0):
+        assert TOKENS.get(f"{74:040d}") is None
 
 
 @pytest.mark.parametrize(
