@@ -7,15 +7,19 @@ handler) on the test databases; live tests start Gunicorn as ``manage.py loadtes
 answer, unless ``REQUIRE_REDIS`` is set (CI), where they fail.
 """
 
+import hashlib
 import io
 import os
 import socket
+import sqlite3
 import threading
 import time
 import urllib.error
 import urllib.request
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
+from pathlib import Path
 
 import orjson
 import psutil
@@ -25,7 +29,9 @@ import redis
 from django.core.cache import caches
 from django.core.handlers.wsgi import WSGIHandler
 from django.core.management import call_command
+from django.db import connections
 from django.test import override_settings
+from django.test.utils import CaptureQueriesContext
 from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
@@ -42,7 +48,7 @@ from api.http.throttling import (
     shared_increment,
     throttle_ident,
 )
-from api.models import Order, Product, User
+from api.models import ApiToken, Order, Product, User
 from api.tests.conftest import ALL_DATABASES, generated_data_dir, manage, sqlite_only
 from api.tests.test_fastpath import call, environ
 from loadtest import runner
@@ -201,6 +207,68 @@ def test_a_revoked_token_stops_working_within_token_cache_seconds(tokens, settin
     assert call(WSGIHandler(), lookup("user_id", tokens["read"]))[0] == "401 Unauthorized"
 
 
+def test_a_token_is_stored_and_queried_only_as_its_digest(shop, settings, caplog):
+    """``create_token`` prints a key that works; the default database holds its SHA-256
+    and prefix, no column of any row holds the key, the queries that authenticate it send
+    the digest, and nothing logged shows it."""
+    settings.API_TOKENS_REQUIRED = True
+    with caplog.at_level("DEBUG"):
+        key = token("digest-check", "read")
+        assert len(key) == 40 and int(key, 16) >= 0
+        row = ApiToken.objects.get(user__username="digest-check")
+        assert row.digest == hashlib.sha256(key.encode()).hexdigest() and row.prefix == key[:8]
+        with CaptureQueriesContext(connections["default"]) as queries:
+            answer = call(FastPathHandler(), lookup("user_id", f"Token {key}"))
+        assert answer[0] == "200 OK"
+    assert queries.captured_queries and all(key not in q["sql"] for q in queries.captured_queries)
+    assert any(row.digest in q["sql"] for q in queries.captured_queries)
+    assert key not in caplog.text
+    with connections["default"].cursor() as cursor:
+        tables = connections["default"].introspection.table_names(cursor)
+        for table in tables:
+            cursor.execute(f"SELECT * FROM {connections['default'].ops.quote_name(table)}")
+            assert all(key not in repr(values) for values in cursor.fetchall()), table
+    if connections["default"].vendor == "sqlite":  # the file itself, and its write-ahead log
+        files = Path(connections["default"].settings_dict["NAME"]).parent.glob("test_default*")
+        assert all(key.encode() not in path.read_bytes() for path in files)
+
+
+@sqlite_only
+def test_migrating_hashes_the_plain_keys_of_drfs_token_table(tmp_path):
+    """A default database from before (DRF's ``authtoken_token`` holding a plain key):
+    ``migrate_all`` stores the key's digest, keeps the client's key working and leaves no
+    copy of it in the file."""
+    env = {"DATA_DIR": str(tmp_path)}
+    for command in (("migrate", "auth"), ("migrate", "api", "0002")):
+        run = manage(*command, "--database", "default", "--verbosity", "0", env=env)
+        assert run.returncode == 0, run.stderr
+    key = "0123456789abcdef0123456789abcdef01234567"
+    with closing(sqlite3.connect(tmp_path / "default.sqlite3")) as old:
+        old.executescript(
+            "CREATE TABLE authtoken_token (key varchar(40) PRIMARY KEY, created datetime,"
+            " user_id integer UNIQUE REFERENCES auth_user (id));"
+            "INSERT INTO auth_user (id, password, is_superuser, username, first_name, last_name,"
+            " email, is_staff, is_active, date_joined) VALUES"
+            " (7, '', 0, 'old-client', '', '', '', 0, 1, '2026-01-01');"
+            f"INSERT INTO authtoken_token VALUES ('{key}', '2026-01-01', 7);"
+        )
+    run = manage("migrate_all", "--verbosity", "0", env=env)
+    assert run.returncode == 0, run.stderr
+    with closing(sqlite3.connect(tmp_path / "default.sqlite3")) as new:
+        assert new.execute("SELECT count(*) FROM authtoken_token").fetchone() == (0,)
+        assert new.execute("SELECT digest, prefix, user_id FROM api_tokens").fetchall() == [
+            (hashlib.sha256(key.encode()).hexdigest(), key[:8], 7)
+        ]
+    assert all(key.encode() not in path.read_bytes() for path in tmp_path.glob("default*"))
+    check = manage(
+        "shell",
+        "-c",
+        f"from api.http.access import load_client; print(load_client('{key}'))",
+        env=env,
+    )
+    assert "Client(user_id=7" in check.stdout, check.stdout + check.stderr
+
+
 def insert(client, authorization: str | None, query: str = "type=insert", body=None, **extra):
     """POST a JSON batch (or ``body`` as given) to run-query; the response."""
     if authorization is not None:
@@ -254,11 +322,12 @@ def test_production_writes_need_a_token_with_the_write_scope(client, tokens, set
 
 def test_production_reads_of_personal_data_need_the_read_scope(client, tokens, settings):
     settings.API_TOKENS_REQUIRED = True
-    for path in ("/api/users/", "/api/users/10/", "/api/orders/", "/api/users/10/orders/"):
+    personal = ("/api/users/", "/api/users/10/", "/api/orders/", "/api/users/10/orders/")
+    for path in (*personal, "/api/stats/"):  # the stats map the stored users' ids
         assert client.get(path).status_code == 401, path
         assert client.get(path, HTTP_AUTHORIZATION=tokens["write"]).status_code == 403, path
         assert client.get(path, HTTP_AUTHORIZATION=tokens["read"]).status_code == 200, path
-    for path in ("/api/products/", "/api/products/1/", "/api/stats/", "/api/health/"):
+    for path in ("/api/products/", "/api/products/1/", "/api/health/"):
         assert client.get(path).status_code == 200, path
 
 
