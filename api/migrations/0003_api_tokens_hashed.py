@@ -8,11 +8,14 @@ tokens (``manage.py create_token NAME``) where a backup may have leaked (README,
 """
 
 import hashlib
+from datetime import UTC
 
 import django.db.models.deletion
 import django.utils.timezone
 from django.conf import settings
 from django.db import migrations, models
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 OLD_TABLE = "authtoken_token"  # rest_framework.authtoken's, no longer installed
 
@@ -31,13 +34,20 @@ def hash_plain_keys(apps, schema_editor) -> None:
                 digest=hashlib.sha256(key.encode()).hexdigest(),
                 prefix=key[:8],
                 user_id=user_id,
-                created=created,
+                created=aware(created),
             )
             for key, user_id, created in rows
         )
         if connection.vendor == "sqlite":
             cursor.execute("PRAGMA secure_delete = ON")  # zero the deleted rows' bytes
         cursor.execute(f"DELETE FROM {OLD_TABLE}")
+
+
+def aware(created):
+    """DRF's ``created`` as an aware datetime (SQLite's raw cursor gives text, naive)."""
+    if isinstance(created, str):
+        created = parse_datetime(created) or timezone.now()
+    return created if timezone.is_aware(created) else timezone.make_aware(created, UTC)
 
 
 class Migration(migrations.Migration):
