@@ -345,7 +345,7 @@ CLAIMS_HTTPS = {
     "X-Forwarded-Protocol": "ssl",
     "X-Forwarded-For": "203.0.113.9",
 }
-SECURED = ("/api/run-query/?type=get&product_id=1", "/api/stats/")  # fast path, Django's
+SECURED = ("/api/run-query/?type=get&product_id=1", "/api/products/1/")  # fast path, Django's
 
 
 def production(generated_dir: dict, **extra: str) -> dict:
