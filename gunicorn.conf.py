@@ -6,9 +6,12 @@ https://docs.gunicorn.org/en/stable/settings.html
 """
 
 import gc
+import json
 import multiprocessing
 import sys
 from pathlib import Path
+
+import gunicorn.util
 
 # This file's folder, the repository root, holds data_project: importable whatever folder
 # Gunicorn runs in (``-c /path/to/gunicorn.conf.py`` serving another app, as the benchmarks
@@ -42,6 +45,14 @@ threads = env.int(
     "GUNICORN_THREADS", default=1 if env.int("NUM_PROXIES", default=0) else DIRECT_THREADS
 )
 worker_connections = env.int("GUNICORN_WORKER_CONNECTIONS", default=1000)
+
+# The scheme comes from the proxy alone: X-Forwarded-Proto (which deploy/nginx.conf sets
+# to its own $scheme) is believed only from FORWARDED_ALLOW_IPS, nobody when served
+# directly (data_project/env.py), and it is the only header read for it: Gunicorn's
+# default also believes X-Forwarded-Ssl and X-Forwarded-Protocol, which a proxy passes on
+# from its client unless told to drop them. Django reads only wsgi.url_scheme.
+forwarded_allow_ips = ",".join(env.trusted_proxies())
+secure_scheme_headers = {"X-FORWARDED-PROTO": "https"}
 
 # Room in the accept queue for a 1000-user swarm that connects all at once.
 backlog = env.int("GUNICORN_BACKLOG", default=2048)
@@ -79,3 +90,24 @@ if not control_socket_disable:
 accesslog = "-" if env.bool("GUNICORN_ACCESS_LOG", default=False) else None
 errorlog = "-"
 loglevel = env.str("GUNICORN_LOG_LEVEL", default="info")
+
+
+def write_json_error(sock, status_int: int, reason: str, mesg: str) -> None:
+    """Gunicorn's own answer to a request it cannot read (a bad request line or header,
+    414, 431, a bad chunk: status ``status_int``) in the API's error envelope,
+    ``{"error": "<reason>", "details": {}}``, instead of its HTML page. ``mesg``, which
+    quotes what the client sent, is left out: it is in Gunicorn's log line.
+
+    Gunicorn has no setting for these pages; its worker writes them with
+    ``gunicorn.util.write_error``, which this replaces (api/tests/test_servers.py sends
+    each kind of request and pins the function's signature).
+    """
+    body = json.dumps({"error": reason.lower(), "details": {}}).encode()
+    head = (
+        f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    gunicorn.util.write_nonblock(sock, head.encode("latin-1") + body)
+
+
+gunicorn.util.write_error = write_json_error

@@ -10,10 +10,15 @@ which is why no ``Positive*Field`` is used (those add CHECKs). The one database-
 guard is the unique index on ``User.email``, the final word between concurrent writers.
 Money is ``Decimal`` with two places.
 
-`IdempotencyKey` is bookkeeping, not shop data: it lives in ``default`` with Django's own
-tables, and its unique ``(owner, key)`` decides which of concurrent requests runs.
+`IdempotencyKey` and `ApiToken` are bookkeeping, not shop data: they live in ``default``
+with Django's own tables. `IdempotencyKey`'s unique ``(owner, key)`` decides which of
+concurrent requests runs; an `ApiToken` holds a digest of its key, never the key.
 """
 
+import hashlib
+import secrets
+
+from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
@@ -133,3 +138,44 @@ class IdempotencyKey(models.Model):
 
     def __str__(self) -> str:
         return f"{self.owner} {self.key!r} ({self.status or 'running'})"
+
+
+class ApiToken(models.Model):
+    """A client's API token, stored as the SHA-256 digest of its key (`api.http.access`).
+
+    The key (40 hex characters: 160 random bits, the shape of DRF's keys) is shown once,
+    by ``manage.py create_token``, and never stored: a request's key is hashed and looked
+    up by its digest, so whoever reads this table, a backup of it or a log of its queries
+    learns no key. An unsalted fast hash is enough for a random key of 160 bits (no
+    dictionary to try, and 2^160 keys to hash), and keeps the lookup one indexed query.
+    ``prefix``, the key's first 8 characters, tells a client's tokens apart in listings.
+    """
+
+    digest = models.CharField(max_length=64, primary_key=True)
+    prefix = models.CharField(max_length=8)
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_token"
+    )
+    created = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        db_table = "api_tokens"
+
+    def __str__(self) -> str:
+        return f"token {self.prefix}… of user {self.user_id}"
+
+    @staticmethod
+    def digest_of(key: str) -> str:
+        """The stored form of ``key``: its SHA-256, 64 hex characters."""
+        return hashlib.sha256(key.encode()).hexdigest()
+
+    @classmethod
+    def issue(cls, user, *, using: str | None = None) -> tuple["ApiToken", str]:
+        """A new token for ``user``, replacing any it had: ``(token, key)``. The key is
+        returned once, here; only its digest is saved."""
+        key = secrets.token_hex(20)
+        cls.objects.using(using).filter(user=user).delete()
+        token = cls.objects.using(using).create(
+            digest=cls.digest_of(key), prefix=key[:8], user=user
+        )
+        return token, key

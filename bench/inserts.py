@@ -115,9 +115,9 @@ def prepare(env: dict[str, str], users: int) -> None:
 
 
 def write_token(env: dict[str, str]) -> str:
-    """A ``write`` token of the ``benchmark`` tier (client ``bench-inserts``)."""
+    """A new ``write`` token of the ``benchmark`` tier (client ``bench-inserts``)."""
     command = [PYTHON, "manage.py", "create_token", "bench-inserts", "--scope", "write"]
-    command += ["--tier", "benchmark", "--reuse"]
+    command += ["--tier", "benchmark"]
     done = subprocess.run(
         command, cwd=REPO, env={**os.environ, **env}, capture_output=True, text=True, check=True
     )

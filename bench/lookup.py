@@ -212,9 +212,9 @@ PRODUCTION_ENV = {
 
 
 def bench_token(data_dir: Path) -> str:
-    """A ``read`` token of the ``benchmark`` tier (client ``bench``) in ``data_dir``."""
+    """A new ``read`` token of the ``benchmark`` tier (client ``bench``) in ``data_dir``."""
     command = [PYTHON, "manage.py", "create_token", "bench", "--scope", "read"]
-    command += ["--tier", "benchmark", "--reuse"]
+    command += ["--tier", "benchmark"]
     env = {**os.environ, "DATA_DIR": str(data_dir)}
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, check=True)
     return done.stdout.strip()

@@ -57,3 +57,12 @@ class Env(environ.Env):
         """Comma-separated items, each stripped of spaces, blank ones dropped."""
         items = super().list(var, cast=cast or str.strip, default=default)
         return [item for item in items if item != ""]
+
+    def trusted_proxies(self) -> tuple[str, ...]:
+        """``FORWARDED_ALLOW_IPS``: the addresses or networks (``10.0.0.0/8``) of the
+        proxies whose ``X-Forwarded-Proto`` and ``X-Forwarded-For`` the servers and the
+        throttles believe. Default: loopback when ``NUM_PROXIES`` says a proxy is in front
+        (nginx on the same host), else none: a client served directly forwards nothing.
+        """
+        default = ["127.0.0.1", "::1"] if self.int("NUM_PROXIES", default=0) else []
+        return tuple(self.list("FORWARDED_ALLOW_IPS", default=default))

@@ -19,6 +19,10 @@ start with ``GRANIAN_``. https://github.com/emmett-framework/granian#options
 - ``GRANIAN_WORKERS_LIFETIME_SECONDS``: ``workers_lifetime``, a worker is replaced after
   this long (3600; at least Granian's 60; 0: never). Granian counts no requests, so
   Gunicorn's ``max_requests`` has no counterpart: recycling is by age.
+- ``FORWARDED_ALLOW_IPS`` (``Env.trusted_proxies``): Gunicorn's ``forwarded_allow_ips``.
+  Granian's own wrapper (`granian.utils.proxies.wrap_wsgi_with_proxy_headers`) takes the
+  scheme from ``X-Forwarded-Proto`` (and the client's address from ``X-Forwarded-For``)
+  of a connection from one of them, and only then; served directly, nobody's.
 
 As ``gunicorn.conf.py``'s ``preload_app`` and ``pre_fork`` do, the application is imported
 once here and its objects frozen out of the collector's sight (`gc.freeze`) before the
@@ -34,6 +38,7 @@ from granian.constants import Interfaces
 from granian.http import HTTP1Settings
 from granian.log import LogLevels
 from granian.server import Server
+from granian.utils.proxies import wrap_wsgi_with_proxy_headers
 
 from data_project.env import Env
 
@@ -102,6 +107,9 @@ def main() -> None:
     # must not set Django up. Then frozen, as gunicorn.conf.py's pre_fork does.
     module, name = TARGET.split(":")
     application = getattr(importlib.import_module(module), name)
+    proxies = Env().trusted_proxies()
+    if proxies:  # else the wrapper would trust its default, 127.0.0.1
+        application = wrap_wsgi_with_proxy_headers(application, trusted_hosts=proxies)
     gc.freeze()
     Server(**options).serve(target_loader=lambda _target: application)
 

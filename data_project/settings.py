@@ -44,7 +44,6 @@ INSTALLED_APPS = [
     "django.contrib.auth",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI's files, pinned and served from here (offline)
     "api",
@@ -336,6 +335,9 @@ REST_FRAMEWORK = {
     # anonymous clients by the connection's address, which no client can forge.
     "NUM_PROXIES": env.int("NUM_PROXIES", default=0),
 }
+# The proxies whose X-Forwarded-For the throttles read (api.http.throttling), as the
+# servers trust X-Forwarded-Proto from them: another client's X-Forwarded-For is ignored.
+FORWARDED_ALLOW_IPS = env.trusted_proxies()
 SPECTACULAR_SETTINGS = {
     "TITLE": "data_project API",
     "DESCRIPTION": "Users, products and orders in three routed databases: indexed lookups "
@@ -361,7 +363,12 @@ SPECTACULAR_SETTINGS = {
 SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=PRODUCTION)
 # Load balancers probe health over plain HTTP.
 SECURE_REDIRECT_EXEMPT = [r"^api/health/$"]
-SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Not read by Django: the server sets ``wsgi.url_scheme`` to https from X-Forwarded-Proto
+# only when the connection comes from a proxy in FORWARDED_ALLOW_IPS (gunicorn.conf.py's
+# forwarded_allow_ips, data_project/granian_server.py), and nginx sets that header itself
+# (deploy/nginx.conf). Read here, any client reaching the server directly could claim HTTPS.
+# https://docs.djangoproject.com/en/5.2/ref/settings/#secure-proxy-ssl-header
+SECURE_PROXY_SSL_HEADER = None
 SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=31536000 if PRODUCTION else 0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool(
     "DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", default=PRODUCTION
@@ -376,10 +383,31 @@ X_FRAME_OPTIONS = "DENY"
 # Logging: everything to stderr, where Gunicorn and the service manager collect it
 # https://docs.djangoproject.com/en/5.2/topics/logging/
 # ------------------------------------------------------------------------------
+# A bad request (a Host not allowed, too many fields, any 4xx) is one line, at most one per
+# logger and status every LOG_BAD_REQUEST_SECONDS: a client cannot flood the log
+# (data_project/logs.py). A 5xx is logged every time, with its traceback.
+LOG_BAD_REQUEST_SECONDS = env.float("LOG_BAD_REQUEST_SECONDS", default=60.0)
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {
+        "bad_requests": {
+            "()": "data_project.logs.OncePerInterval",
+            "interval_s": LOG_BAD_REQUEST_SECONDS,
+        }
+    },
+    "formatters": {
+        "plain": {
+            "()": "data_project.logs.OneLineForBadRequests",
+            "format": "%(asctime)s %(levelname)s %(name)s %(message)s",
+        }
+    },
+    "handlers": {
+        "stderr": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["bad_requests"],
+        }
+    },
     "root": {"handlers": ["stderr"], "level": env.str("DJANGO_LOG_LEVEL", default="WARNING")},
 }

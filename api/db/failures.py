@@ -1,9 +1,12 @@
 """What kind of failure a database error is, and the errors database code raises.
 
-A client is told the kind (`failure_kind`), never the driver's message: ``locked``,
-``timeout``, ``unreachable``, ``full``, ``busy`` (refused before reaching the store) or
-``error``. PostgreSQL's kinds come from the SQLSTATE; SQLite passes no codes through
-Django, so its kinds come from the text of sqlite3's error.
+A client is told the store and the kind (`failure_kind`, one of `KINDS`), never the
+driver's message, which can carry SQL, host names, ports, roles and file paths: ``locked``,
+``timeout``, ``unreachable``, ``missing`` (its table or database is not there), ``corrupt``
+(SQLite: the file is not a database), ``full``, ``busy`` (refused before reaching the
+store) or ``error``. PostgreSQL's kinds come from the SQLSTATE; SQLite passes no codes
+through Django, so its kinds come from the text of sqlite3's error. `unavailable_reason`
+is the one sentence a client reads about it.
 
 `StoreUnavailable` is a `DatabaseError` that names its store and kind: a breaker raises it
 for a failed operation, and `StoreShed` for one refused without touching the store. The
@@ -13,7 +16,9 @@ HTTP layer (`api.http.errors`) turns any `DatabaseError` into a 503.
 from django.db import DatabaseError
 
 LOCKED, TIMEOUT, UNREACHABLE, FULL, ERROR = "locked", "timeout", "unreachable", "full", "error"
+MISSING, CORRUPT = "missing", "corrupt"
 BUSY = "busy"  # refused before reaching the store: its queue is full (`api.db.bulkheads`)
+KINDS = (LOCKED, TIMEOUT, UNREACHABLE, MISSING, CORRUPT, FULL, BUSY, ERROR)
 SQLSTATE_KINDS = {
     "55P03": LOCKED,  # lock_not_available (lock_timeout)
     "40P01": LOCKED,  # deadlock_detected
@@ -22,12 +27,17 @@ SQLSTATE_KINDS = {
     "2200H": FULL,  # sequence_generator_limit_exceeded
     "57P01": UNREACHABLE,  # admin_shutdown
     "57P03": UNREACHABLE,  # cannot_connect_now
+    "42P01": MISSING,  # undefined_table
+    "3D000": MISSING,  # invalid_catalog_name
 }
 SQLITE_KINDS = (
     ("locked", LOCKED),
     ("busy", LOCKED),
     ("full", FULL),
     ("unable to open", UNREACHABLE),
+    ("no such table", MISSING),
+    ("not a database", CORRUPT),
+    ("malformed", CORRUPT),
 )
 
 
@@ -48,8 +58,7 @@ class StoreShed(StoreUnavailable):
 
 
 def failure_kind(exc: DatabaseError) -> str:
-    """``locked``, ``timeout``, ``unreachable``, ``full``, ``busy`` or ``error``: what a
-    client may know. A `StoreUnavailable` carries its ``kind``."""
+    """One of `KINDS`: what a client may know. A `StoreUnavailable` carries its ``kind``."""
     if getattr(exc, "kind", None):
         return exc.kind
     cause = exc.__cause__
@@ -65,3 +74,9 @@ def failure_kind(exc: DatabaseError) -> str:
         if words in text:
             return kind
     return ERROR
+
+
+def unavailable_reason(store: str, kind: str) -> str:
+    """``"database 'users' unavailable (locked); retry later"``: all a client reads of a
+    store's failure, from a store name and one of `KINDS` (anything else is ``error``)."""
+    return f"database {store!r} unavailable ({kind if kind in KINDS else ERROR}); retry later"

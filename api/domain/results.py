@@ -10,7 +10,10 @@ Every submitted record gets exactly one `RecordResult`:
 - ``failed``: the database could not take it (down, locked past its timeout); nothing of
   it was written and the same request may be retried. When a database fails, every record
   bound for it that passed the field rules is ``failed`` (its database rules could not be
-  completed), and so is every order when the users or products database fails.
+  completed), and so is every order when the users or products database fails. Its
+  ``store`` is the store that failed and ``code`` the kind of failure
+  (`api.db.failures.KINDS`); ``reason`` says both in one line, and nothing else: the
+  driver's message goes to the log only.
 """
 
 from collections.abc import Mapping
@@ -40,6 +43,7 @@ class RecordResult(NamedTuple):
     reason: str = ""
     errors: Mapping[str, list[str]] = NO_ERRORS
     code: str = ""
+    store: str = ""  # of a failed record: the store that failed
 
     def as_dict(self) -> dict:
         """The API's record: ``index``, ``status``, ``id``, ``reason``, ``errors``."""

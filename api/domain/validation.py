@@ -61,6 +61,9 @@ REFERENCE_INVALID = "must be a positive integer id"
 USER_MISSING = "user does not exist"
 PRODUCT_MISSING = "product does not exist"
 USER_AND_PRODUCT_MISSING = "user and product do not exist"
+# A choice's message names the choices, never the value sent: DRF's echoes it as
+# ``str(value)``, a Python repr for a nested one (``"{'a': 1}" is not a valid choice.``).
+CHOICE_INVALID = "must be one of: {choices}"
 
 Errors = dict[str, list[str]]
 
@@ -107,6 +110,22 @@ class StrictEmailField(serializers.EmailField, StrictCharField):
     pass
 
 
+class StrictChoiceField(serializers.ChoiceField):
+    """One of the choices, sent as a JSON string; refused with `CHOICE_INVALID`, which
+    lists the choices and echoes nothing of the value."""
+
+    def __init__(self, choices, **kwargs):
+        super().__init__(choices, **kwargs)
+        self.error_messages["invalid_choice"] = CHOICE_INVALID.format(
+            choices=", ".join(self.choice_strings_to_values)
+        )
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid_choice")
+        return super().to_internal_value(data)
+
+
 class StrictIntegerField(serializers.IntegerField):
     """Integers must be JSON integers, not ``"3"``, ``3.0`` or ``true``."""
 
@@ -147,6 +166,7 @@ class StrictInput(serializers.ModelSerializer):
         models.BooleanField: StrictBooleanField,
         models.DecimalField: MoneyField,
     }
+    serializer_choice_field = StrictChoiceField
 
     # DRF's to_internal_value visits every writable field; one the record leaves out that
     # is neither required nor has a default only raises SkipField there. Visiting the fields

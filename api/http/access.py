@@ -1,9 +1,10 @@
 """Who may do what: API tokens, the scopes a request needs, and the docs' gate.
 
-**Tokens** are DRF's (``rest_framework.authtoken``): a client sends
-``Authorization: Token <key>``; ``manage.py create_token`` and ``revoke_token`` make and
-delete them. A token belongs to a Django user; its **scopes** are that user's Django
-permissions, granted by ``create_token --scope``:
+**Tokens**: a client sends ``Authorization: Token <key>``, as DRF's
+``TokenAuthentication`` reads it; ``manage.py create_token`` shows a new key once and
+``revoke_token`` deletes it. Only the key's digest is stored (`api.models.ApiToken`): a
+request's key is hashed and looked up. A token belongs to a Django user; its **scopes**
+are that user's Django permissions, granted by ``create_token --scope``:
 
 - ``read``: ``api.view_user``, ``api.view_order``: personal data (users, and orders,
   which name a user). Products are a public catalogue: reading them needs no scope.
@@ -28,10 +29,10 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 from rest_framework import authentication, exceptions, permissions
-from rest_framework.authtoken.models import Token
 
 from api.domain.lookup_keys import LOOKUP_KEYS
 from api.domain.stores import ORDERS, STORES
+from api.models import ApiToken
 
 # Django's permission to read a store's rows, for the stores of personal data (products
 # need none), and to add to each store.
@@ -79,11 +80,12 @@ def load_client(key: str) -> tuple[AbstractBaseUser, Client] | None:
     """The user and `Client` of token ``key`` from the default database, or None.
 
     None for an unknown key or an inactive user (DRF's ``TokenAuthentication`` refuses
-    both). Three queries: the token with its user, the permissions, the tier group.
+    both). Three queries: the token (by the key's digest) with its user, the permissions,
+    the tier group.
     """
     try:
-        token = Token.objects.select_related("user").get(key=key)
-    except Token.DoesNotExist:
+        token = ApiToken.objects.select_related("user").get(digest=ApiToken.digest_of(key))
+    except ApiToken.DoesNotExist:
         return None
     user = token.user
     if not user.is_active:
@@ -145,7 +147,8 @@ def _forget_tokens(**kwargs) -> None:
 
 
 class TokenAuthentication(authentication.TokenAuthentication):
-    """DRF's ``TokenAuthentication`` (``Authorization: Token <key>``), read through `TOKENS`.
+    """DRF's ``TokenAuthentication`` (``Authorization: Token <key>``), read through `TOKENS`
+    from `ApiToken`'s digests (DRF's own reads ``rest_framework.authtoken``'s plain keys).
 
     ``request.user`` is the token's user, ``request.auth`` its `Client`. A bad header or an
     unknown or revoked key is DRF's 401 ``AuthenticationFailed``.

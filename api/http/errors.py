@@ -16,7 +16,7 @@ from django.http import Http404, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 
-from api.db.failures import StoreShed, failure_kind
+from api.db.failures import StoreShed, failure_kind, unavailable_reason
 from api.db.routers import DatabaseRouter
 
 logger = logging.getLogger(__name__)
@@ -79,10 +79,8 @@ def database_unavailable(exc: DatabaseError, store: str | None = None) -> Servic
         logger.info("database %s: request shed (%s)", store or "?", kind)
     else:
         logger.error("database %s failed (%s): %s", store or "?", kind, exc, exc_info=exc)
-    name = f"database {store!r}" if store else "a database"
-    return ServiceUnavailable(
-        f"{name} unavailable ({kind}); retry later", {"store": store, "failure": kind}
-    )
+    message = unavailable_reason(store, kind) if store else DATABASE_UNAVAILABLE
+    return ServiceUnavailable(message, {"store": store, "failure": kind})
 
 
 def envelope(message: str, details: dict | None = None) -> dict:

@@ -14,6 +14,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.settings import api_settings
 
+from api.domain.batches import MAX_BATCH_RECORDS
 from api.domain.columns import output_columns
 from api.domain.limits import MAX_ID, MAX_INCLUDED_ORDERS, MAX_ORDERS_PER_USER, MAX_REPORTED_GAPS
 from api.domain.lookup_keys import INCLUDE_ORDERS, LOOKUP_KEYS, LookupKey
@@ -202,12 +203,19 @@ class BatchIn(serializers.Serializer):
     """The body of ``type=insert``: lists of raw records, checked by `api.domain.validation`.
 
     Records are validated one by one: a record that is not an object, or breaks a rule,
-    comes back ``rejected`` in a 200 response while the others are stored.
+    comes back ``rejected`` in a 200 response while the others are stored. At most
+    ``MAX_BATCH_RECORDS`` (1000) records in all.
     """
 
-    users = serializers.ListField(child=serializers.JSONField(), required=False)
-    products = serializers.ListField(child=serializers.JSONField(), required=False)
-    orders = serializers.ListField(child=serializers.JSONField(), required=False)
+    users = serializers.ListField(
+        child=serializers.JSONField(), required=False, max_length=MAX_BATCH_RECORDS
+    )
+    products = serializers.ListField(
+        child=serializers.JSONField(), required=False, max_length=MAX_BATCH_RECORDS
+    )
+    orders = serializers.ListField(
+        child=serializers.JSONField(), required=False, max_length=MAX_BATCH_RECORDS
+    )
 
 
 class TableStatsOut(serializers.Serializer):

@@ -14,6 +14,7 @@ cache lets requests through after a bounded wait and is not asked again for
 """
 
 import functools
+import ipaddress
 import logging
 import math
 import threading
@@ -169,14 +170,37 @@ def _forget_quotas(*, setting: str, **kwargs) -> None:
 
 
 def throttle_ident(request) -> str:
-    """Whom a request is counted against: its token's user, else its address."""
+    """Whom a request is counted against: its token's user, else its address (the
+    connection's; the client's in ``X-Forwarded-For`` only when the connection comes
+    from a proxy of ``FORWARDED_ALLOW_IPS``, which no client can forge)."""
     client = request.auth
     if isinstance(client, Client):
         return client.ident
+    remote = request.META.get("REMOTE_ADDR", "")
+    if not trusted_proxy(remote):
+        return f"addr:{remote}"
     return f"addr:{_IDENT.get_ident(request)}"
 
 
 _IDENT = BaseThrottle()  # DRF's get_ident: REMOTE_ADDR, or X-Forwarded-For by NUM_PROXIES
+
+
+@functools.lru_cache(maxsize=1024)
+def trusted_proxy(address: str) -> bool:
+    """Whether ``address`` is one of ``settings.FORWARDED_ALLOW_IPS`` (addresses or networks)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:  # a UNIX socket's peer, say: no address to trust
+        return False
+    return any(
+        ip in ipaddress.ip_network(net, strict=False) for net in settings.FORWARDED_ALLOW_IPS
+    )
+
+
+@receiver(setting_changed)
+def _forget_proxies(*, setting: str, **kwargs) -> None:
+    if setting == "FORWARDED_ALLOW_IPS":
+        trusted_proxy.cache_clear()
 
 
 class TierRateThrottle(SimpleRateThrottle):

@@ -162,8 +162,7 @@ def _outcome(future: Future, candidates: list[Candidate], alias: str) -> Stored:
             logger.error(
                 "batch insert: database %r failed (%s): %s", alias, kind, exc, exc_info=exc
             )
-        message = f"database {alias!r} unavailable ({kind}); retry later"
-        return Stored([failed(c, message) for c in candidates], {})
+        return Stored([failed(c, alias, kind) for c in candidates], {})
     WRITE_BREAKERS[alias].succeeded()
     return stored
 

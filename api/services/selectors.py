@@ -20,8 +20,8 @@ from api.db.compiled import CompiledQuery
 from api.domain.columns import output_columns
 from api.domain.limits import MAX_ID, MAX_INCLUDED_ORDERS, MAX_ORDERS_PER_USER, MAX_REPORTED_GAPS
 from api.domain.lookup_keys import EQUAL, LOOKUP_KEYS, RANGE, Lookup, LookupKey
-from api.domain.stores import ORDERS, PRODUCTS, STORES
-from api.models import Order, Product
+from api.domain.stores import ORDERS, PRODUCTS, STORES, USERS
+from api.models import Order, Product, User
 
 STATS_CACHE_KEY = "api:table_stats"
 
@@ -164,6 +164,13 @@ def orders_with_products(user_ids: list[int]) -> dict[int, UserOrders]:
 
 def _with(columns: list[str], *more: str) -> list[str]:
     return [*columns, *(column for column in more if column not in columns)]
+
+
+def user_exists(*, user_id: int) -> bool:
+    """Whether user ``user_id`` is stored; a failure names the users store
+    (`api.db.failures.StoreUnavailable`)."""
+    with READ_BREAKERS[USERS.name]:
+        return User.objects.filter(pk=user_id).exists()
 
 
 def user_orders(user_id: int) -> QuerySet:

@@ -18,6 +18,8 @@ from django.db.models import Model
 
 from api.db.compiled_inserts import CompiledInsert
 from api.db.deadlines import atomic_within_deadline
+from api.db.failures import failure_kind, unavailable_reason
+from api.db.routers import DatabaseRouter
 from api.domain.results import ALREADY_STORED, FAILED, INSERTED, REJECTED, RecordResult
 from api.domain.validation import Errors, Taken, order_reference_errors, reason
 from api.models import Order, Product, User
@@ -71,11 +73,14 @@ def store_orders(
     if not candidates:
         return Stored([], {})
     try:
+        referenced = User
         user_ids = users_future.result().known
+        referenced = Product
         prices = products_future.result().known
-    except DatabaseError as exc:
-        message = f"cannot check references: {type(exc).__name__}: {exc}; retry later"
-        return Stored([failed(c, message) for c in candidates], {})
+    except DatabaseError as exc:  # logged by the part that raised it (`batch_insert`)
+        store = getattr(exc, "store", None) or DatabaseRouter.model_alias(referenced)
+        kind = failure_kind(exc)
+        return Stored([failed(c, store, kind, references=True) for c in candidates], {})
 
     results, valid = [], []
     for c in candidates:
@@ -202,5 +207,15 @@ def rejected(
     return RecordResult(index, REJECTED, record_id, reason(errors), errors, code)
 
 
-def failed(candidate: Candidate, message: str) -> RecordResult:
-    return RecordResult(candidate.index, FAILED, candidate.data.get("id"), message)
+def failed(
+    candidate: Candidate, store: str, kind: str, *, references: bool = False
+) -> RecordResult:
+    """``candidate`` failed because ``store`` did (``kind``: `api.db.failures.KINDS`);
+    ``references``: it is an order whose user or product could not be read there. The
+    reason is `unavailable_reason`'s, never an exception's text."""
+    reason = unavailable_reason(store, kind)
+    if references:
+        reason = f"cannot check references: {reason}"
+    return RecordResult(
+        candidate.index, FAILED, candidate.data.get("id"), reason, code=kind, store=store
+    )

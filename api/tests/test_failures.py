@@ -1,13 +1,26 @@
-"""A database server that is down or silent is a fast 503, never a hang or a 500."""
+"""A database server that is down or silent is a fast 503, never a hang or a 500; no
+answer to a failure carries the driver's message, SQL, a host, role, path or exception
+class name, only the store and the kind of failure."""
 
 import os
+import re
+import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
+from contextlib import closing, contextmanager, nullcontext
+from pathlib import Path
 
 import orjson
+import psycopg
 import pytest
 from django.conf import settings
+from django.db import connections
+
+from api.db.failures import KINDS
+from api.domain.stores import STORE_NAMES
+from api.tests.conftest import postgresql_only, sqlite_only
 
 PROBE = """
 import os, time, orjson, django
@@ -77,3 +90,218 @@ def test_a_silent_server_times_out_into_a_503(silent_server, pool):
     result = lookup_against(url, timeout_s=2, pool=pool)
     assert result["status"] == 503
     assert result["seconds"] < 6
+
+
+# Words of drivers, SQL and Python that no answer may carry, whatever the failure.
+DRIVER_WORDS = (
+    "sqlite",
+    "psycopg",
+    "Error",
+    "Shed",
+    "StoreUnavailable",
+    "Traceback",
+    "LINE ",
+    "FATAL",
+    "SELECT",
+    "INSERT",
+    "FROM",
+    "relation",
+    "role",
+    "no such",
+    "not a database",
+    "unable to open",
+    "does not exist",
+    "server at",
+)
+FAILED_REASON = re.compile(
+    rf"(cannot check references: )?database '({'|'.join(STORE_NAMES)})' unavailable "
+    rf"\(({'|'.join(KINDS)})\); retry later"
+)
+
+
+@pytest.fixture(scope="module")
+def migrated_dir(tmp_path_factory) -> Path:
+    """A ``DATA_DIR`` with every alias migrated, on SQLite."""
+    path = tmp_path_factory.mktemp("failures") / "base"
+    run = subprocess.run(
+        [sys.executable, "manage.py", "migrate_all", "--verbosity", "0"],
+        cwd=settings.BASE_DIR,
+        env=sqlite_env(path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    return path
+
+
+def sqlite_env(data_dir: Path, **extra: str) -> dict[str, str]:
+    """The environment of a process on SQLite files in ``data_dir`` (development)."""
+    blank = {f"DATABASE_URL_{alias.upper()}": "" for alias in settings.DATABASE_ALIASES}
+    replicas = {f"DATABASE_REPLICA_URLS_{alias.upper()}": "" for alias in STORE_NAMES}
+    return {
+        **os.environ,
+        **blank,
+        **replicas,
+        "DATA_DIR": str(data_dir),
+        "DJANGO_ENV": "development",
+        "REDIS_URL": "",
+        "REQUEST_DEADLINE_SECONDS": "0.3",
+        "READ_DEADLINE_SECONDS": "0.3",
+        "DATABASE_CONNECT_TIMEOUT_SECONDS": "2",
+        **extra,
+    }
+
+
+def probe(env: dict[str, str]) -> dict:
+    """``api/tests/failure_probe.py``'s answers and logged exceptions under ``env``."""
+    run = subprocess.run(
+        [sys.executable, "-m", "api.tests.failure_probe"],
+        cwd=settings.BASE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    return orjson.loads(run.stdout.strip().splitlines()[-1])
+
+
+def assert_only_store_and_kind(result: dict, kind: str, forbidden: tuple[str, ...]) -> None:
+    """No answer carries a logged exception's text or class, a driver's word or one of
+    ``forbidden``; every failure names a store and a kind; the users store failed with
+    ``kind``; nothing is a 500."""
+    secrets = [text for text in result["logged"] if len(text) >= 8]
+    assert secrets, "the failure was not logged: nothing was broken"
+    kinds_seen = set()
+    for answer in result["answers"]:
+        name, body = answer["name"], answer["body"]
+        assert answer["status"] != 500, name
+        for text in (*secrets, *DRIVER_WORDS, *forbidden):
+            assert text not in body, f"{name}: {text!r} in {body[:400]}"
+        if answer["status"] == 503:
+            assert answer["retry_after"], name
+        if not body.startswith("{"):  # a page, or a redirect's empty body
+            continue
+        document = orjson.loads(body)
+        details = document.get("details") if "error" in document else None
+        if answer["status"] == 503 and details is not None and "store" in details:
+            assert details["store"] in STORE_NAMES and details["failure"] in KINDS, name
+            kinds_seen.add((details["store"], details["failure"]))
+        for records in (document.get(store, []) for store in STORE_NAMES):
+            for record in records if isinstance(records, list) else []:
+                if record["status"] == "failed":
+                    assert FAILED_REASON.fullmatch(record["reason"]), (name, record["reason"])
+                    kinds_seen.add(tuple(FAILED_REASON.fullmatch(record["reason"]).groups()[1:]))
+    assert ("users", kind) in kinds_seen, kinds_seen
+
+
+def replace_file(data_dir: Path, alias: str, content: bytes | None) -> None:
+    """Put ``content`` where ``alias``'s SQLite file was (None: a folder)."""
+    for path in data_dir.glob(f"{alias}.sqlite3*"):
+        path.unlink()
+    target = data_dir / f"{alias}.sqlite3"
+    if content is None:
+        target.mkdir()
+    else:
+        target.write_bytes(content)
+
+
+@contextmanager
+def sqlite_locked(path: Path):
+    """SQLite's write lock on ``path``, held by this process."""
+    with closing(sqlite3.connect(path, isolation_level=None)) as holder:
+        holder.execute("BEGIN IMMEDIATE")
+        yield
+        holder.execute("ROLLBACK")
+
+
+@sqlite_only
+@pytest.mark.parametrize(
+    ("breakage", "kind"),
+    [
+        ("missing table", "missing"),
+        ("corrupt", "corrupt"),
+        ("no file", "unreachable"),
+        ("locked", "locked"),
+    ],
+)
+def test_a_broken_sqlite_store_is_named_with_its_kind_never_the_drivers_words(
+    migrated_dir, tmp_path, breakage, kind
+):
+    """SQLite's store with no table, a file that is not a database, no file to open, or a
+    held write lock: every answer, on the fast path and Django's, names the store and how
+    it failed; the driver's message, the file's path and exception classes go to the log."""
+    data_dir = tmp_path / "data"
+    shutil.copytree(migrated_dir, data_dir)
+    holding = nullcontext()
+    if breakage == "missing table":
+        replace_file(data_dir, "users", b"")
+    elif breakage == "corrupt":
+        replace_file(data_dir, "users", b"this is not an SQLite file" * 200)
+    elif breakage == "no file":
+        replace_file(data_dir, "users", None)
+    else:
+        holding = sqlite_locked(data_dir / "users.sqlite3")
+    with holding:
+        result = probe(sqlite_env(data_dir, SQLITE_BUSY_TIMEOUT_SECONDS="0.3"))
+    assert_only_store_and_kind(result, kind, (str(data_dir), str(tmp_path), "users.sqlite3"))
+
+
+def server_url(alias: str, *, user: str | None = None, port: int | None = None) -> str:
+    """The URL of ``alias``'s test database (``user``, ``port``: others instead)."""
+    config = connections[alias].settings_dict
+    host, name = config["HOST"] or "127.0.0.1", config["NAME"]
+    return f"postgres://{user or config['USER']}@{host}:{port or config['PORT'] or 5432}/{name}"
+
+
+@contextmanager
+def table_locked(alias: str):
+    """The store's table locked (ACCESS EXCLUSIVE) by another session of this process."""
+    config = connections[alias].settings_dict
+    with psycopg.connect(
+        host=config["HOST"] or "127.0.0.1",
+        port=config["PORT"] or 5432,
+        user=config["USER"],
+        password=config["PASSWORD"],
+        dbname=config["NAME"],
+    ) as holder:
+        holder.execute(f"LOCK TABLE {alias} IN ACCESS EXCLUSIVE MODE")
+        yield
+        holder.rollback()
+
+
+@postgresql_only
+@pytest.mark.django_db(databases=["users", "products"])
+@pytest.mark.parametrize(
+    ("breakage", "kind"),
+    [
+        ("missing table", "missing"),
+        ("unknown role", "unreachable"),
+        ("closed port", "unreachable"),
+        ("lock timeout", "locked"),
+    ],
+)
+def test_a_broken_postgresql_store_is_named_with_its_kind_never_the_drivers_words(
+    migrated_dir, tmp_path, breakage, kind
+):
+    """PostgreSQL's store without its table (another store's database), a role the server
+    does not know, a port nobody listens on, a table locked past the deadlines: every
+    answer names the store and how it failed, never the server's message, SQL, host,
+    port or role."""
+    data_dir = tmp_path / "data"
+    shutil.copytree(migrated_dir, data_dir)
+    holding, url = nullcontext(), server_url("users")
+    if breakage == "missing table":
+        url = server_url("products")
+    elif breakage == "unknown role":
+        url = server_url("users", user="h_no_such_role")
+    elif breakage == "closed port":
+        url = server_url("users", port=closed_port())
+    else:
+        holding = table_locked("users")
+    config = connections["users"].settings_dict
+    forbidden = (config["HOST"] or "127.0.0.1", f"port {config['PORT'] or 5432}", "h_no_such_role")
+    with holding:
+        result = probe(sqlite_env(data_dir, DATABASE_URL_USERS=url))
+    assert_only_store_and_kind(result, kind, forbidden)

@@ -147,14 +147,20 @@ def test_everything_else_is_left_to_django(handler, shop, query, extra, status):
 
 
 def test_https_behind_a_proxy_gets_djangos_hsts_header(shop, settings):
+    """HTTPS as the server says it (``wsgi.url_scheme``, set from a trusted proxy's
+    ``X-Forwarded-Proto``): the HSTS header; a client's own ``X-Forwarded-Proto`` is no HTTPS."""
     settings.SECURE_HSTS_SECONDS = 3600
     settings.SECURE_HSTS_INCLUDE_SUBDOMAINS = True
-    env = {"HTTP_X_FORWARDED_PROTO": "https"}
+    env = {"wsgi.url_scheme": "https"}
     fast = call(FastPathHandler(), environ("type=get&user_id=12", **env))
     assert fast == call(WSGIHandler(), environ("type=get&user_id=12", **env))
     assert ("Strict-Transport-Security", "max-age=3600; includeSubDomains") in fast[1]
     plain = call(FastPathHandler(), environ("type=get&user_id=12"))
     assert "Strict-Transport-Security" not in dict(plain[1])
+    claimed = call(
+        FastPathHandler(), environ("type=get&user_id=12", HTTP_X_FORWARDED_PROTO="https")
+    )
+    assert "Strict-Transport-Security" not in dict(claimed[1])
 
 
 def test_the_https_redirect_is_left_to_django(shop, settings):
@@ -163,8 +169,10 @@ def test_the_https_redirect_is_left_to_django(shop, settings):
     status, headers, _ = call(app, environ("type=get&user_id=12"))
     assert status == "301 Moved Permanently"
     assert dict(headers)["Location"] == "https://127.0.0.1:8000/api/run-query/?type=get&user_id=12"
-    secure = call(app, environ("type=get&user_id=12", HTTP_X_FORWARDED_PROTO="https"))
+    secure = call(app, environ("type=get&user_id=12", **{"wsgi.url_scheme": "https"}))
     assert secure[0] == "200 OK"
+    claimed = call(app, environ("type=get&user_id=12", HTTP_X_FORWARDED_PROTO="https"))
+    assert claimed[0] == "301 Moved Permanently"
 
 
 def test_lookup_fast_path_off_leaves_every_lookup_to_django(shop, settings):
@@ -293,7 +301,7 @@ def test_a_database_error_is_a_503_answered_once(handler, shop, caplog):
     assert handler.django_calls == []
     logged = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert any(m.startswith("database users failed") for m in logged)
-    assert body["details"] == {"store": "users", "failure": "error"}
+    assert body["details"] == {"store": "users", "failure": "missing"}
     assert "Service Unavailable: /api/run-query/" in logged
 
 

@@ -7,13 +7,19 @@ fails the test with its traceback.
 """
 
 import json
+import logging
+import os
 import string
+import subprocess
+import sys
+import time
 from base64 import b64encode
 from datetime import UTC, datetime
 from decimal import Decimal
 
 import orjson
 import pytest
+from django.conf import settings as settings_module
 from django.db import connections, models
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
@@ -35,6 +41,7 @@ from api.http.parsers import nesting_depth
 from api.http.renderers import dumps
 from api.models import Order, Product, User
 from api.tests.conftest import ALL_DATABASES
+from data_project.logs import OncePerInterval, OneLineForBadRequests
 
 pytestmark = pytest.mark.django_db(databases=ALL_DATABASES, transaction=True)
 URL = "/api/run-query/"
@@ -227,3 +234,70 @@ def test_the_largest_lookup_answer_stays_within_the_byte_budget():
     body = {"type": "get", "model": "users", "key": "user_id", "value": MAX_ID, "results": users}
     size = len(dumps(body))
     assert 0.5 * MAX_RESPONSE_BYTES < size < MAX_RESPONSE_BYTES, size  # a budget, not a guess
+
+
+FLOOD = """
+import sys
+from io import BytesIO
+from data_project.wsgi import application
+
+many_fields = "&".join(f"f{i}=1" for i in range(1100))
+statuses = []
+for host, query in [("evil.example", "type=get&product_id=1"), ("localhost", many_fields)] * 50:
+    environ = {
+        "REQUEST_METHOD": "GET", "PATH_INFO": "/api/run-query/", "QUERY_STRING": query,
+        "SERVER_NAME": "localhost", "SERVER_PORT": "8000", "SERVER_PROTOCOL": "HTTP/1.1",
+        "HTTP_HOST": host, "REMOTE_ADDR": "127.0.0.1", "wsgi.url_scheme": "http",
+        "wsgi.input": BytesIO(b""), "wsgi.errors": sys.stderr,
+    }
+    answer = []
+    chunks = application(environ, lambda status, headers, exc_info=None: answer.append(status))
+    statuses.append((answer[0], b"".join(chunks).startswith(b'{"error"')))
+print(sorted(set(statuses)))
+"""
+
+
+def test_a_flood_of_bad_hosts_and_fields_logs_one_line_each(tmp_path):
+    """100 requests with a Host not allowed or 1100 query fields, as a client in a loop
+    sends them: each a JSON 400, and the log holds one line per kind, no traceback."""
+    run = subprocess.run(
+        [sys.executable, "-c", FLOOD],
+        cwd=settings_module.BASE_DIR,
+        env={**os.environ, "DJANGO_ENV": "development", "DATA_DIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.strip() == "[('400 Bad Request', True)]"
+    assert "Traceback" not in run.stderr
+    lines = run.stderr.strip().splitlines()
+    assert len([line for line in lines if "django.security.DisallowedHost" in line]) == 1, lines
+    assert len([line for line in lines if "django.security.TooManyFieldsSent" in line]) == 1, lines
+
+
+def test_a_bad_requests_line_says_how_many_like_it_were_left_out():
+    """After a quiet interval the next line of a kind counts those dropped before it;
+    other records (a 5xx, any other logger) always pass, tracebacks and all."""
+    limiter, formatter = OncePerInterval(interval_s=0.2), OneLineForBadRequests("%(message)s")
+
+    def record(name: str, level: int, message: str, **extra) -> logging.LogRecord:
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            exc_info = sys.exc_info()
+        made = logging.LogRecord(name, level, __file__, 1, message, (), exc_info)
+        made.__dict__.update(extra)
+        return made
+
+    host = [record("django.security.DisallowedHost", logging.ERROR, f"bad {i}") for i in range(5)]
+    assert [limiter.filter(r) for r in host] == [True, False, False, False, False]
+    assert formatter.format(host[0]) == "bad 0"
+    time.sleep(0.25)
+    later = record("django.security.DisallowedHost", logging.ERROR, "bad 5")
+    assert limiter.filter(later) and formatter.format(later) == "bad 5 (4 more left out)"
+    not_found = [record("django.request", logging.WARNING, "Not Found", status_code=404)] * 2
+    assert [limiter.filter(r) for r in not_found] == [True, False]
+    crash = record("django.request", logging.ERROR, "Internal Server Error", status_code=500)
+    assert limiter.filter(crash) and limiter.filter(crash)
+    assert "Traceback" in formatter.format(crash)

@@ -303,7 +303,7 @@ def test_a_missing_table_on_lookup_is_503_not_500(client):
             cursor.execute("ALTER TABLE users_away RENAME TO users")
     assert response.status_code == 503
     assert response["Retry-After"]
-    assert body["details"] == {"store": "users", "failure": "error"}
+    assert body["details"] == {"store": "users", "failure": "missing"}
     assert "no such table" not in response.content.decode()  # the driver's text is logged
 
 

@@ -9,16 +9,23 @@ lookups keep answering; served directly, slow clients (headers trickled a byte a
 """
 
 import http.client
+import inspect
 import os
 import re
+import shutil
 import signal
+import socket
+import sqlite3
 import subprocess
 import sys
 import threading
 import time
 from collections import Counter
+from contextlib import closing
 from pathlib import Path
 
+import gunicorn.util
+import gunicorn.workers.base
 import orjson
 import psutil
 import pytest
@@ -33,6 +40,7 @@ REPO = Path(settings.BASE_DIR)
 LOOKUP = "/api/run-query/?type=get&user_id={}"
 INSERT = "/api/run-query/?type=insert"
 QUIET = {"GUNICORN_LOG_LEVEL": "warning"}
+JSON_CONTENT = {"Content-Type": "application/json"}
 USERS = 500  # of the 900 that 3000 generated rows hold
 
 pytestmark = sqlite_only  # one generated SQLite DATA_DIR; the server is what is under test
@@ -326,3 +334,180 @@ def test_make_serve_runs_the_command_the_live_tests_start(server):
     expected = " ".join(part.removeprefix(f"{REPO}/") for part in runner.SERVERS[server][1:])
     assert command.startswith("BIND=127.0.0.1:9 ") and command.endswith(expected), command
     assert re.search(r"python3?\S* -m ", command), command
+
+
+# --- the scheme comes from the proxy alone -------------------------------------------
+
+# What a client says to pass for HTTPS: every header some proxy uses for it.
+CLAIMS_HTTPS = {
+    "X-Forwarded-Proto": "https",
+    "X-Forwarded-Ssl": "on",
+    "X-Forwarded-Protocol": "ssl",
+    "X-Forwarded-For": "203.0.113.9",
+}
+SECURED = ("/api/run-query/?type=get&product_id=1", "/api/products/1/")  # fast path, Django's
+
+
+def production(generated_dir: dict, **extra: str) -> dict:
+    """Production as deployed behind TLS: HTTPS redirects and HSTS on."""
+    return {
+        **generated_dir,
+        **QUIET,
+        "DJANGO_ENV": "production",
+        "DJANGO_SECRET_KEY": "x" * 50 + "-a-long-random-test-key",
+        "NUM_PROXIES": "0",
+        "FORWARDED_ALLOW_IPS": "",  # its default, from NUM_PROXIES
+        **extra,
+    }
+
+
+def from_address(url: str, path: str, source: str, headers: dict) -> tuple[int, dict]:
+    """``(status, headers by lower-case name)`` of a GET sent from loopback address ``source``."""
+    connection = http.client.HTTPConnection(*address(url), timeout=30, source_address=(source, 0))
+    try:
+        connection.request("GET", path, headers=headers)
+        response = connection.getresponse()
+        response.read()
+        return response.status, {name.lower(): value for name, value in response.getheaders()}
+    finally:
+        connection.close()
+
+
+def assert_plain_http(url: str, source: str = "127.0.0.1") -> None:
+    """A client claiming HTTPS is redirected to it and gets no HSTS, on both paths."""
+    for path in SECURED:
+        status, headers = from_address(url, path, source, CLAIMS_HTTPS)
+        assert status == 301 and headers["location"].startswith("https://"), (path, status)
+        assert "strict-transport-security" not in headers, path
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_served_directly_a_clients_forwarded_proto_is_ignored(generated_dir, server):
+    """No proxy in front: ``X-Forwarded-Proto: https`` (and its cousins) from a client
+    still gets the HTTPS redirect and no HSTS."""
+    with live_server(production(generated_dir), server) as (url, _):
+        assert_plain_http(url)
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_behind_a_proxy_only_the_proxys_forwarded_proto_counts(generated_dir, server):
+    """``NUM_PROXIES=1``, the proxy at 127.0.0.1 (``FORWARDED_ALLOW_IPS``' default): from
+    127.0.0.2, which is not the proxy, the header is ignored; from the proxy it is HTTPS."""
+    with live_server(production(generated_dir, NUM_PROXIES="1"), server) as (url, _):
+        assert_plain_http(url, source="127.0.0.2")
+        for path in SECURED:
+            status, headers = from_address(url, path, "127.0.0.1", CLAIMS_HTTPS)
+            assert status == 200 and "strict-transport-security" in headers, (path, status)
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_through_nginx_a_clients_forwarded_proto_is_replaced(generated_dir, server):
+    """deploy/nginx.conf sets ``X-Forwarded-Proto`` to its own scheme (plain HTTP here) and
+    drops the other claims: the client's ``https`` does not reach the server."""
+    env = production(generated_dir, NUM_PROXIES="1")  # as runner.serve(proxy=True) sets it
+    with live_server(env, server, proxy=True) as (url, _):
+        assert_plain_http(url)
+
+
+# --- errors answered before Django: the API's envelope where the stack allows ----------
+
+UNREADABLE = {
+    "a request line too long": b"GET /api/health/?x=" + b"a" * 5000 + b" HTTP/1.1\r\n",
+    "too many header fields": b"GET /api/health/ HTTP/1.1\r\n"
+    + b"".join(b"X-H%d: 1\r\n" % i for i in range(150)),
+    "a header line too long": b"GET /api/health/ HTTP/1.1\r\nX-Big: " + b"a" * 9000 + b"\r\n",
+    "no request line": b"GARBAGE\r\n",
+    "a bad chunk": b"POST /api/run-query/?type=insert HTTP/1.1\r\nContent-Type: application/json"
+    b"\r\nTransfer-Encoding: chunked\r\n",
+}
+BAD_CHUNK_BODY = b"zz\r\n{}\r\n0\r\n\r\n"
+
+
+def raw_answer(url: str, request: bytes) -> tuple[int, dict, bytes]:
+    """``(status, headers by lower-case name, body)`` of bytes sent as they are."""
+    if not request.startswith(b"GARBAGE"):
+        request += b"Host: localhost\r\nConnection: close\r\n"
+    request += b"\r\n" + (BAD_CHUNK_BODY if b"chunked" in request else b"")
+    with socket.create_connection(address(url), timeout=30) as sock:
+        sock.sendall(request)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {name.lower(): value.strip() for name, _, value in (h.partition(":") for h in lines)}
+    return int(status_line.split()[1]), headers, body
+
+
+@pytest.mark.parametrize(
+    ("server", "proxy"),
+    [("gunicorn", False), ("gunicorn", True), ("granian", True)],
+    ids=["gunicorn", "nginx+gunicorn", "nginx+granian"],
+)
+def test_requests_refused_before_django_get_the_json_envelope(generated_dir, server, proxy):
+    """What Gunicorn (gunicorn.conf.py's `write_json_error`) or nginx (deploy/nginx.conf's
+    error pages) refuse before Django sees a request is a JSON envelope with its status:
+    400, 414, 431. Behind nginx Granian's own 431 for over 100 header fields stays an empty
+    body (Granian has no hook for it)."""
+    env = {**generated_dir, **QUIET, "WEB_CONCURRENCY": "1"}
+    with live_server(env, server, proxy=proxy) as (url, _):
+        for name, request in UNREADABLE.items():
+            status, headers, body = raw_answer(url, request)
+            assert status in (400, 414, 431), (name, status)
+            if server == "granian" and name == "too many header fields":
+                assert status == 431
+                continue
+            assert headers["content-type"] == "application/json", (name, headers)
+            assert set(orjson.loads(body)) == {"error", "details"}, (name, body)
+
+
+def test_gunicorn_writes_its_error_pages_with_the_function_gunicorn_conf_replaces():
+    """gunicorn.conf.py replaces ``gunicorn.util.write_error``: the worker still calls it,
+    with the arguments `write_json_error` takes."""
+    assert "util.write_error(client, status_int, reason, mesg)" in inspect.getsource(
+        gunicorn.workers.base.Worker.handle_error
+    )
+    assert list(inspect.signature(gunicorn.util.write_error).parameters) == [
+        "sock",
+        "status_int",
+        "reason",
+        "mesg",
+    ]
+
+
+# --- durability: what a crash of the server leaves --------------------------------------
+
+
+@pytest.mark.parametrize("synchronous", ["NORMAL", "FULL"])
+@pytest.mark.parametrize("server", SERVERS)
+def test_a_sigkilled_server_loses_no_acknowledged_row(generated_dir, tmp_path, server, synchronous):
+    """Insert batches acknowledged (200, ids given), then every process of the server
+    SIGKILLed at once, with no chance to close a file: each acknowledged user is in the
+    SQLite file when it is opened again (README, "Durability": a process crash loses
+    nothing acknowledged, under ``synchronous`` NORMAL as under FULL; only FULL also
+    survives a power loss, which no test here can cause)."""
+    data_dir = tmp_path / "data"
+    shutil.copytree(generated_dir["DATA_DIR"], data_dir)
+    bind = f"127.0.0.1:{runner.free_port()}"
+    env = {**os.environ, **QUIET, "DATA_DIR": str(data_dir), "BIND": bind}
+    env |= {"SQLITE_SYNCHRONOUS": synchronous, "WEB_CONCURRENCY": "2"}
+    process = subprocess.Popen(runner.SERVERS[server], cwd=REPO, env=env, start_new_session=True)
+    acknowledged = []
+    try:
+        url = f"http://{bind}"
+        runner.wait_healthy(url, process)
+        for batch in range(20):
+            users = [
+                {"name": f"D{batch}.{i}", "email": f"d{batch}.{i}@example.com"} for i in range(10)
+            ]
+            status, _, body = request(
+                url, "POST", INSERT, orjson.dumps({"users": users}), JSON_CONTENT
+            )
+            assert status == 200, body
+            acknowledged += [record["id"] for record in orjson.loads(body)["users"]]
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)  # the server and every worker, at once
+        process.wait(timeout=30)
+    with closing(sqlite3.connect(data_dir / "users.sqlite3")) as connection:
+        stored = {row[0] for row in connection.execute("SELECT id FROM users WHERE name LIKE 'D%'")}
+    assert len(acknowledged) == 200 and set(acknowledged) <= stored

@@ -242,8 +242,10 @@ def test_replica_urls_add_mirrored_replica_aliases(monkeypatch):
     assert (replica["HOST"], replica["TEST"]) == ("r2.internal", {"MIRROR": "users"})
 
 
-def test_sqlite_synchronous_full_makes_every_acknowledged_row_durable(monkeypatch):
-    """``SQLITE_SYNCHRONOUS=FULL`` syncs the WAL on every commit; anything else is refused."""
+def test_sqlite_synchronous_sets_each_stores_pragma_and_refuses_other_values(monkeypatch):
+    """``SQLITE_SYNCHRONOUS=FULL`` (any case) puts ``PRAGMA synchronous=FULL`` in every
+    store's connection set-up, NORMAL by default; OFF is refused. What a crash then leaves
+    is api/tests/test_servers.py's `test_a_sigkilled_server_loses_no_acknowledged_row`."""
     conf = load_settings(monkeypatch, SQLITE_SYNCHRONOUS="full")
     assert "synchronous=FULL" in conf["DATABASES"]["users"]["OPTIONS"]["init_command"]
     assert (

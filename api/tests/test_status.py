@@ -7,6 +7,7 @@ from django.test import Client
 
 from api.models import Order, User
 from api.tests.conftest import ALL_DATABASES
+from api.tests.test_access import token
 
 db = pytest.mark.django_db(databases=ALL_DATABASES, transaction=True)
 
@@ -64,3 +65,20 @@ def test_health_is_503_naming_the_database_that_is_down():
     body = orjson.loads(response.content)
     assert body["error"] == "database unavailable: products"
     assert list(body["details"]) == ["products"]
+
+
+@db
+def test_stats_need_a_read_token_when_tokens_are_required(settings):
+    """Production (``API_TOKENS_REQUIRED``): no token is a 401, a token without the read
+    scope a 403, with it the stats."""
+    settings.API_TOKENS_REQUIRED = True
+    assert Client().get("/api/stats/").status_code == 401
+    writer = f"Token {token('stats-writer', 'write')}"
+    assert Client().get("/api/stats/", HTTP_AUTHORIZATION=writer).status_code == 403
+    reader = f"Token {token('stats-reader', 'read')}"
+    response = Client().get("/api/stats/", HTTP_AUTHORIZATION=reader)
+    assert response.status_code == 200 and set(orjson.loads(response.content)) == {
+        "users",
+        "products",
+        "orders",
+    }

@@ -359,3 +359,44 @@ def test_a_serializer_with_its_own_validate_is_never_shortcut():
             return attrs
 
     assert v.FastAccept(Checked())({"name": "Ann", "email": "a@b.co"}) is None
+
+
+MARK = "qz§echo"  # text no rule's message holds: its presence in one is an echo
+MARKED_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8).map(MARK.__add__),
+    lambda children: (
+        st.lists(children, min_size=1, max_size=2)
+        | st.dictionaries(st.text(max_size=4).map(MARK.__add__), children, min_size=1, max_size=2)
+    ),
+    max_leaves=4,
+)
+
+
+@pytest.mark.parametrize("serializer_class", [v.UserInput, v.ProductInput, v.OrderInput])
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_a_rejection_never_echoes_the_value_sent(serializer_class, data):
+    """Whatever a field is sent (text, a list, an object, nested), its rejection's messages
+    and reason name the rule, never the value: no repr of it, no text of it."""
+    names = list(serializer_class().fields)
+    changes = data.draw(st.dictionaries(st.sampled_from(names), MARKED_VALUES, min_size=1))
+    record = {**VALID[serializer_class.__name__], **changes}
+    errors = field_errors(serializer_class(), record)
+    shown = v.reason(errors) + repr(errors)
+    assert MARK not in shown
+    for value in changes.values():
+        if isinstance(value, list | dict):
+            assert repr(value) not in shown and str(value) not in shown
+
+
+@pytest.mark.parametrize(
+    ("serializer_class", "field", "choices"),
+    [(v.OrderInput, "status", Order.Status), (v.UserInput, "customer_type", User.CustomerType)],
+)
+@pytest.mark.parametrize("value", [{"a": [1, 2]}, ["paid"], 1, True, "Paid"])
+def test_a_choice_not_made_names_the_choices(serializer_class, field, choices, value):
+    """A value not among the choices (a nested one, another type, another case) is refused
+    with the list of choices, as a client can read it."""
+    record = {**VALID[serializer_class.__name__], field: value}
+    message = v.CHOICE_INVALID.format(choices=", ".join(choices.values))
+    assert field_errors(serializer_class(), record) == {field: [message]}

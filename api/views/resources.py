@@ -23,7 +23,7 @@ from api.http.pagination import KeysetPagination
 from api.http.throttling import CREATE_SCOPE, LOOKUP_SCOPE
 from api.models import Order, Product, User
 from api.services.batch_insert import batch_insert
-from api.services.selectors import user_orders
+from api.services.selectors import user_exists, user_orders
 
 CONFLICTS = {EMAIL_DUPLICATE, ID_EXISTS}
 CREATE_ERRORS = {status: ErrorOut for status in (400, 409, 415, 503)}
@@ -62,7 +62,7 @@ def create_one(request, name: str, model: type[Model], serializer_class) -> Resp
         stored = model.objects.get(pk=result.id)
         return Response(serializer_class(stored).data, status=status.HTTP_201_CREATED)
     if result.status == FAILED:
-        raise ServiceUnavailable(result.reason)
+        raise ServiceUnavailable(result.reason, {"store": result.store, "failure": result.code})
     messages = {message for messages in result.errors.values() for message in messages}
     if messages & CONFLICTS:
         raise Conflict(result.reason, result.errors)
@@ -140,6 +140,6 @@ class UserOrderList(ResourcePolicy, generics.ListAPIView):
 
     def get_queryset(self):
         user_id = self.kwargs["pk"]
-        if not User.objects.filter(pk=user_id).exists():
+        if not user_exists(user_id=user_id):
             raise NotFound(f"no user with id {user_id}")
         return user_orders(user_id)

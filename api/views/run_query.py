@@ -7,7 +7,6 @@ a 405 naming GET.
 from time import perf_counter
 
 from django.conf import settings
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiExample,
     OpenApiParameter,
@@ -105,12 +104,12 @@ class RunQueryView(APIView):
             INSERT_TYPE_PARAM,
             OpenApiParameter(
                 "count",
-                int,
+                {"type": "integer", "minimum": 1, "maximum": MAX_SYNTHETIC_COUNT},
                 description=f"1 to {MAX_SYNTHETIC_COUNT}: insert this many synthetic records "
-                "per model instead of a body",
+                "per model instead of a body (not both)",
             ),
         ],
-        request={"application/json": BatchIn, "*/*": OpenApiTypes.NONE},
+        request={"application/json": BatchIn},
         responses={
             200: BatchOut,
             207: OpenApiResponse(

@@ -11,6 +11,7 @@ from rest_framework.views import APIView
 from api.db.failures import failure_kind
 from api.db.replicas import MONITOR
 from api.domain.stores import STORES
+from api.http.access import NO_PERMISSIONS, READ, TOKEN_SCOPES
 from api.http.errors import RETRY_AFTER_SECONDS, envelope
 from api.http.outputs import ErrorOut, HealthOut, StatsOut
 from api.http.throttling import LOOKUP_SCOPE
@@ -23,7 +24,12 @@ class StatsView(APIView):
     """Row counts and the id range of every table, with the alias that holds it.
 
     At most ``STATS_CACHE_SECONDS`` old (`api.services.selectors.cached_table_stats`).
+    Its id ranges and gaps map the stored users and orders, so it needs the ``read`` scope
+    (`api.http.access`): a token when tokens are required (production).
     """
+
+    def required_permissions(self, request) -> frozenset[str]:
+        return TOKEN_SCOPES[READ] if request.method in ("GET", "HEAD") else NO_PERMISSIONS
 
     def get_throttle_scope(self, request) -> str | None:
         return LOOKUP_SCOPE if request.method in ("GET", "HEAD") else None

@@ -69,16 +69,35 @@ def test_percentiles_follow_locusts_histogram_method():
     assert percentile(Counter(), 0.5) == 0
 
 
+def samples(entry: dict) -> list[int]:
+    """Every response time (ms) of a Locust entry, one per request, in order."""
+    return sorted(int(ms) for ms, n in entry["response_times"].items() for _ in range(n))
+
+
 def test_summary_of_a_recorded_run():
-    """A recorded Locust run gives totals that add up and a table with every request kind."""
-    entries = read_stats(RECORDED)
-    summary = summarize(entries, users=20)
+    """A recorded Locust run (4 kinds, 3312 requests over 5.64 s): each kind's and the
+    total's figures as counted here from the raw entries, one sample per request (the
+    percentile is the sample at that rank, as Locust reports it), and a table with every
+    request kind."""
+    raw = json.loads(RECORDED.read_text())
+    summary = summarize(read_stats(RECORDED), users=20)
     kinds, total = summary["kinds"], summary["total"]
     assert set(kinds) == RECORDED_KINDS
-    assert total["requests"] == sum(k["requests"] for k in kinds.values()) > 0
-    assert total["failures"] == 0
-    for figures in [total, *kinds.values()]:
-        assert 0 < figures["p50_ms"] <= figures["p95_ms"] <= figures["p99_ms"] <= figures["max_ms"]
+    start = min(entry["start_time"] for entry in raw)
+    end = max(entry["last_request_timestamp"] for entry in raw)
+    assert summary["duration_s"] == round(end - start, 1) == 5.6
+    everything = sorted(ms for entry in raw for ms in samples(entry))
+    for figures, times, entries in [
+        (total, everything, raw),
+        *((kinds[entry["name"]], samples(entry), [entry]) for entry in raw),
+    ]:
+        assert figures["requests"] == len(times)
+        assert figures["failures"] == 0
+        assert figures["rps"] == round(len(times) / (end - start), 1)
+        for name, fraction in (("p50_ms", 0.50), ("p95_ms", 0.95), ("p99_ms", 0.99)):
+            assert figures[name] == times[min(int(len(times) * fraction), len(times) - 1)], name
+        assert figures["max_ms"] == round(max(e["max_response_time"] for e in entries))
+    assert total["requests"] == 3312 and kinds["get user by id"]["requests"] == 2455
     table = render_markdown(summary)
     assert f"20 users, {summary['duration_s']} s" in table and "0 failures" in table
     assert all(f"| {kind} |" in table for kind in RECORDED_KINDS)

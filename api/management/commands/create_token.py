@@ -4,15 +4,16 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group, Permission
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
-from rest_framework.authtoken.models import Token
 
 from api.http.access import TIER_GROUP_PREFIX, TOKEN_SCOPES
+from api.models import ApiToken
 
 
 class Command(BaseCommand):
     help = (
         "Create an API token for client NAME (a Django user made if missing) with the given "
-        "scopes, replacing any it had, and print its key. Scopes: "
+        "scopes, replacing any it had, and print its key: the only time it is shown (only "
+        "its digest is stored). Scopes: "
         + ", ".join(f"{name} ({', '.join(sorted(perms))})" for name, perms in TOKEN_SCOPES.items())
     )
 
@@ -24,12 +25,9 @@ class Command(BaseCommand):
         parser.add_argument(
             "--tier", default=None, help="its throttle tier in settings.THROTTLE_RATES"
         )
-        parser.add_argument(
-            "--reuse", action="store_true", help="keep the client's existing key if it has one"
-        )
 
     @transaction.atomic
-    def handle(self, *args, name: str, scopes: list[str], tier: str | None, reuse: bool, **options):
+    def handle(self, *args, name: str, scopes: list[str], tier: str | None, **options):
         user, _ = get_user_model().objects.get_or_create(username=name)
         if not user.is_active:
             raise CommandError(f"user {name!r} is inactive")
@@ -45,8 +43,5 @@ class Command(BaseCommand):
         user.groups.remove(*user.groups.filter(name__startswith=TIER_GROUP_PREFIX))
         if tier:
             user.groups.add(Group.objects.get_or_create(name=f"{TIER_GROUP_PREFIX}{tier}")[0])
-        token = Token.objects.filter(user=user).first() if reuse else None
-        if token is None:
-            Token.objects.filter(user=user).delete()
-            token = Token.objects.create(user=user)
-        self.stdout.write(token.key)
+        _, key = ApiToken.issue(user)
+        self.stdout.write(key)

@@ -2,9 +2,9 @@
 
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
-from rest_framework.authtoken.models import Token
 
 from api.http.access import TOKEN_CACHE_SECONDS_NOTE
+from api.models import ApiToken
 
 
 class Command(BaseCommand):
@@ -15,7 +15,7 @@ class Command(BaseCommand):
 
     @transaction.atomic
     def handle(self, *args, name: str, **options) -> None:
-        deleted, _ = Token.objects.filter(user__username=name).delete()
+        deleted, _ = ApiToken.objects.filter(user__username=name).delete()
         if not deleted:
             raise CommandError(f"client {name!r} has no token")
         self.stdout.write(f"revoked {name}'s token")

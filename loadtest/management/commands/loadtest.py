@@ -36,11 +36,10 @@ SERVER_DIED = "a server died during the swarm"
 
 
 def swarm_token() -> str:
-    """The key of client ``swarm``'s token, created with its scopes and tier if missing."""
+    """A new key for client ``swarm`` with its scopes and tier (its previous key revoked:
+    only digests are stored, so an existing key cannot be shown again)."""
     out = io.StringIO()
-    call_command(
-        "create_token", "swarm", scopes=["read", "write"], tier="benchmark", reuse=True, stdout=out
-    )
+    call_command("create_token", "swarm", scopes=["read", "write"], tier="benchmark", stdout=out)
     return out.getvalue().strip()
 
 
