@@ -24,8 +24,9 @@ on the DB-API cursor of Django's connection (PostgreSQL: a kept ``RawCursor`` wi
 """
 
 from collections.abc import Sequence
+from operator import itemgetter
 from threading import Lock
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from django.db import IntegrityError, connections
 from django.db.models import CharField, Field, Model
@@ -244,22 +245,20 @@ def _match(keys: tuple[int, ...], rows: list[list], returned: list[tuple]) -> li
         if len(returned) != len(rows):
             raise IntegrityError("a unique index refused a row of a table without unique columns")
         return [found[0] for found in returned]
-    if len(returned) == len(rows):  # the usual batch: every row stored, mostly in order
-        ids = [found[0] for found in returned]
-        if all(
-            found[1:] == tuple([row[k] for k in keys])
-            for found, row in zip(returned, rows, strict=True)
-        ):
-            return ids
-    waiting: dict[tuple, list[int]] = {}
-    for index, row in enumerate(rows):
-        waiting.setdefault(tuple([row[k] for k in keys]), []).append(index)
+    # One unique column gives plain values, several give tuples: alike on both sides.
+    row_key, returned_key = itemgetter(*keys), itemgetter(*range(1, len(keys) + 1))
+    row_keys = list(map(row_key, rows))
+    if len(returned) == len(rows) and list(map(returned_key, returned)) == row_keys:
+        return [found[0] for found in returned]  # the usual batch: all stored, in order
+    waiting: dict[Any, list[int]] = {}
+    for index, key in enumerate(row_keys):
+        waiting.setdefault(key, []).append(index)
     ids: list[int | None] = [None] * len(rows)
-    for new_id, *values in returned:
-        queue = waiting.get(tuple(values))
+    for found in returned:
+        queue = waiting.get(returned_key(found))
         if not queue:
-            raise IntegrityError(f"a stored row matches no record: {values!r}")
-        ids[queue.pop(0)] = new_id
+            raise IntegrityError(f"a stored row matches no record: {found[1:]!r}")
+        ids[queue.pop(0)] = found[0]
     return ids
 
 

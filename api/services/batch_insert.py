@@ -13,7 +13,7 @@ caller through ``Future.result()``.
 """
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future
 from time import monotonic
 from typing import Any
@@ -31,7 +31,7 @@ from api.domain.validation import (
     ProductInput,
     StrictInput,
     UserInput,
-    check_fields,
+    check_records,
     input_serializer,
 )
 from api.models import Order, Product, User
@@ -73,9 +73,9 @@ def batch_insert(
     if deadline_s == REQUEST:
         deadline_s = settings.REQUEST_DEADLINE_SECONDS
     deadline = None if deadline_s is None else monotonic() + deadline_s
-    user_rejects, user_candidates = _check_all(input_serializer(UserInput), users)
-    product_rejects, product_candidates = _check_all(input_serializer(ProductInput), products)
-    order_rejects, order_candidates = _check_all(input_serializer(OrderInput), orders)
+    user_rejects, user_candidates = _check_all(UserInput, users)
+    product_rejects, product_candidates = _check_all(ProductInput, products)
+    order_rejects, order_candidates = _check_all(OrderInput, orders)
     user_refs = {c.data["user_id"] for c in order_candidates}
     product_refs = {c.data["product_id"] for c in order_candidates}
     # Resolved here, in the caller's thread: every read and write of the workers goes to
@@ -125,11 +125,13 @@ def _primary(model, *, writes: bool) -> str:
 
 
 def _check_all(
-    serializer: StrictInput, raws: Iterable[Any]
+    serializer_class: type[StrictInput], raws: Sequence[Any]
 ) -> tuple[list[RecordResult], list[Candidate]]:
     rejects, candidates = [], []
-    for index, raw in enumerate(raws):
-        clean, errors = check_fields(serializer, raw)
+    if not raws:
+        return rejects, candidates
+    checked = check_records(input_serializer(serializer_class), raws)
+    for index, (raw, (clean, errors)) in enumerate(zip(raws, checked, strict=True)):
         if errors:
             submitted_id = raw.get("id") if isinstance(raw, dict) else None
             rejects.append(rejected(index, submitted_id, errors))
