@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from math import floor
 from threading import local
 
-from django.db import DatabaseError, connections, transaction
+from django.db import DatabaseError, Error, connections, transaction
 from django.db.backends.signals import connection_created
 
 from api.db.compiled import server_binding_cursor
@@ -89,6 +89,14 @@ def atomic_within_deadline(alias: str):
     """
     connection = connections[alias]
     milliseconds = _deadline_ms.__dict__.get(alias)
+    if (
+        connection.vendor == "sqlite"
+        and not connection.in_atomic_block
+        and not (connection.queries_logged or connection.execute_wrappers)
+    ):
+        with _sqlite_write_transaction(connection):
+            yield
+        return
     if milliseconds is None or connection.vendor != "postgresql":
         with transaction.atomic(using=alias):
             yield
@@ -123,6 +131,75 @@ def atomic_within_deadline(alias: str):
         atomic.__exit__(type(exc), exc, exc.__traceback__)
         raise
     atomic.__exit__(None, None, None)
+
+
+OUTERMOST = transaction.Atomic(None, savepoint=False, durable=False)
+
+
+@contextmanager
+def _sqlite_write_transaction(connection):
+    """What ``transaction.atomic`` does for an outermost block on SQLite (``BEGIN
+    IMMEDIATE``, then ``COMMIT``, or ``ROLLBACK`` on an exception), on the DB-API
+    connection.
+
+    Django's own costs twice the two statements (its cursor wrapper for ``BEGIN``, the
+    autocommit switches around it: docs/performance.md, "Validated inserts"). Django's
+    connection is left in the state ``Atomic`` gives it, so that a nested ``atomic`` makes
+    a savepoint, ``on_commit`` callbacks run after the commit, and a connection closed
+    inside is dropped at the end; the Django code this mirrors is pinned in
+    ``test_fastpath_internals``. Queries observed (``DEBUG``, execute wrappers) take
+    ``atomic`` itself, which logs its statements.
+    """
+    connection.ensure_connection()
+    connection.validate_thread_sharing()
+    raw = connection.connection
+    connection.commit_on_exit = True
+    connection.needs_rollback = False
+    with connection.wrap_database_errors:
+        raw.execute("BEGIN IMMEDIATE")  # the backend's transaction_mode (settings)
+    connection.autocommit = False
+    connection.in_atomic_block = True
+    # What a nested durable block checks: it is not outermost.
+    connection.atomic_blocks.append(OUTERMOST)
+    try:
+        yield
+    except BaseException:
+        _end_sqlite_transaction(connection, commit=False)
+        raise
+    _end_sqlite_transaction(connection, commit=not connection.needs_rollback)
+
+
+def _end_sqlite_transaction(connection, *, commit: bool) -> None:
+    """``Atomic.__exit__`` of an outermost block, for `_sqlite_write_transaction`."""
+    connection.atomic_blocks.pop()
+    connection.in_atomic_block = False
+    try:
+        if connection.closed_in_transaction:
+            pass  # the database rolled back by itself
+        elif commit:
+            try:
+                with connection.wrap_database_errors:
+                    connection.connection.commit()
+                connection.errors_occurred = False
+            except DatabaseError:
+                try:
+                    connection.rollback()
+                except Error:
+                    connection.close()
+                raise
+        else:
+            connection.needs_rollback = False
+            try:
+                connection.rollback()
+            except Error:
+                connection.close()
+    finally:
+        if connection.closed_in_transaction:
+            connection.connection = None
+        else:
+            connection.autocommit = True
+            if commit and connection.run_on_commit:
+                connection.run_and_clear_commit_hooks()
 
 
 def _set_local_timeouts(connection, alias: str, params: list[str]) -> None:

@@ -292,6 +292,36 @@ PINS = [
         "1bd5528c714e",
         "api/db/compiled_inserts.py UNCHANGED (text goes in as it is)",
     ),
+    (
+        "django.db.transaction.Atomic.__enter__",
+        "1cccb72ad29b",
+        "api/db/deadlines.py _sqlite_write_transaction (an outermost atomic block)",
+    ),
+    (
+        "django.db.transaction.Atomic.__exit__",
+        "6c52b1e68d7d",
+        "api/db/deadlines.py _sqlite_write_transaction (an outermost atomic block)",
+    ),
+    (
+        "django.db.backends.base.base.BaseDatabaseWrapper.set_autocommit",
+        "4e91610fe9d8",
+        "api/db/deadlines.py _sqlite_write_transaction (an outermost atomic block)",
+    ),
+    (
+        "django.db.backends.base.base.BaseDatabaseWrapper.commit",
+        "54b37694faec",
+        "api/db/deadlines.py _sqlite_write_transaction (an outermost atomic block)",
+    ),
+    (
+        "django.db.backends.base.base.BaseDatabaseWrapper.close",
+        "273787740ca0",
+        "api/db/deadlines.py _sqlite_write_transaction (an outermost atomic block)",
+    ),
+    (
+        "django.db.backends.sqlite3.base.DatabaseWrapper._start_transaction_under_autocommit",
+        "7315cfc61c1d",
+        "api/db/deadlines.py _sqlite_write_transaction (an outermost atomic block)",
+    ),
 ]
 
 
