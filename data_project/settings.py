@@ -219,6 +219,9 @@ STORE_COOLDOWN_SECONDS = env.float("STORE_COOLDOWN_SECONDS", default=2.0)
 INSERT_QUEUE_LIMIT = env.int("INSERT_QUEUE_LIMIT", default=64)
 # Seconds /api/stats/ may be old: it counts rows and searches id gaps over whole indexes.
 STATS_CACHE_SECONDS = env.float("STATS_CACHE_SECONDS", default=10.0)
+# Set by manage.py loadtest on the server it starts: sent back on every response
+# (data_project.run_id), so the run can tell its server from one that took its port.
+LOADTEST_RUN_ID = env.str("LOADTEST_RUN_ID", default="")
 
 # ------------------------------------------------------------------------------
 # Access (api.http.access, throttling, idempotency): tokens, scopes, rates, keys

@@ -4,7 +4,8 @@ Django's handler, with lookups and insert batches answered ahead of its request 
 (`api.fastpath`; ``LOOKUP_FAST_PATH=0`` and ``INSERT_FAST_PATH=0`` turn that off), behind
 `ChunkedBodies`, which reads a chunked request body that Django alone would take for an
 empty one; its PostgreSQL reads bounded by ``READ_DEADLINE_SECONDS``
-(`api.db.deadlines.serve_with_read_deadlines`). Set up as
+(`api.db.deadlines.serve_with_read_deadlines`); under a load test's ``LOADTEST_RUN_ID``,
+every response names the run (`data_project.run_id`). Set up as
 `django.core.wsgi.get_wsgi_application` does.
 """
 
@@ -20,6 +21,9 @@ from django.conf import settings  # noqa: E402
 from api.db.deadlines import serve_with_read_deadlines  # noqa: E402
 from api.fastpath import FastPathHandler  # noqa: E402  (needs the apps loaded)
 from data_project.chunked_bodies import ChunkedBodies  # noqa: E402
+from data_project.run_id import RunIdHeader  # noqa: E402
 
 serve_with_read_deadlines(settings.READ_DEADLINE_SECONDS)
 application = ChunkedBodies(FastPathHandler(), limit_bytes=settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
+if settings.LOADTEST_RUN_ID:
+    application = RunIdHeader(application, settings.LOADTEST_RUN_ID)

@@ -52,6 +52,7 @@ def run_facts(
     return {
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "commit": runinfo.git_commit(),
+        "run_id": options.get("run_id"),
         "backends": runinfo.backends(),
         "rows": stored,
         "generation": generation(generated, runinfo.generation_record(), stored),

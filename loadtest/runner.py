@@ -3,13 +3,16 @@
 `serve` starts the chosen server in the background, ``gunicorn -c gunicorn.conf.py
 data_project.wsgi`` or ``python -m data_project.granian_server`` (`SERVERS`), and stops it
 with SIGTERM (a graceful shutdown for both) when the block ends, whether the swarm
-finished, failed or was interrupted with Ctrl-C. `wait_healthy` polls ``/api/health/``.
+finished, failed or was interrupted with Ctrl-C. `wait_healthy` polls ``/api/health/`` and,
+given the run id the server was started with (`new_run_id`, ``LOADTEST_RUN_ID``), refuses
+an answer that does not carry it: another server on the address (`NotOurServer`).
 `swarm` runs Locust with the repository's ``locust.conf`` plus the run's own figures, and
 copies its log (stderr) into ``reports/locust.log`` while still showing it on the console.
 """
 
 import errno
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -17,6 +20,7 @@ import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -26,6 +30,7 @@ from typing import IO
 import psutil
 from django.conf import settings
 
+from data_project.run_id import RUN_ID_HEADER, RUN_ID_VARIABLE
 from loadtest.processes import stop_gracefully
 from loadtest.proxy import nginx_proxy
 
@@ -70,6 +75,16 @@ def require_free(bind: str) -> None:
             ) from exc
 
 
+class NotOurServer(ServerError):
+    """What answers on the run's address is not the server the run started: the run id
+    it was given is not in the answer's ``X-Loadtest-Run`` header."""
+
+
+def new_run_id() -> str:
+    """A fresh id for a run's servers (``LOADTEST_RUN_ID``): 12 hex digits."""
+    return secrets.token_hex(6)
+
+
 def port_holder(port: int) -> str:
     """`` by pid N (command line)`` of the process listening on ``port``, or ``""``."""
     try:
@@ -96,21 +111,23 @@ def serve(
     env: dict[str, str] | None = None,
     proxy: bool = False,
     server: str = GUNICORN,
+    upstream: str | None = None,
 ) -> Iterator[subprocess.Popen]:
     """``server`` (a key of `SERVERS`) with the project's config on ``bind`` for the
     duration of the block; ``env`` is added to this process's environment.
 
-    With ``proxy``, nginx (`loadtest.proxy`) listens on ``bind`` and the server on a free
-    loopback port behind it. Yields the server's main process (Gunicorn's arbiter,
-    Granian's main process; the workers are its children). Raises `PortInUse` first when
-    ``bind`` is taken.
+    With ``proxy``, nginx (`loadtest.proxy`) listens on ``bind`` and the server behind it
+    on ``upstream`` (``host:port``; default a free loopback port). Yields the server's main
+    process (Gunicorn's arbiter, Granian's main process; the workers are its children).
+    Raises `PortInUse` first when ``bind`` is taken, `NotOurServer` when ``env`` gives a
+    ``LOADTEST_RUN_ID`` and another server answers on ``upstream``.
     """
     require_free(bind)
     if proxy:
-        upstream = f"127.0.0.1:{free_port()}"
+        upstream = upstream or f"127.0.0.1:{free_port()}"
         with serve(upstream, env=behind_proxy_env(env), server=server) as process:
             # nginx starts once the server answers: else it logs every early probe as an error.
-            wait_healthy(f"http://{upstream}", process)
+            wait_healthy(f"http://{upstream}", process, run_id=run_id_of(env))
             with nginx_proxy(bind, upstream):
                 yield process
         return
@@ -124,22 +141,28 @@ def serve(
 
 @contextmanager
 def serve_cluster(
-    bind: str, instances: int, *, env: dict[str, str] | None = None, server: str = GUNICORN
+    bind: str,
+    instances: int,
+    *,
+    env: dict[str, str] | None = None,
+    server: str = GUNICORN,
+    upstreams: list[str] | None = None,
 ) -> Iterator[list[subprocess.Popen]]:
-    """``instances`` servers (``server``: a key of `SERVERS`), each on its own loopback port,
-    behind nginx on ``bind``: one machine standing in for a load balancer and app hosts.
-    Each gets an equal share of ``WEB_CONCURRENCY`` (from ``env`` or the environment; else
-    2 per core in all), so the cluster runs as many workers as one server would. Yields
-    the servers' main processes. Raises `PortInUse` first when ``bind`` is taken."""
+    """``instances`` servers (``server``: a key of `SERVERS`), each on its own loopback port
+    (``upstreams``, default free ones), behind nginx on ``bind``: one machine standing in
+    for a load balancer and app hosts. Each gets an equal share of ``WEB_CONCURRENCY``
+    (from ``env`` or the environment; else 2 per core in all), so the cluster runs as many
+    workers as one server would. Yields the servers' main processes. Raises `PortInUse`
+    first when ``bind`` is taken, `NotOurServer` as `serve` does."""
     require_free(bind)
     env = behind_proxy_env(cluster_env(env, instances))
-    upstreams = [f"127.0.0.1:{free_port()}" for _ in range(instances)]
+    upstreams = upstreams or [f"127.0.0.1:{free_port()}" for _ in range(instances)]
     with ExitStack() as stack:
         servers = [
             stack.enter_context(serve(address, env=env, server=server)) for address in upstreams
         ]
         for address, server in zip(upstreams, servers, strict=True):
-            wait_healthy(f"http://{address}", server)
+            wait_healthy(f"http://{address}", server, run_id=run_id_of(env))
         stack.enter_context(nginx_proxy(bind, upstreams))
         yield servers
 
@@ -160,8 +183,22 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_healthy(url: str, process: subprocess.Popen | None = None, timeout: float = 60) -> None:
-    """Return once ``url/api/health/`` answers 200; raises `ServerError` after ``timeout`` s."""
+def run_id_of(env: dict[str, str] | None) -> str | None:
+    """The run id ``env`` gives a server (``LOADTEST_RUN_ID``), or None."""
+    return (env or {}).get(RUN_ID_VARIABLE) or None
+
+
+def wait_healthy(
+    url: str,
+    process: subprocess.Popen | None = None,
+    timeout: float = 60,
+    *,
+    run_id: str | None = None,
+) -> None:
+    """Return once ``url/api/health/`` answers 200; raises `ServerError` after ``timeout`` s
+    or when ``process`` exits. With ``run_id``, the 200 must carry it in ``X-Loadtest-Run``:
+    one that does not raises `NotOurServer` at once, naming the process that listens on
+    the port."""
     deadline = time.monotonic() + timeout
     last = "no answer"
     while time.monotonic() < deadline:
@@ -169,14 +206,29 @@ def wait_healthy(url: str, process: subprocess.Popen | None = None, timeout: flo
             raise ServerError(f"the server exited with status {process.returncode}")
         try:
             with urllib.request.urlopen(f"{url}/api/health/", timeout=5) as response:
+                if run_id is not None:
+                    require_run(url, run_id, response.headers.get(RUN_ID_HEADER))
                 if response.status == 200:
                     return
-        except urllib.error.HTTPError as exc:
+        except urllib.error.HTTPError as exc:  # not healthy (yet), or nginx's own 502
             last = f"HTTP {exc.code}: {exc.read()[:200]!r}"
         except OSError as exc:
             last = str(exc)
         time.sleep(0.3)
     raise ServerError(f"{url}/api/health/ not healthy after {timeout:.0f} s: {last}")
+
+
+def require_run(url: str, run_id: str, answered: str | None) -> None:
+    """Raise `NotOurServer` unless ``answered`` (the ``X-Loadtest-Run`` header) is ``run_id``."""
+    if answered == run_id:
+        return
+    port = urllib.parse.urlsplit(url).port
+    said = f"{RUN_ID_HEADER}: {answered}" if answered else f"no {RUN_ID_HEADER} header"
+    raise NotOurServer(
+        f"{url} answers, but not as the server this run started ({said}, expected "
+        f"{run_id}): the port was taken{port_holder(port) if port else ''} after the run "
+        "checked it; stop that server or choose another --bind"
+    )
 
 
 def swarm(

@@ -7,6 +7,7 @@ small generated data set in a temporary DATA_DIR: the main job is defined on the
 SQLite default, so they run on SQLite only.
 """
 
+import http.server
 import json
 import os
 import re
@@ -14,6 +15,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -270,3 +272,67 @@ def test_a_run_refuses_a_port_something_already_listens_on(tmp_path):
             pass
     runner.require_free(bind)  # closed: free again
     assert not list(tmp_path.iterdir())  # nothing ran, nothing was reported
+
+
+class Impostor(http.server.BaseHTTPRequestHandler):
+    """Another server on the run's port: healthy to any GET, as a ``make serve`` would be."""
+
+    paths: list[str] = []
+
+    def do_GET(self) -> None:
+        self.paths.append(self.path)
+        body = b'{"status": "ok"}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@sqlite_only
+def test_a_run_refuses_to_swarm_another_server_that_took_its_port(tmp_path):
+    """Issue 31: the port is free when the run checks it, then another server takes it
+    before nginx binds it (nginx then fails to bind, and answers came from the other
+    server). The run's server echoes the run's id in X-Loadtest-Run; the other server
+    does not, so the run stops before the swarm, naming the port's holder, and reports
+    nothing."""
+    bind = f"127.0.0.1:{runner.free_port()}"
+    host, port = bind.split(":")
+    reports = tmp_path / "reports"
+    run = subprocess.Popen(
+        [
+            *(sys.executable, "manage.py", "loadtest", "--proxy", "--bind", bind),
+            *("--rows", "3000", "--users", "5", "--run-time", "5s", "--reports", str(reports)),
+        ],
+        cwd=REPO,
+        env={**os.environ, "DATA_DIR": str(tmp_path / "db"), "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    Impostor.paths = []
+    output, impostor = [], None
+    try:
+        for line in run.stdout:  # the port is taken once the run has checked it
+            output.append(line)
+            if "Listening at" in line:  # the server behind nginx: nginx starts next
+                impostor = http.server.ThreadingHTTPServer((host, int(port)), Impostor)
+                threading.Thread(target=impostor.serve_forever, daemon=True).start()
+                break
+        output.append(run.communicate(timeout=120)[0])
+    finally:
+        if impostor is not None:
+            impostor.shutdown()
+            impostor.server_close()
+    output = "".join(output)
+    assert impostor is not None, output[-3000:]
+    assert run.returncode == 1, output[-3000:]
+    assert f"CommandError: http://{bind} answers, but not as the server this run started" in (
+        output
+    )
+    assert f"by pid {os.getpid()}" in output
+    assert "/api/run-query/" not in " ".join(Impostor.paths)  # never swarmed
+    assert not (reports / "summary.json").exists()

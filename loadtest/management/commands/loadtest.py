@@ -4,7 +4,8 @@ Migrates every database, generates the million rows if the users table is empty 
 and recorded in ``DATA_DIR`` for later runs' reports), creates the swarm's API token
 (client ``swarm``: ``read`` and ``write`` scopes, ``benchmark`` tier), starts the server
 (``--server``: Gunicorn, the default, or Granian) as production runs it (`production_env`:
-tokens required, the production throttles and switches), waits for ``/api/health/``, runs
+tokens required, the production throttles and switches) with a run id of its own, waits
+for ``/api/health/`` to answer with that id (else another server holds the address), runs
 the headless Locust swarm, stops the server (also on Ctrl-C or failure) and writes
 ``reports/``: ``index.html``, the one page to open (`loadtest.report`), Locust's HTML
 report, CSVs and log, ``summary.json`` and ``summary.md``. Exits 1 when a threshold is
@@ -21,8 +22,10 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
 from api.services.selectors import row_counts
+from data_project.run_id import RUN_ID_VARIABLE
 from loadtest import report, runinfo, runner
 from loadtest.checks import breaches, cpu_warning, thresholds
+from loadtest.proxy import ProxyError
 from loadtest.summary import (
     TOTAL,
     read_stats,
@@ -121,11 +124,12 @@ class Command(BaseCommand):
             generated = self._prepare(options["rows"], options["verbosity"])
             stored = generated["stored"] if generated else report.stored_rows()
             url = f"http://{options['bind']}"
-            env = {}
+            # The servers send it back on every answer: checked before the swarm starts.
+            env = {RUN_ID_VARIABLE: runner.new_run_id()}
             cluster = options["instances"] > 1
             if options["access"] == "tokens":
                 options["token"] = options["token"] or swarm_token()
-                env = production_env(proxied=options["proxy"] or cluster)
+                env |= production_env(proxied=options["proxy"] or cluster)
             server = options["server"]
             if cluster:
                 server_env = runner.behind_proxy_env(runner.cluster_env(env, options["instances"]))
@@ -137,14 +141,18 @@ class Command(BaseCommand):
                 serving = runner.serve(
                     options["bind"], env=env, proxy=options["proxy"], server=server
                 )
-            with serving as served:
-                servers = served if cluster else [served]
-                for server in servers:
-                    runner.wait_healthy(url, server)
-                status = self._swarm(url, reports, options)
-                if any(server.poll() is not None for server in servers):
-                    problems.append(SERVER_DIED)
+            try:
+                with serving as served:
+                    servers = served if cluster else [served]
+                    for server in servers:
+                        runner.wait_healthy(url, server, run_id=env[RUN_ID_VARIABLE])
+                    status = self._swarm(url, reports, options)
+                    if any(server.poll() is not None for server in servers):
+                        problems.append(SERVER_DIED)
+            except (runner.ServerError, ProxyError) as exc:
+                raise CommandError(str(exc)) from exc
         options["url"] = url
+        options["run_id"] = server_env and server_env.get(RUN_ID_VARIABLE)
         facts = report.run_facts(
             options=options, stored=stored, server_env=server_env, generated=generated
         )
