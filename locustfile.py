@@ -29,13 +29,16 @@ import bisect
 import json
 import os
 import random
+import urllib.error
 import urllib.request
 import uuid
 from urllib.parse import quote
 
+import gevent
 import orjson
 from locust import FastHttpUser, events, tag, task
-from locust.runners import WorkerRunner
+from locust.exception import StopTest
+from locust.runners import MasterRunner, WorkerRunner
 
 from api.domain.lookup_keys import RANGE, LookupKey
 from loadtest.swarm import SWARM_WEIGHTS, SWARMED, swarm_name
@@ -55,14 +58,42 @@ def read_json(url: str):
         return json.load(response)
 
 
+# Locust answers a StopTest raised in its greenlets by logging its message and stopping the
+# test; gevent's hub would print its traceback first, as for any error it was not told of.
+_hub = gevent.get_hub()
+_hub.NOT_ERROR = (*_hub.NOT_ERROR, StopTest)
+
+
+class StartUpReadFailed(Exception):
+    """The start-up data is not there: the message says what is missing."""
+
+
 @events.test_start.add_listener
 def read_id_ranges(environment, **kwargs) -> None:
-    """Read the id ranges and some e-mails once, before any user starts."""
-    host = environment.host.rstrip("/")
+    """Read the id ranges and some e-mails once, before any user starts (in each process
+    whose users run: not on a master). A read that fails stops the test with one line
+    naming the host and the fix, and exit status 2: without the ranges every task would
+    fail with a traceback of its own."""
+    if isinstance(environment.runner, MasterRunner):
+        return
+    host = (environment.host or "").rstrip("/")
+    try:
+        read_start_up_data(host)
+    except (StartUpReadFailed, OSError, ValueError, KeyError, TypeError) as exc:
+        # Locust logs a StopTest's message alone (no traceback) and stops the test.
+        environment.process_exit_code = 2
+        raise StopTest(start_up_failure(host, exc)) from None
+
+
+def read_start_up_data(host: str) -> None:
+    """Fill `ID_RANGES`, `MISSING_IDS` and `VALUES` from ``host``'s API."""
     stats = read_json(f"{host}/api/stats/")
     for model, table in stats.items():
         if table["min_id"] is None:
-            raise RuntimeError(f"no {model} in the database: run manage.py generate_data")
+            raise StartUpReadFailed(
+                f"no {model} in the database of {host}: load them first "
+                "(manage.py generate_data, or make demo)"
+            )
         ID_RANGES[model] = (table["min_id"], table["max_id"])
         MISSING_IDS[model] = table["missing_ids"]
     for key in SWARMED:
@@ -70,7 +101,29 @@ def read_id_ranges(environment, **kwargs) -> None:
             rows = read_json(f"{host}/api/{key.store}/?page_size=1000")["results"]
             VALUES[key.name] = [row[key.column] for row in rows if row[key.column] is not None]
             if not VALUES[key.name]:
-                raise RuntimeError(f"no {key.store} with a {key.column} to look up")
+                raise StartUpReadFailed(f"no {key.store} with a {key.column} to look up")
+
+
+def start_up_failure(host: str, exc: Exception) -> str:
+    """One line: what the start-up read of ``host`` met, and what to do about it."""
+    if isinstance(exc, StartUpReadFailed):
+        return str(exc)
+    if isinstance(exc, urllib.error.HTTPError) and exc.code in (401, 403):
+        fix = (
+            "the swarm needs a token with the read scope: LOCUST_API_TOKEN=<key of "
+            "manage.py create_token swarm --scopes read write>"
+        )
+        what = f"HTTP {exc.code}"
+    elif isinstance(exc, urllib.error.HTTPError):
+        what, fix = f"HTTP {exc.code}", "is it this project's server, and healthy?"
+    elif isinstance(exc, OSError):
+        reason = getattr(exc, "reason", exc)
+        what = f"no answer ({reason})"
+        fix = "start the server first (make serve), or give --host the address it serves on"
+    else:
+        what = f"an answer that is not this project's ({type(exc).__name__}: {exc})"
+        fix = "give --host the address of this project's server"
+    return f"cannot read {host or '(no --host)'}/api/stats/: {what}; {fix}"
 
 
 @events.quitting.add_listener

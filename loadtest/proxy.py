@@ -47,7 +47,10 @@ def nginx_proxy(
             prefix=prefix,
         )
         (Path(prefix) / "nginx.conf").write_text(conf)
-        process = subprocess.Popen([binary, "-p", prefix, "-c", f"{prefix}/nginx.conf"])
+        # Its own session, as the servers' (runner.OWN_SESSION): Ctrl-C stops it through us.
+        process = subprocess.Popen(
+            [binary, "-p", prefix, "-c", f"{prefix}/nginx.conf"], start_new_session=True
+        )
         try:
             _wait_listening(listen, process, timeout)
             yield process

@@ -8,6 +8,8 @@ given the run id the server was started with (`new_run_id`, ``LOADTEST_RUN_ID``)
 an answer that does not carry it: another server on the address (`NotOurServer`).
 `swarm` runs Locust with the repository's ``locust.conf`` plus the run's own figures, and
 copies its log (stderr) into ``reports/locust.log`` while still showing it on the console.
+Every child runs in a session of its own (`OWN_SESSION`), so Ctrl-C reaches this process
+alone and each child is stopped here, gracefully.
 """
 
 import errno
@@ -35,6 +37,10 @@ from loadtest.processes import stop_gracefully
 from loadtest.proxy import nginx_proxy
 
 REPO = Path(settings.BASE_DIR)
+# Every child (server, nginx, Locust) in a session of its own: a Ctrl-C in the terminal
+# reaches this process alone, which stops each child itself (no child prints its own
+# KeyboardInterrupt, and none is left half-stopped).
+OWN_SESSION = {"start_new_session": True}
 GUNICORN, GRANIAN = "gunicorn", "granian"
 # Each server's command line, run in the repository's root; both read BIND and the same
 # variables (gunicorn.conf.py, data_project/granian_server.py).
@@ -132,7 +138,7 @@ def serve(
                 yield process
         return
     environment = {**os.environ, **(env or {}), "BIND": bind}
-    process = subprocess.Popen(SERVERS[server], cwd=REPO, env=environment)
+    process = subprocess.Popen(SERVERS[server], cwd=REPO, env=environment, **OWN_SESSION)
     try:
         yield process
     finally:
@@ -266,17 +272,24 @@ def swarm(
     if tags:
         command += ["--tags", *tags]
     if processes:
-        command += ["--processes", str(processes)]
+        # The master's port for its workers: a free one on loopback, not Locust's 5557 on
+        # every interface, which a second run (or anything else) may hold.
+        port = str(free_port())
+        command += ["--processes", str(processes), "--master-bind-host", "127.0.0.1"]
+        command += ["--master-bind-port", port, "--master-port", port]
     env = {**os.environ, "LOCUST_API_TOKEN": token or ""}
     (reports / "locust_total.json").unlink(missing_ok=True)  # a previous run's
-    process = subprocess.Popen(command, cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        command, cwd=REPO, env=env, stderr=subprocess.PIPE, text=True, **OWN_SESSION
+    )
     with (reports / "locust.log").open("w") as log:
         copier = threading.Thread(target=_tee, args=(process.stderr, log), daemon=True)
         copier.start()
         try:
             process.wait()
         finally:
-            process.wait()  # also after Ctrl-C, which Locust receives and handles too
+            # Ctrl-C reached this process alone (OWN_SESSION): Locust stops on SIGTERM.
+            stop_gracefully(process, signal.SIGTERM, timeout=30)
             copier.join(timeout=5)  # Locust's worker processes may hold the pipe longer
     return process.returncode
 

@@ -11,6 +11,7 @@ import http.server
 import json
 import os
 import re
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -336,3 +337,116 @@ def test_a_run_refuses_to_swarm_another_server_that_took_its_port(tmp_path):
     assert f"by pid {os.getpid()}" in output
     assert "/api/run-query/" not in " ".join(Impostor.paths)  # never swarmed
     assert not (reports / "summary.json").exists()
+
+
+def locust_in(folder: Path, *args: str) -> list[str]:
+    """``locust`` as a user runs it from the checkout, with the repository's files, but in
+    ``folder``: the relative report paths of locust.conf land there."""
+    return [
+        *(sys.executable, "-m", "locust", "-f", str(REPO / "locustfile.py")),
+        *("--config", str(REPO / "locust.conf"), *args),
+    ]
+
+
+def test_the_web_ui_listens_on_loopback_and_keeps_its_reports_apart(tmp_path):
+    """Issue 31: ``locust -f locustfile.py`` listened on 0.0.0.0 and wrote
+    reports/locust.html and the CSVs over the demo's. It listens on 127.0.0.1 and writes
+    under reports/locust-ui/."""
+    port = runner.free_port()
+    ui = subprocess.Popen(
+        locust_in(tmp_path, "--web-port", str(port)),
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (listening := runner.port_holder(port)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        addresses = {
+            conn.laddr.ip
+            for conn in psutil.Process(ui.pid).net_connections(kind="tcp")
+            if conn.status == psutil.CONN_LISTEN and conn.laddr.port == port
+        }
+    finally:
+        ui.send_signal(signal.SIGINT)  # as Ctrl-C: Locust writes its HTML report
+        _, log = ui.communicate(timeout=60)
+    assert listening and addresses == {"127.0.0.1"}, log
+    assert (tmp_path / "reports" / "locust-ui" / "locust.html").exists(), log
+    assert (tmp_path / "reports" / "locust-ui" / "locust_stats.csv").exists(), log
+    assert not [path for path in (tmp_path / "reports").iterdir() if path.is_file()]
+
+
+def test_a_swarm_with_no_server_stops_at_once_with_one_line(tmp_path):
+    """Issue 31: with no server, the start-up read of /api/stats/ failed with a traceback
+    and 19k KeyError tracebacks followed. Now the swarm stops at once with exit status 2
+    and one line naming the host and the fix."""
+    host = f"http://127.0.0.1:{runner.free_port()}"
+    started = time.monotonic()
+    run = subprocess.run(
+        locust_in(tmp_path, "--headless", "--host", host, "-u", "5", "-r", "5", "-t", "20s"),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    output = run.stdout + run.stderr
+    assert run.returncode == 2, output[-3000:]
+    assert time.monotonic() - started < 15  # not the 20 s run time
+    assert "Traceback" not in output and "KeyError" not in output, output[-3000:]
+    [error] = [line for line in output.splitlines() if "/ERROR/" in line]
+    assert f"cannot read {host}/api/stats/: no answer" in error and "make serve" in error
+
+
+@sqlite_only
+def test_ctrl_c_ends_a_run_with_one_line_and_keeps_the_previous_report(data_dir, tmp_path):
+    """Issue 31: Ctrl-C during the swarm printed three KeyboardInterrupt tracebacks and left
+    a locust.html of the partial run beside the previous run's index.html. Now SIGINT to
+    the terminal's process group ends the run with one line and status 130, stops every
+    process it started, and leaves the previous run's files as they were."""
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    previous = {"users": 7, "total": {"rps": 1.0, "p95_ms": 1, "failures": 0}}
+    previous["run"] = {"finished_at": "2000-01-01T00:00:00+00:00", "commit": "abc1234"}
+    kept = {
+        "summary.json": json.dumps(previous),
+        "index.html": "<p>the previous run</p>",
+        "locust.html": "<p>the previous run's Locust</p>",
+        "locust_stats.csv": "the previous run's\n",
+    }
+    for name, text in kept.items():
+        (reports / name).write_text(text)
+    bind = f"127.0.0.1:{runner.free_port()}"
+    run = subprocess.Popen(
+        [
+            *(sys.executable, "manage.py", "loadtest", "--proxy", "--bind", bind),
+            *("--rows", "3000", "--users", "10", "--run-time", "60s", "--reports", str(reports)),
+        ],
+        cwd=REPO,
+        env={**os.environ, **data_dir, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # a process group of its own, as a terminal's job is
+    )
+    output = []
+    for line in run.stdout:
+        output.append(line)
+        if "All users spawned" in line:
+            break
+    started = psutil.Process(run.pid).children(recursive=True)
+    assert len(started) >= 3, "".join(output)  # nginx, the server, Locust
+    os.killpg(run.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
+    output = "".join(output) + run.communicate(timeout=120)[0]
+    assert run.returncode == 130, output[-3000:]
+    assert "Traceback" not in output and "KeyboardInterrupt" not in output, output[-3000:]
+    [line] = [line for line in output.splitlines() if "Interrupted" in line]
+    assert line == (
+        f"CommandError: Interrupted: this run's measurements were discarded; {reports}/ "
+        "holds the previous run (2000-01-01T00:00:00+00:00), unchanged."
+    )
+    assert {path.name: path.read_text() for path in reports.iterdir()} == kept
+    _, alive = psutil.wait_procs(started, timeout=30)
+    assert alive == []
+    runner.require_free(bind)

@@ -8,13 +8,16 @@ tokens required, the production throttles and switches) with a run id of its own
 for ``/api/health/`` to answer with that id (else another server holds the address), runs
 the headless Locust swarm, stops the server (also on Ctrl-C or failure) and writes
 ``reports/``: ``index.html``, the one page to open (`loadtest.report`), Locust's HTML
-report, CSVs and log, ``summary.json`` and ``summary.md``. Exits 1 when a threshold is
-breached (any failed request; p95 above ``--p95-ms``; RPS below ``--min-rps``), Locust
-failed or a server died, naming each.
+report, CSVs and log, ``summary.json`` and ``summary.md``, all of them only once the run
+completes (`loadtest.staging`). Exits 1 when a threshold is breached (any failed request;
+p95 above ``--p95-ms``; RPS below ``--min-rps``), Locust failed or a server died, naming
+each; 130 on Ctrl-C (or SIGTERM), in one line, with every process it started stopped and
+``reports/`` as it was.
 """
 
 import io
 import secrets
+import signal
 import time
 from pathlib import Path
 
@@ -23,7 +26,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from api.services.selectors import row_counts
 from data_project.run_id import RUN_ID_VARIABLE
-from loadtest import report, runinfo, runner
+from loadtest import report, runinfo, runner, staging
 from loadtest.checks import breaches, cpu_warning, thresholds
 from loadtest.proxy import ProxyError
 from loadtest.summary import (
@@ -56,6 +59,10 @@ def production_env(*, proxied: bool) -> dict[str, str]:
         "DJANGO_SECURE_SSL_REDIRECT": "0",
         "NUM_PROXIES": "1" if proxied else "0",
     }
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 class Command(BaseCommand):
@@ -110,17 +117,42 @@ class Command(BaseCommand):
     def handle(self, *args, **options) -> None:
         reports = Path(options["reports"])
         previous = report.previous_summary(reports)  # before this run replaces it
+        if not options["server_url"]:
+            try:  # before anything starts: never swarm whatever already answers there
+                runner.require_free(options["bind"])
+            except runner.PortInUse as exc:
+                raise CommandError(str(exc)) from exc
+        # SIGTERM (a CI's timeout, kill) stops the run as Ctrl-C does: its servers and
+        # Locust run in sessions of their own, and would outlive this process otherwise.
+        terminate = signal.signal(signal.SIGTERM, _interrupt)
+        try:
+            with staging.staged_run(reports) as staged:
+                summary = self._run(staged, options, previous)
+                staging.publish(staged, reports)
+        except KeyboardInterrupt:
+            message = staging.interrupted(reports, previous)
+            raise CommandError(message, returncode=130) from None
+        except (runner.ServerError, ProxyError) as exc:
+            raise CommandError(str(exc)) from exc
+        finally:
+            signal.signal(signal.SIGTERM, terminate)
+        index = (reports / "index.html").resolve()
+        self.stdout.write(render_markdown(summary))
+        self.stdout.write(f"Report: {index}\n        {index.as_uri()}")
+        self.stdout.write("Browse the loaded data: make serve")
+        if summary["breaches"]:
+            raise CommandError("; ".join(summary["breaches"]))
+
+    def _run(self, staged: Path, options: dict, previous: dict | None) -> dict:
+        """Serve (unless ``--server-url``), swarm, and write the run's files into ``staged``;
+        returns the summary."""
         problems, generated, server_env = [], None, None
         if options["server_url"]:
             url = options["server_url"].rstrip("/")
             runner.wait_healthy(url)
             stored = report.stored_rows()
-            status = self._swarm(url, reports, options)
+            status = self._swarm(url, staged, options)
         else:
-            try:  # before anything starts: never swarm whatever already answers there
-                runner.require_free(options["bind"])
-            except runner.PortInUse as exc:
-                raise CommandError(str(exc)) from exc
             generated = self._prepare(options["rows"], options["verbosity"])
             stored = generated["stored"] if generated else report.stored_rows()
             url = f"http://{options['bind']}"
@@ -141,22 +173,21 @@ class Command(BaseCommand):
                 serving = runner.serve(
                     options["bind"], env=env, proxy=options["proxy"], server=server
                 )
-            try:
-                with serving as served:
-                    servers = served if cluster else [served]
-                    for server in servers:
-                        runner.wait_healthy(url, server, run_id=env[RUN_ID_VARIABLE])
-                    status = self._swarm(url, reports, options)
-                    if any(server.poll() is not None for server in servers):
-                        problems.append(SERVER_DIED)
-            except (runner.ServerError, ProxyError) as exc:
-                raise CommandError(str(exc)) from exc
+            with serving as served:
+                servers = served if cluster else [served]
+                for server in servers:
+                    runner.wait_healthy(url, server, run_id=env[RUN_ID_VARIABLE])
+                status = self._swarm(url, staged, options)
+                if any(server.poll() is not None for server in servers):
+                    problems.append(SERVER_DIED)
         options["url"] = url
         options["run_id"] = server_env and server_env.get(RUN_ID_VARIABLE)
         facts = report.run_facts(
             options=options, stored=stored, server_env=server_env, generated=generated
         )
-        self._report(reports, options, facts, status=status, problems=problems, previous=previous)
+        return self._report(
+            staged, options, facts, status=status, problems=problems, previous=previous
+        )
 
     def _prepare(self, rows: int, verbosity: int) -> dict | None:
         """Migrate, then generate ``rows`` rows unless the databases already hold that many;
@@ -186,7 +217,9 @@ class Command(BaseCommand):
     def _report(
         self, reports: Path, options: dict, facts: dict, *, status: int, problems: list,
         previous: dict | None,
-    ) -> None:  # fmt: skip
+    ) -> dict:  # fmt: skip
+        """Write ``summary.json``, ``summary.md`` and ``index.html`` into ``reports`` from
+        Locust's files there; returns the summary."""
         try:
             entries = read_stats(reports / "locust.json")
             total = read_total(reports / "locust_total.json")
@@ -205,9 +238,5 @@ class Command(BaseCommand):
             problems.append(f"Locust exit status {status} (see locust.log)")
         summary["breaches"] = breaches(summary["thresholds"]) + problems
         write_summary(summary, reports)
-        index = report.write_report(summary, reports).resolve()
-        self.stdout.write(render_markdown(summary))
-        self.stdout.write(f"Report: {index}\n        {index.as_uri()}")
-        self.stdout.write("Browse the loaded data: make serve")
-        if summary["breaches"]:
-            raise CommandError("; ".join(summary["breaches"]))
+        report.write_report(summary, reports)
+        return summary
