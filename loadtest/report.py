@@ -1,8 +1,7 @@
 """The main job's one page to open: ``reports/index.html``, self-contained and offline.
 
-`run_facts` gathers what the run ran on (`loadtest.runinfo`), `comparisons` sets it
-beside the previous run in the same folder and, for a lookup-only run, beside the raw
-anchor that ``bench/swarm.py`` leaves in ``reports/bench/anchor-N/``. `write_report`
+`run_facts` gathers what the run ran on (`loadtest.runinfo`); `loadtest.compare` sets it
+beside another run. `write_report`
 renders ``loadtest/report.html`` (Django templates, autoescaped; CSS inline, charts
 inline SVG from `loadtest.charts`, no script and no URL of any resource) from the
 summary, Locust's per-kind entries and its stats history (``--csv-full-history``).
@@ -17,12 +16,10 @@ from django.db import DatabaseError
 from django.template.loader import render_to_string
 
 from api.services.selectors import row_counts
-from loadtest import charts, runinfo
-from loadtest.summary import TOTAL, histogram, read_stats, summarize
+from loadtest import charts, compare, runinfo
+from loadtest.summary import TOTAL, histogram, read_stats
 
 AGGREGATED = "Aggregated"
-ANCHORS = runinfo.REPO / "reports" / "bench"
-ANCHOR_TAGS = ["user_id"]  # the anchor swarms lookups by user id only
 PERCENTILE_LINES = [("p50", "p50", "#2e6fd6"), ("p95", "p95", "#e07b39")]
 PERCENTILE_LINES += [("p99", "p99", "#c0392b")]
 RPS_LINES = [("rps", "requests/s", "#2e9e5b")]
@@ -96,39 +93,6 @@ def previous_summary(reports: Path) -> dict | None:
         return None
 
 
-def comparisons(total: dict, *, previous: dict | None, tags: list[str] | None) -> list[dict]:
-    """This run beside the previous one, and beside the newest anchor run for a lookup-only
-    swarm: RPS, p95 and failures, with this/other ratios."""
-    found = []
-    if previous and TOTAL in previous:
-        run = previous.get("run", {})
-        label = f"previous run ({run.get('finished_at', 'time unknown')}, "
-        label += f"commit {run.get('commit', 'unknown')}, {previous.get('users')} users)"
-        found.append(_compare(label, total, previous[TOTAL]))
-    anchor = newest_anchor()
-    if anchor and tags == ANCHOR_TAGS:
-        entries = read_stats(anchor)
-        label = f"anchor: raw WSGI lookup, bench/swarm.py ({anchor.parent.name}); "
-        label += "its RPS counts first to last request"
-        found.append(_compare(label, total, summarize(entries, users=0)[TOTAL]))
-    return found
-
-
-def newest_anchor() -> Path | None:
-    """The newest ``locust.json`` of an anchor run left by ``bench/swarm.py``."""
-    runs = sorted(ANCHORS.glob("anchor-*/locust.json"), key=lambda path: path.stat().st_mtime)
-    return runs[-1] if runs else None
-
-
-def _compare(label: str, this: dict, other: dict) -> dict:
-    rows = []
-    for key, name in (("rps", "requests/s"), ("p95_ms", "p95 ms"), ("failures", "failures")):
-        mine, theirs = this.get(key), other.get(key)
-        ratio = round(mine / theirs, 2) if mine is not None and theirs else None
-        rows.append({"name": name, "this": mine, "other": theirs, "ratio": ratio})
-    return {"label": label, "rows": rows}
-
-
 def read_history(path: Path) -> dict[str, list[dict]]:
     """Locust's stats history per request kind (``Aggregated``: all): rows of ``t``
     (timestamp), users, rps and the p50/p95/p99 of the last seconds (None: no request)."""
@@ -190,6 +154,7 @@ def write_report(summary: dict, reports: Path) -> Path:
             read_stats(reports / "locust.json"),
             read_history(reports / "locust_stats_history.csv"),
         ),
+        "same_within": round(100 * compare.SAME_WITHIN),
         "bar_width": charts.BAR_WIDTH,
         "band_legend": charts.latency_bands({}),
     }

@@ -136,6 +136,8 @@ def render_markdown(summary: dict) -> str:
         for check in summary["thresholds"]:
             result = "pass" if check["passed"] else "**fail**"
             lines.append(f"| {check['name']} | {check['limit']} | {check['actual']} | {result} |")
+    for comparison in summary.get("comparisons") or []:
+        lines += ["", comparison_line(comparison)]
     if summary.get("cpu_warning"):
         lines += [
             "",
@@ -143,6 +145,23 @@ def render_markdown(summary: dict) -> str:
             f"(`{summary['cpu_warning']}`).",
         ]
     return "\n".join(lines) + "\n"
+
+
+def comparison_line(comparison: dict) -> str:
+    """A comparison (`loadtest.compare.compared`) in one line: the totals' changes, and
+    the settings that differ."""
+    changes = ", ".join(
+        f"{row['name']} {row['change']} ({row['verdict']})"
+        for row in comparison["rows"]
+        if row["verdict"]
+    )
+    line = f"Compared with the {comparison['label']}: {changes or 'nothing comparable'}."
+    if comparison["differences"]:
+        differ = "; ".join(
+            f"{d['name']} {d['this']} here, {d['other']} there" for d in comparison["differences"]
+        )
+        line += f" **Not the same test**: {differ}."
+    return line
 
 
 def write_summary(summary: dict, reports: Path) -> tuple[Path, Path]:

@@ -6,8 +6,9 @@ import re
 from pathlib import Path
 
 import pytest
+from django.core.management import CommandError, call_command
 
-from loadtest import report, runinfo
+from loadtest import compare, report, runinfo
 from loadtest.charts import latency_bands, line_chart
 from loadtest.checks import (
     FAILURES_BREACHED,
@@ -161,36 +162,146 @@ def test_locusts_cpu_warning_is_found_in_its_log(tmp_path):
     assert cpu_warning(tmp_path / "missing.log") is None
 
 
-def test_comparison_with_the_previous_run_gives_ratios(tmp_path, monkeypatch):
-    monkeypatch.setattr(report, "ANCHORS", tmp_path / "no-bench")
-    (tmp_path / "summary.json").write_text(
-        json.dumps({"users": 5, "total": {"rps": 10.0, "p95_ms": 400, "failures": 1}})
+def run_of(**changes) -> dict:
+    """A summary's ``run`` facts (`report.run_facts`'s shape), with ``changes``."""
+    swarm = {"users": 1000, "spawn_rate": 100, "run_time": "60s", "access": "tokens"}
+    swarm |= {"tags": None, "processes": None}
+    backends = [{"alias": alias, "vendor": "sqlite", "replica_of": ""} for alias in ALIASES]
+    run = {"finished_at": "2026-01-02T03:04:05+00:00", "commit": "abc1234", "swarm": swarm}
+    run |= {"server": {"name": "gunicorn", "proxy": "nginx"}, "backends": backends}
+    for key, value in changes.items():
+        for part in ("swarm", "server"):
+            if key in run[part]:
+                run[part][key] = value
+        if key == "backends":
+            run["backends"] = value
+    return run
+
+
+ALIASES = ("default", "users", "products", "orders")
+KIND_FIGURES = {
+    "get user by id": {"rps": 100.0, "p95_ms": 10, "failures": 0},
+    "insert batch": {"rps": 10.0, "p95_ms": 50, "failures": 0},
+}
+
+
+def summary_with(users: int, total: dict, kinds: dict, **run) -> dict:
+    return {"users": users, "total": total, "kinds": kinds, "run": run_of(users=users, **run)}
+
+
+def test_comparison_with_the_previous_run_gives_ratios_and_verdicts(tmp_path, monkeypatch):
+    """Totals and every kind: this, other, ratio, change and verdict; more requests/s is
+    better, a higher p95 or more failures worse, and 5% either way is the same."""
+    monkeypatch.setattr(compare, "ANCHORS", tmp_path / "no-bench")
+    previous = summary_with(1000, {"rps": 10.0, "p95_ms": 400, "failures": 1}, KIND_FIGURES)
+    (tmp_path / "summary.json").write_text(json.dumps(previous))
+    kinds = {
+        "get user by id": {"rps": 104.0, "p95_ms": 20, "failures": 0},
+        "insert batch": {"rps": 5.0, "p95_ms": 40, "failures": 3},
+        "get user by email": {"rps": 1.0, "p95_ms": 5, "failures": 0},  # new this run
+    }
+    this = summary_with(1000, {"rps": 12.5, "p95_ms": 100, "failures": 0}, kinds)
+    [compared] = compare.comparisons(this, previous=report.previous_summary(tmp_path), tags=None)
+    assert (
+        compared["label"] == "previous run (2026-01-02T03:04:05+00:00, commit abc1234, 1000 users)"
     )
-    previous = report.previous_summary(tmp_path)
-    [compared] = report.comparisons(
-        {"rps": 12.5, "p95_ms": 100, "failures": 0}, previous=previous, tags=None
-    )
-    assert compared["label"].startswith("previous run")
-    assert [(r["name"], r["this"], r["other"], r["ratio"]) for r in compared["rows"]] == [
-        ("requests/s", 12.5, 10.0, 1.25),
-        ("p95 ms", 100, 400, 0.25),
-        ("failures", 0, 1, 0.0),
+    assert compared["differences"] == []
+    rows = [(r["name"], r["this"], r["other"], r["ratio"], r["change"], r["verdict"])
+            for r in compared["rows"]]  # fmt: skip
+    assert rows == [
+        ("requests/s", 12.5, 10.0, 1.25, "+25%", "better"),
+        ("p95 ms", 100, 400, 0.25, "-75%", "better"),
+        ("failures", 0, 1, 0.0, "-1", "better"),
     ]
+    verdicts = {k["name"]: [r["verdict"] for r in k["rows"]] for k in compared["kinds"]}
+    assert verdicts == {
+        "get user by email": [None, None, None],  # nothing to compare with
+        "get user by id": ["same", "worse", "same"],  # +4%: the same
+        "insert batch": ["worse", "better", "worse"],
+    }
     assert report.previous_summary(tmp_path / "empty") is None
-    assert report.comparisons({"rps": 1}, previous=None, tags=None) == []
+    assert compare.comparisons(this, previous=None, tags=None) == []
+
+
+def test_a_comparison_of_different_tests_says_what_differs(tmp_path, monkeypatch):
+    """Issue 31: a 200-user run beside a 1000-user one showed a 1.34 ratio and nothing else.
+    Every setting that differs is named, in the page and in summary.md."""
+    monkeypatch.setattr(compare, "ANCHORS", tmp_path / "no-bench")
+    postgres = [
+        {"alias": alias, "vendor": "sqlite" if alias == "default" else "postgresql"}
+        for alias in ALIASES
+    ]
+    previous = summary_with(
+        200, {"rps": 10.0, "p95_ms": 40, "failures": 0}, KIND_FIGURES,
+        run_time="30s", access="open", name="granian", proxy="none", backends=postgres,
+    )  # fmt: skip
+    this = summary_with(1000, {"rps": 13.4, "p95_ms": 40, "failures": 0}, KIND_FIGURES)
+    [compared] = compare.comparisons(this, previous=previous, tags=None)
+    assert compared["differences"] == [
+        {"name": "users", "this": "1000", "other": "200"},
+        {"name": "run time", "this": "60s", "other": "30s"},
+        {"name": "access", "this": "tokens", "other": "open"},
+        {"name": "server", "this": "gunicorn", "other": "granian"},
+        {"name": "proxy", "this": "nginx", "other": "none"},
+        {
+            "name": "databases",
+            "this": "sqlite",
+            "other": "postgresql (orders, products, users), sqlite (default)",
+        },
+    ]
+    markdown = render_markdown(summary_of(LOOKUPS) | {"comparisons": [compared]})
+    line = [line for line in markdown.splitlines() if line.startswith("Compared")]
+    assert line == [
+        "Compared with the previous run (2026-01-02T03:04:05+00:00, commit abc1234, 200 users): "
+        "requests/s +34% (better), p95 ms +0% (same), failures 0 (same). **Not the same test**: "
+        "users 1000 here, 200 there; run time 60s here, 30s there; access tokens here, open "
+        "there; server gunicorn here, granian there; proxy nginx here, none there; databases "
+        "sqlite here, postgresql (orders, products, users), sqlite (default) there."
+    ]
+    page = written_report(tmp_path / "reports", comparisons=[compared])
+    assert "Not the same test" in page and "<b>1000</b> here, <b>200</b> there" in page
+    assert re.search(r'<td class="n better">13.4 · 10.0 · \+34%</td>', page)
+    assert '<td class="n same">100.0 · 100.0 · +0%</td>' in page  # a kind, unchanged
+
+
+def test_a_pinned_baseline_is_compared_instead_of_the_previous_run(tmp_path, monkeypatch):
+    """``--baseline FILE``: a run's summary.json, compared instead of the folder's previous
+    run; a missing or foreign file stops the command before anything starts."""
+    monkeypatch.setattr(compare, "ANCHORS", tmp_path / "no-bench")
+    baseline = summary_with(1000, {"rps": 8.0, "p95_ms": 10, "failures": 0}, KIND_FIGURES)
+    (tmp_path / "pinned.json").write_text(json.dumps(baseline))
+    previous = summary_with(1000, {"rps": 9.0, "p95_ms": 10, "failures": 0}, KIND_FIGURES)
+    this = summary_with(1000, {"rps": 10.0, "p95_ms": 10, "failures": 0}, KIND_FIGURES)
+    pinned = compare.read_baseline(tmp_path / "pinned.json")
+    [compared] = compare.comparisons(
+        this, previous=previous, tags=None, baseline=pinned, baseline_path=tmp_path / "pinned.json"
+    )
+    assert compared["label"].startswith(f"baseline {tmp_path / 'pinned.json'} (2026-01-02")
+    assert compared["rows"][0]["other"] == 8.0
+    (tmp_path / "foreign.json").write_text("[]")
+    for path, reason in (("missing.json", "No such file"), ("foreign.json", "no totals")):
+        with pytest.raises(compare.BaselineError, match=reason):
+            compare.read_baseline(tmp_path / path)
+        with pytest.raises(CommandError, match=f"cannot read the baseline .*{path}"):
+            call_command(
+                "loadtest", "--baseline", str(tmp_path / path), "--reports", str(tmp_path / "r")
+            )
+    assert not (tmp_path / "r").exists()  # nothing ran
 
 
 def test_the_anchor_is_compared_with_lookup_only_runs(tmp_path, monkeypatch):
-    """bench/swarm.py's newest anchor run: beside a ``--tags user_id`` run only."""
-    monkeypatch.setattr(report, "ANCHORS", tmp_path)
+    """bench/swarm.py's newest anchor run: beside a ``--tags user_id`` run only, without
+    the settings (it is another server)."""
+    monkeypatch.setattr(compare, "ANCHORS", tmp_path)
     (tmp_path / "anchor-1").mkdir()
     (tmp_path / "anchor-1" / "locust.json").write_text(json.dumps([LOOKUPS]))
-    total = {"rps": 19.0, "p95_ms": 490, "failures": 0}
-    assert report.comparisons(total, previous=None, tags=None) == []
-    [anchor] = report.comparisons(total, previous=None, tags=["user_id"])
+    this = summary_with(1000, {"rps": 19.0, "p95_ms": 490, "failures": 0}, {})
+    assert compare.comparisons(this, previous=None, tags=None) == []
+    [anchor] = compare.comparisons(this, previous=None, tags=["user_id"])
     assert "anchor" in anchor["label"] and "anchor-1" in anchor["label"]
     assert anchor["rows"][0]["other"] == round(100 / 9.5, 1) == 10.5
     assert anchor["rows"][0]["ratio"] == round(19.0 / 10.5, 2) == 1.81
+    assert anchor["differences"] == []
 
 
 def test_data_origin_says_who_generated_the_rows():

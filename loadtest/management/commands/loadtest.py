@@ -26,7 +26,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from api.services.selectors import row_counts
 from data_project.run_id import RUN_ID_VARIABLE
-from loadtest import report, runinfo, runner, staging
+from loadtest import compare, report, runinfo, runner, staging
 from loadtest.checks import breaches, cpu_warning, thresholds
 from loadtest.proxy import ProxyError
 from loadtest.summary import (
@@ -113,10 +113,20 @@ class Command(BaseCommand):
             "--p95-ms", type=float, help="fail when the p95 response time is above N ms"
         )
         parser.add_argument("--min-rps", type=float, help="fail when requests/s is below N")
+        parser.add_argument(
+            "--baseline",
+            type=Path,
+            help="compare with this summary.json (a pinned run) instead of the previous run",
+        )
 
     def handle(self, *args, **options) -> None:
         reports = Path(options["reports"])
         previous = report.previous_summary(reports)  # before this run replaces it
+        if options["baseline"]:
+            try:  # before anything starts, as a taken port is
+                options["baseline_summary"] = compare.read_baseline(options["baseline"])
+            except compare.BaselineError as exc:
+                raise CommandError(str(exc)) from exc
         if not options["server_url"]:
             try:  # before anything starts: never swarm whatever already answers there
                 runner.require_free(options["bind"])
@@ -231,8 +241,12 @@ class Command(BaseCommand):
             summary[TOTAL], p95_ms=options["p95_ms"], min_rps=options["min_rps"]
         )
         summary["cpu_warning"] = cpu_warning(reports / "locust.log")
-        summary["comparisons"] = report.comparisons(
-            summary[TOTAL], previous=previous, tags=options["tags"]
+        summary["comparisons"] = compare.comparisons(
+            summary,
+            previous=previous,
+            tags=options["tags"],
+            baseline=options.get("baseline_summary"),
+            baseline_path=options["baseline"],
         )
         if status != 0 and not (status == 1 and summary[TOTAL]["failures"]):
             problems.append(f"Locust exit status {status} (see locust.log)")
