@@ -23,15 +23,20 @@ Defaults (1000 users, spawn rate 100, run time, report paths) live in ``locust.c
 With ``--json-file F``, `save_total` also writes ``F_total.json``: Locust's aggregated
 entry, whose start time (the runner's, before the first user) is the start of the window
 that locust.html's duration and RPS count; ``locust.json`` holds the per-kind entries only.
+And ``F_run.json``: what Locust's own files lack for the report (`loadtest.summary`): the
+answers by status code per kind, the failures with their messages, and the statistics
+as they stood when the last user started (the ramp-up's end).
 """
 
 import bisect
 import json
 import os
 import random
+import time
 import urllib.error
 import urllib.request
 import uuid
+from collections import Counter
 from urllib.parse import quote
 
 import gevent
@@ -47,6 +52,10 @@ ID_RANGES: dict[str, tuple[int, int]] = {}
 MISSING_IDS: dict[str, list[list[int]]] = {}  # [first, last] ranges, lowest first
 VALUES: dict[str, list] = {}  # stored values of the keys that are not id ranges
 INSERT_BATCH = 2
+# Answers by (request kind, status code): Locust's statistics count failures, not codes.
+STATUS_CODES: Counter = Counter()
+SPAWNED: dict = {}  # the statistics when the ramp-up ended (mark_ramp_up_end)
+RUNNER: dict = {}  # this process's runner, for the events that do not pass it
 API_TOKEN = os.environ.get("LOCUST_API_TOKEN", "")
 AUTH_HEADERS = {"Authorization": f"Token {API_TOKEN}"} if API_TOKEN else {}
 
@@ -126,14 +135,75 @@ def start_up_failure(host: str, exc: Exception) -> str:
     return f"cannot read {host or '(no --host)'}/api/stats/: {what}; {fix}"
 
 
+@events.test_start.add_listener
+def forget_the_last_test(environment, **kwargs) -> None:
+    """A new test (the web UI runs several) counts from nothing, as Locust's own stats do."""
+    STATUS_CODES.clear()
+    SPAWNED.clear()
+    RUNNER["runner"] = environment.runner
+
+
+@events.request.add_listener
+def count_status(name: str, response=None, **kwargs) -> None:
+    """Count each answer by request kind and status code (0: no answer at all)."""
+    STATUS_CODES[name, getattr(response, "status_code", 0) or 0] += 1
+
+
+@events.report_to_master.add_listener
+def report_status(client_id: str, data: dict) -> None:
+    """A worker hands its counts since its last report to the master (every 3 s, and at
+    the end), as Locust hands its own statistics."""
+    data["status_codes"] = [[name, code, count] for (name, code), count in STATUS_CODES.items()]
+    STATUS_CODES.clear()
+
+
+@events.worker_report.add_listener
+def receive_status(client_id: str, data: dict) -> None:
+    for name, code, count in data.get("status_codes", ()):
+        STATUS_CODES[name, code] += count
+
+
+@events.spawning_complete.add_listener
+def mark_ramp_up_end(user_count: int, **kwargs) -> None:
+    """Keep the statistics as they stand when the last user has started: the steady state
+    is the run less these (on a master, as far as the workers have reported, every 3 s)."""
+    runner = RUNNER.get("runner")  # the event does not pass it
+    if SPAWNED or runner is None or isinstance(runner, WorkerRunner):
+        return
+    SPAWNED["at"] = time.time()
+    SPAWNED["users"] = user_count
+    SPAWNED["entries"] = [entry.serialize() for entry in runner.stats.entries.values()]
+
+
 @events.quitting.add_listener
 def save_total(environment, **kwargs) -> None:
-    """Write the aggregated entry beside ``locust.json`` (not on a worker: the master's
-    aggregate is the run's)."""
+    """Write the aggregated entry beside ``locust.json``, and ``F_run.json``: answers by
+    status code per kind, the failures' messages and the statistics at the end of the
+    ramp-up (not on a worker: the master's aggregate is the run's)."""
     json_file = getattr(environment.parsed_options, "json_file", None)
-    if json_file and not isinstance(environment.runner, WorkerRunner):
-        with open(f"{json_file}_total.json", "w") as file:
-            json.dump(environment.runner.stats.total.serialize(), file, indent=4)
+    if not json_file or isinstance(environment.runner, WorkerRunner):
+        return
+    stats = environment.runner.stats
+    with open(f"{json_file}_total.json", "w") as file:
+        json.dump(stats.total.serialize(), file, indent=4)
+    status_codes: dict[str, dict[int, int]] = {}
+    for (name, code), count in sorted(STATUS_CODES.items()):
+        status_codes.setdefault(name, {})[code] = count
+    errors = [failure(error) for error in stats.errors.values()]
+    details = {"status_codes": status_codes, "errors": errors, "spawned": SPAWNED or None}
+    with open(f"{json_file}_run.json", "w") as file:
+        json.dump(details, file, indent=1)
+
+
+def failure(error) -> dict:
+    """A failure as Locust counted it: method, name, the message alone, occurrences."""
+    message = error.to_name().removeprefix(f"{error.method} {error.name}: ")
+    return {
+        "method": error.method,
+        "name": error.name,
+        "message": message,
+        "occurrences": error.occurrences,
+    }
 
 
 def random_id(model: str) -> int:

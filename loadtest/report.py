@@ -1,13 +1,12 @@
 """The main job's one page to open: ``reports/index.html``, self-contained and offline.
 
 `run_facts` gathers what the run ran on (`loadtest.runinfo`); `loadtest.compare` sets it
-beside another run. `write_report`
-renders ``loadtest/report.html`` (Django templates, autoescaped; CSS inline, charts
-inline SVG from `loadtest.charts`, no script and no URL of any resource) from the
-summary, Locust's per-kind entries and its stats history (``--csv-full-history``).
+beside another run. `write_report` renders ``loadtest/report.html`` (Django templates,
+autoescaped; CSS inline, charts inline SVG from `loadtest.charts`, no script and no URL
+of any resource) from the summary, Locust's per-kind entries and its stats history
+(``--csv-full-history``), one section after another (`loadtest.sections`).
 """
 
-import csv
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,13 +15,8 @@ from django.db import DatabaseError
 from django.template.loader import render_to_string
 
 from api.services.selectors import row_counts
-from loadtest import charts, compare, runinfo
-from loadtest.summary import TOTAL, histogram, read_stats
-
-AGGREGATED = "Aggregated"
-PERCENTILE_LINES = [("p50", "p50", "#2e6fd6"), ("p95", "p95", "#e07b39")]
-PERCENTILE_LINES += [("p99", "p99", "#c0392b")]
-RPS_LINES = [("rps", "requests/s", "#2e9e5b")]
+from loadtest import runinfo, sections
+from loadtest.summary import read_stats
 
 
 def stored_rows() -> dict[str, int]:
@@ -93,71 +87,17 @@ def previous_summary(reports: Path) -> dict | None:
         return None
 
 
-def read_history(path: Path) -> dict[str, list[dict]]:
-    """Locust's stats history per request kind (``Aggregated``: all): rows of ``t``
-    (timestamp), users, rps and the p50/p95/p99 of the last seconds (None: no request)."""
-    if not Path(path).exists():
-        return {}
-    kinds: dict[str, list[dict]] = {}
-    with Path(path).open(newline="") as file:
-        for row in csv.DictReader(file):
-            kinds.setdefault(row["Name"], []).append(
-                {
-                    "t": int(row["Timestamp"]),
-                    "users": int(row["User Count"]),
-                    "rps": float(row["Requests/s"]),
-                    **{f"p{p}": _ms(row[f"{p}%"]) for p in (50, 95, 99)},
-                }
-            )
-    return kinds
-
-
-def _ms(text: str) -> int | None:
-    return None if text in ("", "N/A") or int(float(text)) == 0 else int(float(text))
-
-
-def kind_charts(summary: dict, entries: list[dict], history: dict[str, list[dict]]) -> list:
-    """Per request kind and for all: figures, latency bands and the lines over time."""
-    start = int(summary["window"]["start"])
-    by_name = {entry["name"]: entry for entry in entries}
-    kinds = [("all requests", AGGREGATED, summary[TOTAL], histogram(entries))]
-    kinds += [
-        (name, name, figures, by_name[name]["response_times"])
-        for name, figures in summary["kinds"].items()
-    ]
-    drawn = []
-    for name, recorded, figures, response_times in kinds:
-        rows = [{**row, "t": row["t"] - start} for row in history.get(recorded, [])]
-        over_time = [
-            (charts.line_chart(rows, PERCENTILE_LINES), "response time percentiles", " ms"),
-            (charts.line_chart(rows, RPS_LINES), "requests/s", ""),
-        ]
-        drawn.append(
-            {
-                "name": name,
-                "figures": figures,
-                "bands": charts.latency_bands(response_times),
-                "chart_list": over_time if rows else [],
-            }
-        )
-    return drawn
-
-
 def write_report(summary: dict, reports: Path) -> Path:
-    """Render ``index.html`` into ``reports`` from the summary and Locust's files there."""
+    """Render ``index.html`` into ``reports`` from the summary and Locust's files there:
+    the verdict, then every section of `loadtest.sections.SECTIONS` that has something
+    to show."""
     reports = Path(reports)
-    context = {
-        "summary": summary,
-        "run": summary.get("run", {}),
-        "kinds": kind_charts(
-            summary,
-            read_stats(reports / "locust.json"),
-            read_history(reports / "locust_stats_history.csv"),
-        ),
-        "same_within": round(100 * compare.SAME_WITHIN),
-        "bar_width": charts.BAR_WIDTH,
-        "band_legend": charts.latency_bands({}),
-    }
+    run = sections.RunData(
+        summary=summary,
+        entries=read_stats(reports / "locust.json"),
+        history=sections.read_history(reports / "locust_stats_history.csv"),
+    )
+    context = {"summary": summary, "run": summary.get("run", {}), "sections": sections.build(run)}
     path = reports / "index.html"
     path.write_text(render_to_string("loadtest/report.html", context))
     return path

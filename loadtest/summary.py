@@ -1,8 +1,11 @@
 """The load-test summary: Locust's final statistics reduced to what a person reads first.
 
 Locust writes its final per-request statistics with ``--json-file`` (its CSV files are
-refreshed on a timer and can miss the last second). `summarize` keeps users, duration,
-requests per second, p50/p95/p99, max and failures, overall and per request kind. The
+refreshed on a timer and can miss the last second). `summarize` keeps users, duration and,
+overall and per request kind, every figure of Locust's own table (requests, failures,
+requests per second, average, minimum, maximum, p50/p90/p95/p99/p99.9, average response
+size) with the answers by status code, the same after the ramp-up (`steady_state`), and
+the failures with their messages (``locust_run.json``, saved by the ``locustfile``). The
 percentiles follow Locust's own algorithm over its response-time histogram; Locust's
 ``StatsEntry`` is not imported because importing ``locust`` monkey-patches the process
 with gevent, which breaks Django's per-thread database connections. `write_summary`
@@ -70,45 +73,136 @@ def histogram(entries: list[dict]) -> Counter:
     return merged
 
 
-def _figures(entries: list[dict], seconds: float) -> dict:
+def _figures(entries: list[dict], seconds: float, *, status_codes: dict | None = None) -> dict:
+    """Locust's per-endpoint figures over ``entries`` (one kind, or all), RPS over
+    ``seconds``: requests, failures (and their share, %), rps, avg/min/max and the
+    p50/p90/p95/p99/p99.9 response times (ms), avg_bytes (response size) and, when
+    recorded, status_codes (``{"200": n}``). min/max are None for a steady state (a
+    difference of two snapshots has neither)."""
     times = histogram(entries)
     requests = sum(entry["num_requests"] for entry in entries)
-    return {
+    failures = sum(entry["num_failures"] for entry in entries)
+    counted = max(requests, 1)
+    mins = [e.get("min_response_time") for e in entries if e["num_requests"]]
+    maxes = [e.get("max_response_time") for e in entries]
+    figures = {
         "requests": requests,
-        "failures": sum(entry["num_failures"] for entry in entries),
+        "failures": failures,
+        "failure_pct": round(100 * failures / counted, 2),
         "rps": round(requests / max(seconds, 1e-9), 1),
+        "avg_ms": round(sum(e["total_response_time"] for e in entries) / counted, 1),
+        "min_ms": round(min(mins), 1) if mins and None not in mins else None,
         "p50_ms": percentile(times, 0.50),
+        "p90_ms": percentile(times, 0.90),
         "p95_ms": percentile(times, 0.95),
         "p99_ms": percentile(times, 0.99),
-        "max_ms": round(max(entry["max_response_time"] or 0 for entry in entries)),
+        "p999_ms": percentile(times, 0.999),
+        "max_ms": round(max(m or 0 for m in maxes)) if None not in maxes else None,
+        "avg_bytes": round(sum(e.get("total_content_length", 0) for e in entries) / counted),
     }
+    if status_codes is not None:
+        figures["status_codes"] = status_codes
+    return figures
 
 
-def summarize(entries: list[dict], *, users: int, total: dict | None = None) -> dict:
-    """``{"users", "duration_s", "window", "total": {...}, "kinds": {name: {...}}}``.
+def read_details(path: Path) -> dict:
+    """What the ``locustfile`` saved beside Locust's files (``locust_run.json``): status
+    codes per kind, failures, the ramp-up's end; empty when it was not saved."""
+    path = Path(path)
+    return json.loads(path.read_text()) if path.exists() else {}
 
-    ``total``: Locust's aggregated entry (`read_total`), whose start opens the `window`.
-    Each figure set holds requests, failures, rps (requests over the window), p50_ms,
-    p95_ms, p99_ms and max_ms. Raises `ValueError` when no request was recorded.
+
+def summarize(
+    entries: list[dict], *, users: int, total: dict | None = None, details: dict | None = None
+) -> dict:
+    """``{"users", "duration_s", "window", "total": {...}, "kinds": {name: {...}},
+    "steady": {...} | None, "failures": [...]}``.
+
+    ``total``: Locust's aggregated entry (`read_total`), whose start opens the `window`;
+    ``details``: `read_details`. Each figure set is `_figures`'; ``steady`` the same after
+    the ramp-up (`steady_state`); ``failures`` Locust's failures with their messages, most
+    frequent first. Raises `ValueError` when no request was recorded.
     """
     if not any(entry["num_requests"] for entry in entries):
         raise ValueError("Locust recorded no requests")
+    details = details or {}
     span = window(entries, total)
     seconds = span["seconds"]
+    codes = details.get("status_codes")
+    entries = sorted(entries, key=lambda e: e["name"])
     return {
         "users": users,
         "duration_s": round(seconds, 1),
         "window": span,
-        TOTAL: _figures(entries, seconds),
+        TOTAL: _figures(entries, seconds, status_codes=merged_codes(codes)),
         "kinds": {
-            entry["name"]: _figures([entry], seconds)
-            for entry in sorted(entries, key=lambda e: e["name"])
+            entry["name"]: _figures(
+                [entry],
+                seconds,
+                status_codes=None if codes is None else codes.get(entry["name"], {}),
+            )
+            for entry in entries
         },
+        "steady": steady_state(entries, span, details.get("spawned")),
+        "failures": sorted(
+            details.get("errors") or [], key=lambda error: (-error["occurrences"], error["name"])
+        ),
+    }
+
+
+def merged_codes(codes: dict | None) -> dict | None:
+    """Every kind's status codes added up (None: not recorded)."""
+    if codes is None:
+        return None
+    merged = Counter()
+    for kind in codes.values():
+        merged.update({str(code): n for code, n in kind.items()})
+    return dict(sorted(merged.items()))
+
+
+def steady_state(entries: list[dict], span: dict, spawned: dict | None) -> dict | None:
+    """The figures after the ramp-up: each entry less its snapshot when the last user had
+    started (``spawned``: ``at``, ``users``, ``entries``), RPS over the rest of the window.
+    ``{"start_s" (into the window), "seconds", "users", "total", "kinds"}``; None when the
+    ramp-up was not recorded or nothing was requested after it."""
+    if not spawned or spawned["at"] >= span["end"]:
+        return None
+    before = {entry["name"]: entry for entry in spawned["entries"]}
+    after = [_less(entry, before.get(entry["name"])) for entry in entries]
+    if not any(entry["num_requests"] for entry in after):
+        return None
+    seconds = span["end"] - spawned["at"]
+    return {
+        "start_s": round(spawned["at"] - span["start"], 1),
+        "seconds": round(seconds, 1),
+        "users": spawned["users"],
+        TOTAL: _figures(after, seconds),
+        "kinds": {entry["name"]: _figures([entry], seconds) for entry in after},
+    }
+
+
+def _less(entry: dict, before: dict | None) -> dict:
+    """``entry``'s requests since ``before`` (a snapshot of the same kind), without a
+    minimum or maximum (a difference cannot say them)."""
+    before = before or {"response_times": {}}
+    times = Counter({int(ms): n for ms, n in entry["response_times"].items()})
+    times.subtract({int(ms): n for ms, n in before["response_times"].items()})
+    return {
+        "name": entry["name"],
+        "num_requests": entry["num_requests"] - before.get("num_requests", 0),
+        "num_failures": entry["num_failures"] - before.get("num_failures", 0),
+        "total_response_time": entry["total_response_time"] - before.get("total_response_time", 0),
+        "total_content_length": entry.get("total_content_length", 0)
+        - before.get("total_content_length", 0),
+        "response_times": {ms: n for ms, n in times.items() if n > 0},
+        "min_response_time": None,
+        "max_response_time": None,
     }
 
 
 def render_markdown(summary: dict) -> str:
-    """The summary as a Markdown table, one line per request kind and one for the total."""
+    """The summary as Markdown: the headline, one table line per request kind and one for
+    the total (Locust's figures), the steady state, thresholds, comparisons, failures."""
     total = summary[TOTAL]
     verdict = "0 failures" if total["failures"] == 0 else f"**{total['failures']} failures**"
     lines = [
@@ -122,15 +216,24 @@ def render_markdown(summary: dict) -> str:
     if server:
         lines += [f"Server: {server['name']}, proxy: {server['proxy']}.", ""]
     lines += [
-        "| request | requests | failures | req/s | p50 ms | p95 ms | p99 ms | max ms |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| request | requests | failures | req/s | avg ms | min ms | p50 ms | p90 ms "
+        "| p95 ms | p99 ms | p99.9 ms | max ms | avg bytes |",
+        "|---|" + "---:|" * 12,
     ]
     for name, f in [*summary["kinds"].items(), ("**total**", total)]:
         lines.append(
-            f"| {name} | {f['requests']} | {f['failures']} | {f['rps']} | {f['p50_ms']} "
-            f"| {f['p95_ms']} | {f['p99_ms']} | {f['max_ms']} |"
+            f"| {name} | " + " | ".join(_cell(f.get(key)) for key in MARKDOWN_COLUMNS) + " |"
         )
     lines += ["", f"Duration and requests/s count one window: {summary['window']['counted']}."]
+    steady = summary.get("steady")
+    if steady:
+        figures = steady[TOTAL]
+        lines += [
+            "",
+            f"After the ramp-up ({steady['users']} users from {steady['start_s']} s, "
+            f"{steady['seconds']} s): {figures['rps']} requests/s, p50 {figures['p50_ms']} ms, "
+            f"p95 {figures['p95_ms']} ms, p99 {figures['p99_ms']} ms.",
+        ]
     if summary.get("thresholds"):
         lines += ["", "| threshold | limit | this run | result |", "|---|---|---:|---|"]
         for check in summary["thresholds"]:
@@ -138,6 +241,12 @@ def render_markdown(summary: dict) -> str:
             lines.append(f"| {check['name']} | {check['limit']} | {check['actual']} | {result} |")
     for comparison in summary.get("comparisons") or []:
         lines += ["", comparison_line(comparison)]
+    if summary.get("failures"):
+        lines += ["", "Failures, most frequent first:"]
+        for error in summary["failures"][:MARKDOWN_FAILURES]:
+            lines.append(
+                f"- {error['occurrences']} × {error['method']} {error['name']}: {error['message']}"
+            )
     if summary.get("cpu_warning"):
         lines += [
             "",
@@ -145,6 +254,15 @@ def render_markdown(summary: dict) -> str:
             f"(`{summary['cpu_warning']}`).",
         ]
     return "\n".join(lines) + "\n"
+
+
+MARKDOWN_COLUMNS = ("requests", "failures", "rps", "avg_ms", "min_ms", "p50_ms", "p90_ms")
+MARKDOWN_COLUMNS += ("p95_ms", "p99_ms", "p999_ms", "max_ms", "avg_bytes")
+MARKDOWN_FAILURES = 5
+
+
+def _cell(value) -> str:
+    return "-" if value is None else str(value)
 
 
 def comparison_line(comparison: dict) -> str:

@@ -231,21 +231,39 @@ def test_the_run_page_button_runs_the_batch_once(empty, browse):
 
 
 def test_the_load_test_report_renders_offline(tmp_path, browse):
-    """``reports/index.html`` opened from disk: headline, thresholds and every request
-    kind's charts drawn, nothing fetched, no error."""
+    """``reports/index.html`` opened from disk: the verdict and every section, the three
+    charts over time as wide as the page with every line drawn, a column highlighted under
+    the pointer (its tooltip is the SVG title), nothing fetched, no error."""
+    from loadtest import sections
     from loadtest.tests.test_report import written_report
 
     written_report(tmp_path / "reports")
     view = browse(None)
     view.page.goto((tmp_path / "reports" / "index.html").as_uri())
     assert view.page.locator("h1").inner_text() == "Load test report"
+    ids = view.page.locator("section").evaluate_all("sections => sections.map(s => s.id)")
+    assert ids == [
+        "headline", "thresholds", "compared", "over-time", "kinds", "steady", "failures",
+        "distribution", "run", "files",
+    ]  # fmt: skip
+    assert len(ids) == len(sections.SECTIONS)
+    charts = view.page.locator("figure.chart svg")
+    assert charts.count() == 3
+    assert all(box["width"] > 1000 for box in charts.evaluate_all(
+        "svgs => svgs.map(svg => svg.getBoundingClientRect().toJSON())"
+    ))  # fmt: skip
     # Every line is drawn: a kind with one sample in a window as a dot.
     lines = view.page.locator("svg polyline")
-    assert lines.count() >= 6
+    assert lines.count() >= 9
     drawn = lines.evaluate_all(
         "lines => lines.map(line => getComputedStyle(line).strokeLinecap === 'round'"
         " && line.points.length >= 2)"
     )
     assert all(drawn)
+    column = view.page.locator("figure.chart rect.hover").nth(6)
+    column.hover()
+    assert column.evaluate("rect => getComputedStyle(rect).fill") != "rgba(0, 0, 0, 0)"
     view.screenshot("report")
+    view.screenshot("report-over-time", view.page.locator("#over-time"))
+    view.screenshot("report-kinds", view.page.locator("#kinds"))
     view.assert_clean()

@@ -146,6 +146,14 @@ def test_main_job_swarms_the_server_with_zero_failures(data_dir, tmp_path, serve
     summary = json.loads((reports / "summary.json").read_text())
     assert summary["total"]["failures"] == 0
     assert {name for name, k in summary["kinds"].items() if k["requests"] > 0} == KINDS
+    # What the locustfile adds (locust_run.json): status codes, failures, the ramp-up's end.
+    codes = {name: kind["status_codes"] for name, kind in summary["kinds"].items()}
+    assert codes == {name: {"200": kind["requests"]} for name, kind in summary["kinds"].items()}
+    assert summary["failures"] == []
+    steady = summary["steady"]
+    assert steady["users"] == 20 and 1 < steady["start_s"] < 5  # 20 users at 10/s
+    assert 0 < steady["total"]["requests"] < summary["total"]["requests"]
+    assert re.fullmatch(r"[0-9a-f]{12}", summary["run"]["run_id"])
     assert (reports / "locust.html").stat().st_size > 10_000
     assert "0 failures" in (reports / "summary.md").read_text()
     assert "Starting Locust" in (reports / "locust.log").read_text()
@@ -222,6 +230,8 @@ def test_the_cluster_run_swarms_two_servers_from_distributed_locust(data_dir, tm
     )
     summary = json.loads((reports / "summary.json").read_text())
     assert summary["total"]["failures"] == 0 and summary["total"]["requests"] > 100
+    # The workers' status codes reach the master with their statistics.
+    assert summary["total"]["status_codes"] == {"200": summary["total"]["requests"]}
     breach = MIN_RPS_BREACHED.format(actual=summary["total"]["rps"], limit="1000000")
     assert run.returncode == 1, run.stdout[-3000:] + run.stderr[-3000:]
     assert summary["breaches"] == [breach]

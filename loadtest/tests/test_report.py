@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from django.core.management import CommandError, call_command
 
-from loadtest import compare, report, runinfo
-from loadtest.charts import latency_bands, line_chart
+from loadtest import compare, report, runinfo, sections
+from loadtest.charts import latency_bands, time_chart
 from loadtest.checks import (
     FAILURES_BREACHED,
     MIN_RPS_BREACHED,
@@ -28,7 +28,10 @@ LOOKUPS = {
     "last_request_timestamp": 1010.0,
     "num_requests": 100,
     "num_failures": 0,
+    "total_response_time": 3000.0,
+    "min_response_time": 1.24,
     "max_response_time": 1500.2,
+    "total_content_length": 25000,
     "response_times": {"5": 60, "99": 20, "100": 10, "490": 4, "500": 3, "990": 1, "1000": 2},
 }
 INSERTS = {
@@ -38,7 +41,10 @@ INSERTS = {
     "last_request_timestamp": 1011.0,
     "num_requests": 20,
     "num_failures": 2,
+    "total_response_time": 500.0,
+    "min_response_time": 18.3,
     "max_response_time": 40.0,
+    "total_content_length": 2000,
     "response_times": {"20": 18, "40": 2},
 }
 TOTAL_ENTRY = {
@@ -48,6 +54,26 @@ TOTAL_ENTRY = {
     "num_requests": 120,
     "num_failures": 2,
 }
+# What the locustfile saves beside them (locust_run.json): the last of 5 users started at
+# 1004.0, when 40 lookups (30 at 5 ms, 10 at 99 ms) and no insert had been made.
+FAILURE = 'status 503: {"detail": "<store> busy"}'
+DETAILS = {
+    "status_codes": {"get user by id": {"200": 100}, "insert <batch>": {"200": 18, "503": 2}},
+    "errors": [{"method": "POST", "name": "insert <batch>", "message": FAILURE, "occurrences": 2}],
+    "spawned": {
+        "at": 1004.0,
+        "users": 5,
+        "entries": [
+            {
+                **LOOKUPS,
+                "num_requests": 40,
+                "total_response_time": 1140.0,
+                "total_content_length": 10000,
+                "response_times": {"5": 30, "99": 10},
+            }
+        ],
+    },
+}
 HISTORY_HEADER = (
     "Timestamp,User Count,Type,Name,Requests/s,Failures/s,"
     "50%,66%,75%,80%,90%,95%,98%,99%,99.9%,99.99%,100%,"
@@ -55,18 +81,46 @@ HISTORY_HEADER = (
     "Total Average Response Time,Total Min Response Time,Total Max Response Time,"
     "Total Average Content Size"
 )
-HISTORY = f"""{HISTORY_HEADER}
-998,0,,Aggregated,0.0,0.0,N/A,N/A,N/A,N/A,N/A,N/A,N/A,N/A,N/A,N/A,N/A,0,0,0,0.0,0,0,0
-1002,5,GET,get user by id,8.0,0.0,5,5,5,5,99,100,100,490,490,490,500,40,0,5,20.0,1,500,100
-1006,5,GET,get user by id,10.0,0.0,5,5,5,99,100,490,490,990,990,990,1000,80,0,5,30.0,1,1000,100
-1006,5,POST,insert <batch>,2.0,0.2,20,20,20,20,40,40,40,40,40,40,40,10,1,20,22.0,18,40,50
-1006,5,,Aggregated,12.0,0.2,5,5,20,20,99,490,490,990,990,990,1000,90,1,5,28.0,1,1000,90
-"""
+
+
+def history_row(t, users, method, name, rps, fps, p50, p90, p95, p99) -> str:
+    """A row of locust_stats_history.csv (the columns the report reads; totals zero)."""
+    percentiles = [p50] * 4 + [p90, p95, p95] + [p99] * 4
+    return ",".join(
+        map(str, [t, users, method, name, rps, fps, *percentiles, 0, 0, 0, 0.0, 0, 0, 0])
+    )
+
+
+def history() -> str:
+    """12 s of history: users ramp up to 5 by 1004, lookups from 1001, inserts from 1002."""
+    rows = [HISTORY_HEADER, "998,0,,Aggregated,0.0,0.0" + ",N/A" * 11 + ",0,0,0,0.0,0,0,0"]
+    for t in range(999, 1011):
+        users = min(max(t - 999, 0), 5)
+        lookups = (8.0 + t % 3, 5, 99, 100 + 20 * (t % 4), 490 + 10 * (t % 5))
+        inserts = (2.0, 20, 40, 40, 40)
+        fps = 0.2 if t == 1006 else 0.0
+        if t >= 1001:
+            rows.append(
+                history_row(t, users, "GET", "get user by id", lookups[0], 0.0, *lookups[1:])
+            )
+        if t >= 1002:
+            rows.append(
+                history_row(t, users, "POST", "insert <batch>", inserts[0], fps, *inserts[1:])
+            )
+        total = (lookups[0] + inserts[0], 5, 99, lookups[3], lookups[4]) if t >= 1001 else None
+        if total:
+            rows.append(history_row(t, users, "", "Aggregated", total[0], fps, *total[1:]))
+    return "\n".join(rows) + "\n"
+
+
+HISTORY = history()
 RESOURCE = re.compile(r"""(?:src|href|action)\s*=\s*["']?\s*(?:https?:)?//|url\(|@import""", re.I)
 
 
-def summary_of(*entries: dict, total: dict | None = TOTAL_ENTRY) -> dict:
-    return summarize([dict(entry) for entry in entries], users=5, total=total)
+def summary_of(
+    *entries: dict, total: dict | None = TOTAL_ENTRY, details: dict | None = None
+) -> dict:
+    return summarize([dict(entry) for entry in entries], users=5, total=total, details=details)
 
 
 def test_rps_and_duration_count_locusts_own_window():
@@ -111,9 +165,11 @@ def test_latency_bands_count_requests_by_recorded_time():
 
 
 def test_a_missing_value_breaks_a_line_over_time():
-    rows = [{"t": 0, "v": 1}, {"t": 1, "v": None}, {"t": 2, "v": 4}, {"t": 4, "v": 3}]
-    chart = line_chart(rows, [("v", "value", "#000")])
-    assert chart["y_max"] == 5 and chart["x_max"] == 4
+    points = [(0, 1), (1, None), (2, 4), (4, 3)]
+    chart = time_chart(
+        [{"label": "v", "color": "#000", "points": points}], seconds=4, unit="ms", y_label="v"
+    )
+    assert [tick["label"] for tick in chart["y_ticks"]] == ["0", "1", "2", "3", "4"]
     first, second = (path.split() for path in chart["lines"][0]["paths"])
     assert len(set(first)) == 1 and len(first) == 2  # a lone point: drawn as a dot
     assert len(set(second)) == 2
@@ -121,13 +177,16 @@ def test_a_missing_value_breaks_a_line_over_time():
 
 def test_history_rows_per_kind_with_unknown_percentiles_as_none(tmp_path):
     (tmp_path / "history.csv").write_text(HISTORY)
-    history = report.read_history(tmp_path / "history.csv")
+    history = sections.read_history(tmp_path / "history.csv")
     assert set(history) == {"Aggregated", "get user by id", "insert <batch>"}
     assert history["Aggregated"][0] == {
-        "t": 998, "users": 0, "rps": 0.0, "p50": None, "p95": None, "p99": None
+        "t": 998, "users": 0, "rps": 0.0, "fps": 0.0, "p50": None, "p90": None, "p95": None,
+        "p99": None,
     }  # fmt: skip
-    assert history["get user by id"][1]["p95"] == 490
-    assert report.read_history(tmp_path / "missing.csv") == {}
+    assert history["insert <batch>"][4] == {
+        "t": 1006, "users": 5, "rps": 2.0, "fps": 0.2, "p50": 20, "p90": 40, "p95": 40, "p99": 40
+    }  # fmt: skip
+    assert sections.read_history(tmp_path / "missing.csv") == {}
 
 
 def test_thresholds_pass_at_their_limit_and_name_each_breach():
@@ -333,7 +392,7 @@ def written_report(reports: Path, **extra) -> str:
     reports.mkdir(exist_ok=True)
     (reports / "locust.json").write_text(json.dumps([LOOKUPS, INSERTS]))
     (reports / "locust_stats_history.csv").write_text(HISTORY)
-    summary = summary_of(LOOKUPS, INSERTS)
+    summary = summary_of(LOOKUPS, INSERTS, details=DETAILS)
     summary["thresholds"] = thresholds(summary["total"], p95_ms=100, min_rps=None)
     summary["breaches"] = breaches(summary["thresholds"])
     summary.update(extra)
@@ -367,3 +426,108 @@ def test_the_page_is_self_contained(tmp_path):
 def test_granian_shape_is_what_granian_server_computes_under_the_servers_environment():
     shape = runinfo.server_shape("granian", {"WEB_CONCURRENCY": "3", "GUNICORN_THREADS": "2"})
     assert shape == {"worker_class": "wsgi", "workers": 3, "threads": 2, "backpressure": 1000}
+
+
+def test_every_figure_of_locusts_table_and_the_status_codes_per_kind(tmp_path):
+    """Issue 31: the table lacked Locust's average, minimum, response size, p90, p99.9 and
+    the status codes. Each kind and the total have them all, in the page too."""
+    summary = summary_of(LOOKUPS, INSERTS, details=DETAILS)
+    keys = ("requests", "failures", "failure_pct", "rps", "avg_ms", "min_ms", "p50_ms")
+    keys += ("p90_ms", "p95_ms", "p99_ms", "p999_ms", "max_ms", "avg_bytes")
+    figures = {name: [summary["kinds"][name][key] for key in keys] for name in summary["kinds"]}
+    assert figures == {
+        "get user by id": [100, 0, 0.0, 8.0, 30.0, 1.2, 5, 490, 500, 1000, 1000, 1500, 250],
+        "insert <batch>": [20, 2, 10.0, 1.6, 25.0, 18.3, 20, 40, 40, 40, 40, 40, 100],
+    }
+    assert [summary["total"][key] for key in keys] == [
+        120, 2, 1.67, 9.6, 29.2, 1.2, 20, 100, 500, 1000, 1000, 1500, 225
+    ]  # fmt: skip
+    codes = {name: kind["status_codes"] for name, kind in summary["kinds"].items()}
+    assert codes == {"get user by id": {"200": 100}, "insert <batch>": {"200": 18, "503": 2}}
+    assert summary["total"]["status_codes"] == {"200": 118, "503": 2}
+    page = written_report(tmp_path / "reports")
+    kinds = page[page.index('<section id="kinds">') : page.index('<section id="steady">')]
+    for header in ("avg ms", "min ms", "median ms", "p90 ms", "p99.9 ms", "max ms", "avg size B"):
+        assert f'<th class="n">{header}</th>' in kinds
+    assert '<span class="code">200: 118</span><span class="code bad">503: 2</span>' in kinds
+    assert '<td class="n">2 (10.0%)</td>' in kinds
+    assert (
+        "| get user by id | 100 | 0 | 8.0 | 30.0 | 1.2 | 5 | 490 | 500 | 1000 | 1000 | 1500 | 250 |"
+        in (render_markdown(summary))
+    )
+
+
+def test_the_steady_state_leaves_the_ramp_up_out(tmp_path):
+    """Issue 31: the ramp-up was mixed into the percentiles. The figures after the last user
+    started are reported apart: the run less the locustfile's snapshot at that moment."""
+    steady = summary_of(LOOKUPS, INSERTS, details=DETAILS)["steady"]
+    assert (steady["start_s"], steady["seconds"], steady["users"]) == (5.5, 7.0, 5)
+    lookups = steady["kinds"]["get user by id"]
+    assert (lookups["requests"], lookups["rps"], lookups["avg_ms"]) == (60, 8.6, 31.0)
+    assert (lookups["p50_ms"], lookups["p95_ms"], lookups["min_ms"]) == (99, 990, None)
+    assert steady["kinds"]["insert <batch>"]["requests"] == 20  # none before: all after
+    assert (steady["total"]["requests"], steady["total"]["rps"]) == (80, 11.4)
+    assert summary_of(LOOKUPS, INSERTS)["steady"] is None  # not recorded
+    late = {**DETAILS, "spawned": {**DETAILS["spawned"], "at": 1011.0}}
+    assert summary_of(LOOKUPS, INSERTS, details=late)["steady"] is None  # ended in ramp-up
+    page = written_report(tmp_path / "reports")
+    assert "11.4</b>requests/s after the ramp-up" in page and "990 ms</b>p95 after it" not in page
+    assert "After the ramp-up (5 users from 5.5 s, 7.0 s): 11.4 requests/s" in render_markdown(
+        summary_of(LOOKUPS, INSERTS, details=DETAILS)
+    )
+
+
+def test_failure_messages_are_in_the_page(tmp_path):
+    page = written_report(tmp_path / "reports")
+    failures = page[
+        page.index('<section id="failures">') : page.index('<section id="distribution">')
+    ]
+    assert "status 503: {&quot;detail&quot;: &quot;&lt;store&gt; busy&quot;}" in failures
+    assert '<td class="n">2</td><td class="n">10.0%</td>' in failures
+    markdown = render_markdown(summary_of(LOOKUPS, INSERTS, details=DETAILS))
+    assert f"- 2 × POST insert <batch>: {FAILURE}" in markdown
+
+
+def test_a_chart_over_time_has_labelled_axes_gridlines_time_ticks_users_and_the_ramp_up():
+    """Issue 31: charts labelled only 0 and the maximum. Now: round values and m:ss ticks
+    with gridlines, unit-labelled axes, users on the right, the ramp-up shaded, a tooltip
+    per sample."""
+    points = [(t, 100 + t * 3) for t in range(0, 121, 10)] + [(125, None)]
+    users = [(t, min(100 * t, 1000)) for t in range(0, 126, 5)]
+    chart = time_chart(
+        [{"label": "p95", "color": "#000", "points": points}],
+        seconds=125, unit="ms", y_label="response time", users=users, ramp_up_s=10,
+    )  # fmt: skip
+    assert [tick["label"] for tick in chart["x_ticks"]] == [
+        "0:00", "0:15", "0:30", "0:45", "1:00", "1:15", "1:30", "1:45", "2:00"
+    ]  # fmt: skip
+    assert [tick["label"] for tick in chart["y_ticks"]] == ["0", "100", "200", "300", "400", "500"]
+    assert [tick["label"] for tick in chart["users_ticks"]] == [
+        "0", "200", "400", "600", "800", "1,000"
+    ]  # fmt: skip
+    assert (chart["x_label"], chart["y_label"]) == (
+        "time since the start (m:ss)",
+        "response time (ms)",
+    )
+    assert chart["y_ticks"][-1]["y"] == chart["top"] and chart["y_ticks"][0]["y"] == chart["bottom"]
+    assert chart["ramp"] == {"x": chart["left"], "width": round(chart["plot_width"] * 10 / 125, 1)}
+    assert chart["users_line"]["paths"]
+    titles = {column["title"] for column in chart["hover"]}
+    assert "0:10: p95 130 ms, 1,000 users" in titles and "2:05: p95 -, 1,000 users" in titles
+
+
+def test_over_time_is_three_charts_with_one_p95_line_per_kind(tmp_path):
+    """Issue 31: seven near-identical panels (percentiles and RPS per kind). Now three:
+    the percentiles of all requests, throughput with failures, and p95 overlaid by kind."""
+    page = written_report(tmp_path / "reports")
+    over_time = page[page.index('<section id="over-time">') : page.index('<section id="kinds">')]
+    assert over_time.count('<figure class="chart">') == 3
+    assert over_time.count("time since the start (m:ss)") == 3
+    assert over_time.count('<rect class="ramp"') == 3
+    assert over_time.count('class="users"') == 2 and over_time.count(">active users</text>") == 2
+    by_kind = over_time[over_time.index("p95 by request kind") :]
+    assert [title for title in re.findall(r"<polyline [^>]*><title>([^<]*)</title>", by_kind)] == [
+        "get user by id",
+        "insert &lt;batch&gt;",
+    ]
+    assert "<title>0:05: p50 5 ms, p95 100 ms, p99 530 ms, 5 users</title>" in over_time

@@ -31,6 +31,7 @@ from loadtest.checks import breaches, cpu_warning, thresholds
 from loadtest.proxy import ProxyError
 from loadtest.summary import (
     TOTAL,
+    read_details,
     read_stats,
     read_total,
     render_markdown,
@@ -233,7 +234,8 @@ class Command(BaseCommand):
         try:
             entries = read_stats(reports / "locust.json")
             total = read_total(reports / "locust_total.json")
-            summary = summarize(entries, users=options["users"], total=total)
+            details = read_details(reports / "locust_run.json")
+            summary = summarize(entries, users=options["users"], total=total, details=details)
         except (FileNotFoundError, ValueError) as exc:
             raise CommandError(f"Locust left no statistics ({exc}); exit status {status}") from exc
         summary["run"] = facts
