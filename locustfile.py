@@ -135,12 +135,53 @@ def start_up_failure(host: str, exc: Exception) -> str:
     return f"cannot read {host or '(no --host)'}/api/stats/: {what}; {fix}"
 
 
+@events.init_command_line_parser.add_listener
+def progress_option(parser) -> None:
+    parser.add_argument(
+        "--progress-every",
+        type=float,
+        default=0,
+        include_in_web_ui=False,
+        help="print a progress line every N seconds (elapsed, users, req/s, p95, failures)",
+    )
+
+
 @events.test_start.add_listener
 def forget_the_last_test(environment, **kwargs) -> None:
-    """A new test (the web UI runs several) counts from nothing, as Locust's own stats do."""
+    """A new test (the web UI runs several) counts from nothing, as Locust's own stats do;
+    a headless one prints its progress (``--progress-every``) until it stops."""
     STATUS_CODES.clear()
     SPAWNED.clear()
     RUNNER["runner"] = environment.runner
+    every = getattr(environment.parsed_options, "progress_every", 0)
+    if every and not isinstance(environment.runner, WorkerRunner):
+        RUNNER["progress"] = gevent.spawn(print_progress, environment.runner, every)
+
+
+@events.test_stop.add_listener
+def stop_progress(environment, **kwargs) -> None:
+    if progress := RUNNER.pop("progress", None):
+        progress.kill(block=False)
+
+
+def print_progress(runner, every: float) -> None:
+    """Every ``every`` seconds, one line on stdout: elapsed time, users (now/asked), and
+    Locust's current figures (its last ~10 s): requests/s, p95, failures so far."""
+    started = time.monotonic()
+    while True:
+        gevent.sleep(every)
+        print(progress_line(runner, time.monotonic() - started), flush=True)
+
+
+def progress_line(runner, elapsed: float) -> str:
+    total = runner.stats.total
+    p95 = total.get_current_response_time_percentile(0.95) or 0
+    minutes, seconds = divmod(int(elapsed), 60)
+    return (
+        f"  {minutes}:{seconds:02d}  users {runner.user_count:>5}/{runner.target_user_count:<5}"
+        f"  {total.current_rps:>9,.1f} req/s  p95 {p95:>5,.0f} ms"
+        f"  failures {total.num_failures:,} ({total.current_fail_per_sec:,.1f}/s)"
+    )
 
 
 @events.request.add_listener

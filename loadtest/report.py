@@ -28,11 +28,17 @@ def stored_rows() -> dict[str, int]:
 
 
 def run_facts(
-    *, options: dict, stored: dict, server_env: dict | None, generated: dict | None
+    *,
+    options: dict,
+    stored: dict,
+    server_env: dict | None,
+    generated: dict | None,
+    topology: str | None = None,
 ) -> dict:
     """The run's metadata. ``stored``: rows per table before the swarm; ``server_env``:
     the environment the servers got (None for a server this run did not start);
-    ``generated``: `runinfo.generation_saved`'s record when this run generated the rows.
+    ``generated``: `runinfo.generation_saved`'s record when this run generated the rows;
+    ``topology``: who listened where (`loadtest.runner.topology`).
 
     ``server.name`` is the server started (``options["server"]``: gunicorn, granian), or
     what a running server calls itself in its ``Server`` header; ``server.shape`` is its
@@ -54,6 +60,7 @@ def run_facts(
             "shape": runinfo.server_shape(name, server_env) if started else None,
             "instances": instances if started else None,
             "proxy": "nginx" if options.get("proxy") or instances > 1 else "none",
+            "topology": topology,
         },
         "cores": runinfo.cores(),
         "versions": runinfo.versions(),

@@ -182,6 +182,19 @@ def cluster_env(env: dict[str, str] | None, instances: int) -> dict[str, str]:
     return env
 
 
+def topology(bind: str, server: str, upstreams: list[str]) -> str:
+    """Who listens where: ``nginx on A -> gunicorn on B`` (``upstreams``: the servers'
+    addresses behind nginx; none: ``server`` listens on ``bind`` itself)."""
+    if not upstreams:
+        return f"{server} on {bind}"
+    servers = (
+        f"{server} on {upstreams[0]}"
+        if len(upstreams) == 1
+        else (f"{len(upstreams)} {server} servers on {', '.join(upstreams)}")
+    )
+    return f"nginx on {bind} -> {servers}"
+
+
 def free_port() -> int:
     """A TCP port on loopback that nothing listens on now."""
     with socket.socket() as sock:
@@ -247,13 +260,16 @@ def swarm(
     tags: list[str] | None = None,
     processes: int | None = None,
     token: str | None = None,
+    progress_every: float = 0,
 ) -> int:
     """Run headless Locust; returns its exit status (1 when any request failed).
 
-    ``token``: the API token the swarm sends (``LOCUST_API_TOKEN``, see ``locustfile``).
+    ``token``: the API token the swarm sends (``LOCUST_API_TOKEN``, see ``locustfile``);
+    ``progress_every``: seconds between its progress lines on the console (0: none).
     Writes Locust's HTML report, ``locust_*.csv`` (the history with a row per request kind),
-    ``locust.json``, ``locust_total.json`` (its aggregated entry, see ``locustfile``) and
-    ``locust.log`` into ``reports``.
+    ``locust.json``, ``locust_total.json`` and ``locust_run.json`` (see ``locustfile``) and
+    ``locust.log`` (its whole log; the console shows its warnings and errors only) into
+    ``reports``.
     """
     reports.mkdir(parents=True, exist_ok=True)
     command = [
@@ -269,6 +285,8 @@ def swarm(
         "--html", str(reports / "locust.html"),
         "--json-file", str(reports / "locust"),
     ]  # fmt: skip
+    if progress_every:
+        command += ["--progress-every", str(progress_every)]
     if tags:
         command += ["--tags", *tags]
     if processes:
@@ -294,11 +312,18 @@ def swarm(
     return process.returncode
 
 
+# Locust's log lines below WARNING (its start, ramp-up, shutdown): the log keeps them, the
+# console has the run's own phase and progress lines instead.
+QUIET = ("/INFO/", "/DEBUG/")
+
+
 def _tee(lines: IO[str], log: IO[str]) -> None:
-    """Copy ``lines`` to the console's stderr and to ``log`` until they end or it closes."""
+    """Copy ``lines`` to ``log`` and, but for `QUIET` ones, to the console's stderr, until
+    they end or ``log`` closes."""
     try:
         for line in lines:
-            sys.stderr.write(line)
+            if not any(level in line for level in QUIET):
+                sys.stderr.write(line)
             log.write(line)
     except ValueError:  # log closed: the master exited while a worker held the pipe
         pass

@@ -134,15 +134,27 @@ def test_main_job_swarms_the_server_with_zero_failures(data_dir, tmp_path, serve
     users_db = Path(data_dir["DATA_DIR"]) / "users.sqlite3"
     with closing(sqlite3.connect(users_db)) as users:
         (users_before,) = users.execute("SELECT count(*) FROM users").fetchone()
+    bind = f"127.0.0.1:{runner.free_port()}"
     run = manage(
         "loadtest",
         *("--users", "20", "--spawn-rate", "10", "--run-time", "8s", "--rows", "3000"),
-        *("--bind", f"127.0.0.1:{runner.free_port()}", "--reports", str(reports)),
+        *("--bind", bind, "--reports", str(reports), "--progress-every", "2"),
         "--proxy",  # as make demo serves it: nginx in front of the server
         *("--server", server, "--p95-ms", "100000"),
         env={**data_dir, "WEB_CONCURRENCY": "3"},
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+
+    # The console talks: a line per phase, the topology first, progress every 2 s; Locust's
+    # own INFO lines and the servers' are left to their logs.
+    phases = [line.split(":")[0] for line in run.stdout.splitlines() if line.startswith("== ")]
+    assert phases == ["== data", "== serve", "== check", "== swarm", "== stop", "== report"]
+    topology = rf"nginx on {re.escape(bind)} -> {server} on 127\.0\.0\.1:\d+"
+    shape = r"\(3 workers × 1 thread per server; production settings\)"
+    assert re.search(rf"^== serve: {topology} {shape}$", run.stdout, re.M), run.stdout
+    progress = r"^  0:0\d  users +\d+/20 +[\d,.]+ req/s  p95 +\d+ ms  failures 0 \(0\.0/s\)$"
+    assert len(re.findall(progress, run.stdout, re.M)) >= 3, run.stdout
+    assert "/INFO/" not in run.stderr and "Booting worker" not in run.stderr, run.stderr
     summary = json.loads((reports / "summary.json").read_text())
     assert summary["total"]["failures"] == 0
     assert {name for name, k in summary["kinds"].items() if k["requests"] > 0} == KINDS
@@ -173,6 +185,7 @@ def test_main_job_swarms_the_server_with_zero_failures(data_dir, tmp_path, serve
     assert f"{summary['total']['p95_ms']} ms</b>p95" in page
     assert runinfo.git_commit() in page
     assert re.search(r"3 workers × 1 thread\s+per instance", page) and "proxy: nginx" in page
+    assert re.search(rf"<th>topology</th><td>{topology.replace('->', '-&gt;')}</td>", page)
     assert summary["run"]["server"]["name"] == server and f"Server: {server}," in run.stdout
     assert ("Granian wsgi" if server == "granian" else "Gunicorn gthread") in page
     assert str(Path(data_dir["DATA_DIR"]) / "users.sqlite3") in page
@@ -319,7 +332,12 @@ def test_a_run_refuses_to_swarm_another_server_that_took_its_port(tmp_path):
             *("--rows", "3000", "--users", "5", "--run-time", "5s", "--reports", str(reports)),
         ],
         cwd=REPO,
-        env={**os.environ, "DATA_DIR": str(tmp_path / "db"), "PYTHONUNBUFFERED": "1"},
+        # Gunicorn's INFO lines say when it listens (a run quiets them unless told).
+        env={
+            **os.environ,
+            **{"DATA_DIR": str(tmp_path / "db"), "PYTHONUNBUFFERED": "1"},
+            "GUNICORN_LOG_LEVEL": "info",
+        },
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -432,6 +450,7 @@ def test_ctrl_c_ends_a_run_with_one_line_and_keeps_the_previous_report(data_dir,
         [
             *(sys.executable, "manage.py", "loadtest", "--proxy", "--bind", bind),
             *("--rows", "3000", "--users", "10", "--run-time", "60s", "--reports", str(reports)),
+            *("--progress-every", "1"),
         ],
         cwd=REPO,
         env={**os.environ, **data_dir, "PYTHONUNBUFFERED": "1"},
@@ -443,7 +462,7 @@ def test_ctrl_c_ends_a_run_with_one_line_and_keeps_the_previous_report(data_dir,
     output = []
     for line in run.stdout:
         output.append(line)
-        if "All users spawned" in line:
+        if line.startswith("  0:01  users"):  # the first progress line: swarming
             break
     started = psutil.Process(run.pid).children(recursive=True)
     assert len(started) >= 3, "".join(output)  # nginx, the server, Locust

@@ -16,6 +16,7 @@ each; 130 on Ctrl-C (or SIGTERM), in one line, with every process it started sto
 """
 
 import io
+import os
 import secrets
 import signal
 import time
@@ -115,6 +116,12 @@ class Command(BaseCommand):
         )
         parser.add_argument("--min-rps", type=float, help="fail when requests/s is below N")
         parser.add_argument(
+            "--progress-every",
+            type=float,
+            default=5,
+            help="seconds between the swarm's progress lines (0: none)",
+        )
+        parser.add_argument(
             "--baseline",
             type=Path,
             help="compare with this summary.json (a pinned run) instead of the previous run",
@@ -156,64 +163,110 @@ class Command(BaseCommand):
 
     def _run(self, staged: Path, options: dict, previous: dict | None) -> dict:
         """Serve (unless ``--server-url``), swarm, and write the run's files into ``staged``;
-        returns the summary."""
-        problems, generated, server_env = [], None, None
+        returns the summary. Says each phase in one line (`phase`)."""
+        problems, generated, server_env, topology = [], None, None, None
         if options["server_url"]:
             url = options["server_url"].rstrip("/")
             runner.wait_healthy(url)
+            self.phase("check", f"{url} is healthy (a server this run did not start)")
             stored = report.stored_rows()
             status = self._swarm(url, staged, options)
         else:
             generated = self._prepare(options["rows"], options["verbosity"])
             stored = generated["stored"] if generated else report.stored_rows()
             url = f"http://{options['bind']}"
-            # The servers send it back on every answer: checked before the swarm starts.
-            env = {RUN_ID_VARIABLE: runner.new_run_id()}
+            run_id = runner.new_run_id()
+            # The servers send it back on every answer, checked before the swarm starts;
+            # their INFO lines (boot, workers) would drown the run's own.
+            env = {
+                RUN_ID_VARIABLE: run_id,
+                "GUNICORN_LOG_LEVEL": os.environ.get("GUNICORN_LOG_LEVEL") or "warning",
+            }
             cluster = options["instances"] > 1
             if options["access"] == "tokens":
                 options["token"] = options["token"] or swarm_token()
                 env |= production_env(proxied=options["proxy"] or cluster)
             server = options["server"]
+            upstreams = [
+                f"127.0.0.1:{runner.free_port()}"
+                for _ in range(options["instances"] if cluster or options["proxy"] else 0)
+            ]
+            topology = runner.topology(options["bind"], server, upstreams)
             if cluster:
                 server_env = runner.behind_proxy_env(runner.cluster_env(env, options["instances"]))
                 serving = runner.serve_cluster(
-                    options["bind"], options["instances"], env=env, server=server
-                )
+                    options["bind"], options["instances"], env=env, server=server,
+                    upstreams=upstreams,
+                )  # fmt: skip
             else:
                 server_env = runner.behind_proxy_env(env) if options["proxy"] else env
                 serving = runner.serve(
-                    options["bind"], env=env, proxy=options["proxy"], server=server
-                )
+                    options["bind"], env=env, proxy=options["proxy"], server=server,
+                    upstream=upstreams[0] if upstreams else None,
+                )  # fmt: skip
+            shape = runinfo.server_shape(server, server_env)
+            self.phase(
+                "serve",
+                f"{topology} ({shape['workers']} worker{'s' * (shape['workers'] != 1)} × "
+                f"{shape['threads']} thread{'s' * (shape['threads'] != 1)} per server; "
+                f"{'production' if options['access'] == 'tokens' else 'development'} settings)",
+            )
+            started = time.monotonic()
             with serving as served:
                 servers = served if cluster else [served]
                 for server in servers:
-                    runner.wait_healthy(url, server, run_id=env[RUN_ID_VARIABLE])
+                    runner.wait_healthy(url, server, run_id=run_id)
+                self.phase(
+                    "check",
+                    f"healthy after {time.monotonic() - started:.1f} s, and it is this run's "
+                    f"server (X-Loadtest-Run: {run_id})",
+                )
                 status = self._swarm(url, staged, options)
                 if any(server.poll() is not None for server in servers):
                     problems.append(SERVER_DIED)
+                stopping = time.monotonic()
+            self.phase("stop", f"servers stopped in {time.monotonic() - stopping:.1f} s")
         options["url"] = url
         options["run_id"] = server_env and server_env.get(RUN_ID_VARIABLE)
         facts = report.run_facts(
-            options=options, stored=stored, server_env=server_env, generated=generated
-        )
-        return self._report(
+            options=options, stored=stored, server_env=server_env, generated=generated,
+            topology=topology,
+        )  # fmt: skip
+        summary = self._report(
             staged, options, facts, status=status, problems=problems, previous=previous
         )
+        self.phase("report", f"{Path(options['reports']) / 'index.html'}, summary below")
+        return summary
+
+    def phase(self, name: str, text: str) -> None:
+        """One line for a phase of the run, at once (the console may be a pipe)."""
+        self.stdout.write(f"== {name}: {text}")
+        self.stdout.flush()
 
     def _prepare(self, rows: int, verbosity: int) -> dict | None:
         """Migrate, then generate ``rows`` rows unless the databases already hold that many;
         returns the generation's record (`runinfo.generation_saved`) if it ran."""
         call_command("migrate_all", verbosity=0)
-        stored = sum(row_counts().values())
+        counts = row_counts()
+        stored = sum(counts.values())
+        tables = ", ".join(f"{table} {count:,}" for table, count in counts.items())
         if stored >= rows:
+            self.phase("data", f"{stored:,} rows stored ({tables}): none to generate")
             return None
-        self.stdout.write(f"{stored:,} rows stored: generating {rows:,} more.")
+        self.phase("data", f"{stored:,} rows stored: generating {rows:,} more")
         started = time.monotonic()
         call_command("generate_data", rows=rows, verbosity=verbosity)
         seconds = time.monotonic() - started
         return runinfo.generation_saved(seconds=seconds, rows=rows, stored=row_counts())
 
     def _swarm(self, url: str, reports: Path, options: dict) -> int:
+        every = options["progress_every"]
+        self.phase(
+            "swarm",
+            f"{options['users']} users at {options['spawn_rate']:g}/s for {options['run_time']} "
+            f"against {url}, access {options['access']}"
+            + (f"; a progress line every {every:g} s" if every else ""),
+        )
         return runner.swarm(
             url,
             users=options["users"],
@@ -223,6 +276,7 @@ class Command(BaseCommand):
             tags=options["tags"],
             processes=options["processes"],
             token=options["token"],
+            progress_every=every,
         )
 
     def _report(
