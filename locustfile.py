@@ -120,7 +120,7 @@ def start_up_failure(host: str, exc: Exception) -> str:
     if isinstance(exc, urllib.error.HTTPError) and exc.code in (401, 403):
         fix = (
             "the swarm needs a token with the read scope: LOCUST_API_TOKEN=<key of "
-            "manage.py create_token swarm --scopes read write>"
+            "manage.py create_token swarm --scope read --scope write>"
         )
         what = f"HTTP {exc.code}"
     elif isinstance(exc, urllib.error.HTTPError):
