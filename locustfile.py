@@ -29,6 +29,7 @@ as they stood when the last user started (the ramp-up's end).
 """
 
 import bisect
+import copy
 import json
 import os
 import random
@@ -213,7 +214,10 @@ def mark_ramp_up_end(user_count: int, **kwargs) -> None:
         return
     SPAWNED["at"] = time.time()
     SPAWNED["users"] = user_count
-    SPAWNED["entries"] = [entry.serialize() for entry in runner.stats.entries.values()]
+    # Copies: serialize() hands out the entries' live histograms, which go on counting.
+    SPAWNED["entries"] = [
+        copy.deepcopy(entry.serialize()) for entry in runner.stats.entries.values()
+    ]
 
 
 @events.quitting.add_listener

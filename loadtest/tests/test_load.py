@@ -165,6 +165,8 @@ def test_main_job_swarms_the_server_with_zero_failures(data_dir, tmp_path, serve
     steady = summary["steady"]
     assert steady["users"] == 20 and 1 < steady["start_s"] < 5  # 20 users at 10/s
     assert 0 < steady["total"]["requests"] < summary["total"]["requests"]
+    for figures in [steady["total"], *steady["kinds"].values()]:  # its own histogram's
+        assert 0 < figures["p50_ms"] <= figures["p95_ms"] <= figures["p99_ms"], figures
     assert re.fullmatch(r"[0-9a-f]{12}", summary["run"]["run_id"])
     assert (reports / "locust.html").stat().st_size > 10_000
     assert "0 failures" in (reports / "summary.md").read_text()
