@@ -29,7 +29,7 @@ from threading import Lock
 from typing import Any, NamedTuple
 
 from django.db import IntegrityError, connections
-from django.db.models import CharField, Field, Model
+from django.db.models import CharField, F, Field, Model, UniqueConstraint
 from django.db.models.constants import OnConflict
 from django.db.models.sql import InsertQuery
 from psycopg import RawCursor
@@ -135,7 +135,8 @@ class CompiledInsert:
         fields = tuple(
             field for field in meta.concrete_fields if explicit_id or not field.primary_key
         )
-        keys = tuple(i for i, field in enumerate(fields) if field.unique)
+        unique = unique_columns(self.model)
+        keys = tuple(i for i, field in enumerate(fields) if field.attname in unique)
         query = InsertQuery(self.model, on_conflict=OnConflict.IGNORE)
         query.insert_values(fields, [self.model()])
         compiler = query.get_compiler(using=alias)
@@ -214,6 +215,28 @@ def _unchanged_types() -> dict[type, type]:
 
 
 UNCHANGED = _unchanged_types()
+
+
+def unique_columns(model: type[Model]) -> frozenset[str]:
+    """The columns (attnames) of ``model``'s unique indexes: ``unique=True`` fields,
+    ``unique_together`` and unconditional ``UniqueConstraint``s, by fields or by bare
+    column expressions (``F("email")``). Raises `RuntimeError` for a unique index on
+    any other expression or with a condition: a returned row could not be matched to
+    its record by the values sent."""
+    meta = model._meta
+    columns = {field.attname for field in meta.concrete_fields if field.unique}
+    for names in meta.unique_together:
+        columns.update(meta.get_field(name).attname for name in names)
+    for constraint in (c for c in meta.constraints if isinstance(c, UniqueConstraint)):
+        if constraint.condition is not None or constraint.include or constraint.opclasses:
+            raise RuntimeError(f"{meta.label}: {constraint.name} is not a plain unique index")
+        names = list(constraint.fields)
+        for expression in constraint.expressions:
+            if not isinstance(expression, F):
+                raise RuntimeError(f"{meta.label}: {constraint.name} indexes an expression")
+            names.append(expression.name)
+        columns.update(meta.get_field(name).attname for name in names)
+    return frozenset(columns)
 
 
 def _row(columns: dict[str, tuple], template: list, record: dict, connection) -> list:

@@ -4,12 +4,15 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, models, transaction
+from django.db.models import F, Q
+from django.db.models.functions import Lower
+from django.test.utils import isolate_apps
 from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from api.db.compiled_inserts import CompiledInsert
+from api.db.compiled_inserts import CompiledInsert, unique_columns
 from api.models import Order, Product, User
 from api.tests.conftest import ROUTED
 
@@ -164,3 +167,46 @@ def test_a_batch_larger_than_one_statement_is_split_and_matched_across_statement
     assert len(set(ids[:-1])) == count
     stored = dict(User.objects.filter(id__in=ids[:-1]).values_list("id", "email"))
     assert [stored[i] for i in ids[:-1]] == [r["email"] for r in records[:-1]]
+
+
+@isolate_apps("api")
+def test_the_columns_that_match_a_returned_row_come_from_every_kind_of_unique_index():
+    """``unique=True``, ``unique_together`` and a ``UniqueConstraint`` by fields or by bare
+    column (``F``) all name columns; an index on another expression or with a condition
+    cannot match a row to the values sent, so it is refused outright."""
+
+    class Indexed(models.Model):  # noqa: DJ008 (never shown)
+        a = models.IntegerField(unique=True)
+        b = models.IntegerField()
+        c = models.IntegerField()
+        d = models.IntegerField()
+        e = models.CharField(max_length=9)
+
+        class Meta:
+            unique_together = [("b", "c")]
+            constraints = [
+                models.UniqueConstraint(fields=["d"], name="d_key"),
+                models.UniqueConstraint(F("e"), name="e_key"),
+            ]
+
+    assert unique_columns(Indexed) == {"id", "a", "b", "c", "d", "e"}
+
+    class Lowered(models.Model):  # noqa: DJ008
+        e = models.CharField(max_length=9)
+
+        class Meta:
+            constraints = [models.UniqueConstraint(Lower("e"), name="lower_e_key")]
+
+    with pytest.raises(RuntimeError, match="expression"):
+        unique_columns(Lowered)
+
+    class Partial(models.Model):  # noqa: DJ008
+        e = models.CharField(max_length=9)
+
+        class Meta:
+            constraints = [
+                models.UniqueConstraint(fields=["e"], condition=Q(e__gt=""), name="e_some")
+            ]
+
+    with pytest.raises(RuntimeError, match="plain unique index"):
+        unique_columns(Partial)
