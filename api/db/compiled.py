@@ -21,6 +21,7 @@ from django.db import DatabaseError, connections, router
 from django.db.models import Model, QuerySet
 from psycopg import Cursor
 
+from api.db.routers import primary_after_failure
 from api.db.sqlite_converters import RowConverter, faster_converter, row_converter
 
 # Backends whose DB-API cursor takes the compiled SQL as it is (PostgreSQL: "format"
@@ -58,9 +59,20 @@ class CompiledQuery:
     def fetch(self, *values: Any, limit: int | None = None) -> list[dict]:
         """Rows as dicts, at most ``limit`` of them, read from the model's read alias.
 
-        Raises `django.db.DatabaseError` when the database fails.
+        A read that fails on a replica is read again on its primary (the replica leaves
+        the rotation: `api.db.routers.primary_after_failure`); the happy path costs one
+        call more. Raises `django.db.DatabaseError` when the primary fails.
         """
         alias = router.db_for_read(self.model)
+        try:
+            return self._fetch(alias, values, limit)
+        except DatabaseError as exc:
+            primary = primary_after_failure(alias, exc)
+            if primary is None:
+                raise
+        return self._fetch(primary, values, limit)
+
+    def _fetch(self, alias: str, values: tuple, limit: int | None) -> list[dict]:
         plan = self._plans.get((alias, limit)) or self._compile(alias, limit)
         params = list(plan.params)
         for position, value in zip(plan.positions, values, strict=True):

@@ -5,7 +5,16 @@ A replica that is down, or whose replication lag exceeds ``REPLICA_MAX_LAG_SECON
 another replica or to the primary (`api.db.routers`). The checks run in one daemon thread
 per process, every ``REPLICA_CHECK_SECONDS`` (2 s), on that thread's own connections, so
 requests only read the latest result and never wait for a check. Until its first check a
-replica takes no reads. ``REPLICA_CHECK_SECONDS=0`` turns the monitor off: every replica
+replica takes no reads.
+
+Each replica is its own breaker, apart from its store's read breaker
+(`api.db.breakers.READ_BREAKERS`, the primary's): a read that fails on a replica
+(refused, dropped, timed out) takes it out of the rotation at once (`ReplicaMonitor.failed`)
+and is read again on the primary in the same request (`api.db.routers.read_with_fallback`),
+so a replica's failure never reaches a client nor opens the primary's breaker. The monitor's
+next check that starts after the failure is the breaker's probe: it puts the replica back.
+
+``REPLICA_CHECK_SECONDS=0`` turns the monitor off: every replica
 takes reads (the router's unit tests, mirrored test replicas).
 
 Lag on PostgreSQL: 0 when the standby has replayed all it received, otherwise the age
@@ -23,7 +32,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.db import DatabaseError, connections
 
-from api.db.failures import failure_kind
+from api.db.failures import ERROR, failure_kind
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +99,19 @@ class ReplicaMonitor:
             for alias in replicas
         }
 
+    def failed(self, alias: str, exc: DatabaseError) -> str:
+        """Take replica ``alias`` out of the rotation after a read on it failed with ``exc``,
+        until a check started later finds it well; its failure kind (`failure_kind`).
+
+        Kind ``error`` (the statement itself failed, or a conflict with replay cancelled
+        it) leaves it in: the server answers, and its check would find it well at once.
+        """
+        kind = failure_kind(exc)
+        if kind != ERROR:
+            self._health = {**self._health, alias: ReplicaHealth(kind, None, time.time())}
+            logger.warning("replica %r: a read failed (%s); out of the rotation", alias, kind)
+        return kind
+
     def _start(self) -> None:
         with self._lock:
             if self._pid == os.getpid():
@@ -122,12 +144,15 @@ class ReplicaMonitor:
             max_lag_s = settings.REPLICA_MAX_LAG_SECONDS
             for replicas in settings.DATABASE_REPLICAS.values():
                 for alias in replicas:
+                    started = time.time()
                     try:
                         health = check_replica(alias, max_lag_s)
                     except Exception:  # a bug must not end the thread (reads would stop)
                         logger.exception("replica %r: its check failed", alias)
                         health = ReplicaHealth("error", None, time.time())
                     before = self._health.get(alias)
+                    if before is not None and (before.checked_at or 0) > started:
+                        continue  # a read failed during the check: its verdict stands
                     if before is None or before.state != health.state:
                         log = logger.info if health.state == OK else logger.warning
                         log("replica %r: %s (lag %s s)", alias, health.state, health.lag_s)

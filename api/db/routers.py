@@ -10,14 +10,22 @@ reads go to a random replica of the model's alias, writes to the primary, and on
 current request (or any other `primary_pinning` scope) has asked to write to an alias,
 its later reads of that alias go to the primary too, so it reads its own writes despite
 replication lag.
+
+A read that fails on a replica is read again on its primary in the same request
+(`read_with_fallback`, and `api.db.compiled.CompiledQuery.fetch`), and the replica leaves
+the rotation (`api.db.replicas.ReplicaMonitor.failed`): its failure never reaches a client.
 """
 
+import logging
 import random
+from collections.abc import Callable
 from contextvars import ContextVar
 from functools import cache
+from typing import TypeVar
 
 from django.conf import settings
 from django.core.signals import setting_changed
+from django.db import DatabaseError, connections, router
 from django.db.models import Model
 from django.dispatch import receiver
 
@@ -25,6 +33,8 @@ from api.db.replicas import MONITOR
 from api.domain.stores import STORES
 
 DEFAULT_ALIAS = "default"
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # The aliases written in the current scope. A scope sets it to an empty set and resets
 # its token on the way out (`primary_pinning`, or the lookup fast path directly).
@@ -57,10 +67,48 @@ def replicas_by_alias() -> dict[str, list[str]]:
     return getattr(settings, "DATABASE_REPLICAS", {})
 
 
+@cache
+def primaries_by_replica() -> dict[str, str]:
+    """``{replica alias: its primary alias}``, from `replicas_by_alias`."""
+    return {
+        replica: alias for alias, replicas in replicas_by_alias().items() for replica in replicas
+    }
+
+
 @receiver(setting_changed)
 def _forget_replicas(*, setting: str, **kwargs) -> None:
     if setting == "DATABASE_REPLICAS":
         replicas_by_alias.cache_clear()
+        primaries_by_replica.cache_clear()
+
+
+def primary_after_failure(alias: str, exc: DatabaseError) -> str | None:
+    """The primary to read instead, when ``alias`` is a replica whose read failed with
+    ``exc`` (the replica leaves the rotation: `ReplicaMonitor.failed`); None when ``alias``
+    is no replica, and the failure is the caller's to raise."""
+    primary = primaries_by_replica().get(alias)
+    if primary is None:
+        return None
+    kind = MONITOR.failed(alias, exc)
+    connection = connections[alias]
+    if not connection.in_atomic_block:
+        connection.close()  # the next read on it connects afresh
+    logger.info("read on replica %r failed (%s): read again on %r", alias, kind, primary)
+    return primary
+
+
+def read_with_fallback(model: type[Model], read: Callable[[str], T]) -> T:
+    """``read(alias)`` on the alias the router picks for reading ``model``; when that is a
+    replica and the read fails, ``read(primary)`` once. Raises `django.db.DatabaseError`
+    when the primary's read fails (``read`` must evaluate its query, e.g. ``list(...)``)."""
+    alias = router.db_for_read(model)
+    try:
+        return read(alias)
+    except DatabaseError as exc:
+        primary = primary_after_failure(alias, exc)
+        if primary is None:
+            raise
+    return read(primary)
 
 
 def pinned_aliases() -> frozenset[str]:

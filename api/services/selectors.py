@@ -17,6 +17,7 @@ from django.db.models.functions import Lag, RowNumber
 
 from api.db.breakers import READ_BREAKERS
 from api.db.compiled import CompiledQuery
+from api.db.routers import read_with_fallback
 from api.domain.columns import output_columns
 from api.domain.limits import MAX_ID, MAX_INCLUDED_ORDERS, MAX_ORDERS_PER_USER, MAX_REPORTED_GAPS
 from api.domain.lookup_keys import EQUAL, LOOKUP_KEYS, RANGE, Lookup, LookupKey
@@ -132,24 +133,38 @@ def orders_with_products(user_ids: list[int]) -> dict[int, UserOrders]:
             total = len(orders)
             if total > per_user:
                 del orders[per_user:]
-                total = Order.objects.filter(user_id=user_ids[0]).count()
+                total = read_with_fallback(
+                    Order,
+                    lambda alias: Order.objects.using(alias).filter(user_id=user_ids[0]).count(),
+                )
             for order in orders:
                 order["user_total"] = total
         else:
             by_user_id = {"partition_by": [F("user_id")]}
-            orders = list(
-                Order.objects.filter(user_id__in=user_ids)
-                .annotate(
-                    rank=Window(RowNumber(), order_by=F("id").asc(), **by_user_id),
-                    user_total=Window(Count("id"), **by_user_id),
-                )
-                .filter(rank__lte=per_user)
-                .order_by("user_id", "id")
-                .values(*_with(order_columns, "user_id", "product_id", "user_total"))
+            orders = read_with_fallback(
+                Order,
+                lambda alias: list(
+                    Order.objects.using(alias)
+                    .filter(user_id__in=user_ids)
+                    .annotate(
+                        rank=Window(RowNumber(), order_by=F("id").asc(), **by_user_id),
+                        user_total=Window(Count("id"), **by_user_id),
+                    )
+                    .filter(rank__lte=per_user)
+                    .order_by("user_id", "id")
+                    .values(*_with(order_columns, "user_id", "product_id", "user_total"))
+                ),
             )
     product_ids = {order["product_id"] for order in orders}
     with READ_BREAKERS[PRODUCTS.name]:
-        products = Product.objects.filter(id__in=product_ids).values(*output_columns("products"))
+        products = read_with_fallback(
+            Product,
+            lambda alias: list(
+                Product.objects.using(alias)
+                .filter(id__in=product_ids)
+                .values(*output_columns("products"))
+            ),
+        )
         by_id = {product["id"]: product for product in products}
     by_user: dict[int, UserOrders] = {}
     for order in orders:
@@ -170,7 +185,9 @@ def user_exists(*, user_id: int) -> bool:
     """Whether user ``user_id`` is stored; a failure names the users store
     (`api.db.failures.StoreUnavailable`)."""
     with READ_BREAKERS[USERS.name]:
-        return User.objects.filter(pk=user_id).exists()
+        return read_with_fallback(
+            User, lambda alias: User.objects.using(alias).filter(pk=user_id).exists()
+        )
 
 
 def user_orders(user_id: int) -> QuerySet:
@@ -198,12 +215,17 @@ def table_stats() -> dict[str, dict]:
     for name, store in STORES.items():
         model = store.model
         with READ_BREAKERS[name]:
-            ids = model.objects.aggregate(min_id=Min("id"), max_id=Max("id"))
-            rows = model.objects.count()
-            dense = rows == 0 or rows == ids["max_id"] - ids["min_id"] + 1
-            missing = [] if dense else missing_id_ranges(model)
-        stats[name] = {"rows": rows, **ids, "missing_ids": missing}
+            stats[name] = read_with_fallback(model, lambda alias, m=model: _model_stats(m, alias))
     return stats
+
+
+def _model_stats(model: type[Model], alias: str) -> dict:
+    objects = model.objects.using(alias)
+    ids = objects.aggregate(min_id=Min("id"), max_id=Max("id"))
+    rows = objects.count()
+    dense = rows == 0 or rows == ids["max_id"] - ids["min_id"] + 1
+    missing = [] if dense else missing_id_ranges(model, alias)
+    return {"rows": rows, **ids, "missing_ids": missing}
 
 
 def cached_table_stats() -> dict[str, dict]:
@@ -215,7 +237,7 @@ def cached_table_stats() -> dict[str, dict]:
     return cache.get_or_set(STATS_CACHE_KEY, table_stats, settings.STATS_CACHE_SECONDS)
 
 
-def missing_id_ranges(model: type[Model]) -> list[list[int]]:
+def missing_id_ranges(model: type[Model], alias: str | None = None) -> list[list[int]]:
     """``[[first, last], ...]``: ids absent between the lowest and highest, lowest first.
 
     At most `MAX_REPORTED_GAPS` ranges. One scan of the primary-key index (each id beside
@@ -223,7 +245,8 @@ def missing_id_ranges(model: type[Model]) -> list[list[int]]:
     rejected records with explicit ids, deleted rows.
     """
     gaps = (
-        model.objects.annotate(previous=Window(Lag("id"), order_by="id"))
+        model.objects.using(alias)
+        .annotate(previous=Window(Lag("id"), order_by="id"))
         .filter(id__gt=F("previous") + 1)
         .order_by("id")
         .values_list("previous", "id")[:MAX_REPORTED_GAPS]

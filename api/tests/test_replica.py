@@ -10,6 +10,7 @@ starts one when it can; CI requires it).
 
 import os
 import subprocess
+import threading
 import time
 import uuid
 from contextlib import contextmanager, suppress
@@ -33,9 +34,10 @@ def connect(url: str) -> psycopg.Connection:
     return psycopg.connect(f"{url}/postgres", autocommit=True, connect_timeout=3)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def standby() -> psycopg.Connection:
-    """A connection to the streaming replica's server (replay resumed at the end)."""
+    """A connection to the streaming replica's server (replay resumed at the end); one per
+    test, since a test may stop the server."""
     try:
         conn = connect(REPLICA_URL)
         in_recovery = conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]
@@ -66,10 +68,29 @@ def wait_for(check, what: str, timeout: float = 30) -> None:
         time.sleep(0.1)
 
 
+@pytest.fixture
+def replica_control():
+    """Stopping and starting the replica's server (``deploy/replica.sh``) needs root:
+    skipped without it, failed instead under ``REQUIRE_REPLICA`` (CI)."""
+    if os.geteuid() != 0:
+        reason = "stopping the replica cluster (deploy/replica.sh stop) needs root"
+        if os.environ.get("REQUIRE_REPLICA"):
+            pytest.fail(f"{reason} (REQUIRE_REPLICA)")
+        pytest.skip(reason)
+    yield
+    replica_script("start")  # whatever the test left, the next finds it streaming
+
+
+def replica_script(command: str) -> None:
+    done = subprocess.run([REPLICA_SCRIPT, command], capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, f"deploy/replica.sh {command}: {done.stdout}{done.stderr}"
+
+
 @contextmanager
-def replicated_server(standby, data_dir, **settings: str):
-    """Gunicorn (development settings, ``settings`` added) over three new databases and
-    their replicas on the standby; the databases are dropped afterwards."""
+def replicated_server(standby, data_dir, workers: int = 1, **settings: str):
+    """Gunicorn (development settings, ``settings`` added, ``workers`` processes) over
+    three new databases and their replicas on the standby; the databases are dropped
+    afterwards."""
     prefix = f"dp_rep_{uuid.uuid4().hex[:8]}_"
     names = [prefix + alias for alias in ROUTED]
     env = {"DATA_DIR": str(data_dir), "REPLICA_CHECK_SECONDS": "0.2", **settings}
@@ -92,7 +113,7 @@ def replicated_server(standby, data_dir, **settings: str):
                 "the replica to replay the new databases",
             )
             bind = f"127.0.0.1:{runner.free_port()}"
-            server_env = {**env, "GUNICORN_LOG_LEVEL": "critical", "WEB_CONCURRENCY": "1"}
+            server_env = {**env, "GUNICORN_LOG_LEVEL": "critical", "WEB_CONCURRENCY": str(workers)}
             with runner.serve(bind, env=server_env) as server:
                 runner.wait_healthy(f"http://{bind}", server)
                 wait_for(lambda: replica_states(f"http://{bind}") == {"ok"}, "healthy replicas")
@@ -166,18 +187,60 @@ def test_a_lagging_replica_leaves_the_rotation_until_it_catches_up(standby, tmp_
         wait_for(lambda: replica_states(url) == {"ok"}, "the replicas to catch up")
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="stopping the replica cluster needs root")
-def test_a_stopped_replica_leaves_the_rotation_and_health_stays_ok(standby, tmp_path):
+def test_a_stopped_replica_leaves_the_rotation_and_health_stays_ok(
+    replica_control, standby, tmp_path
+):
     """The replica's server stopped: health says so (200: the primaries answer), every
     lookup is served by the primary; started again, it rejoins."""
     email = f"down-{uuid.uuid4().hex[:8]}@example.com"
     with replicated_server(standby, tmp_path, REPLICA_MAX_LAG_SECONDS="3600") as url:
         assert insert_user(requests.Session(), url, email).status_code == 200
-        subprocess.run([REPLICA_SCRIPT, "stop"], check=True, capture_output=True)
+        replica_script("stop")
         try:
             wait_for(lambda: replica_states(url) == {"unreachable"}, "the replicas to go")
             assert health(url).status_code == 200
             assert [lookup(requests.Session(), url, email) for _ in range(5)] == [200] * 5
         finally:
-            subprocess.run([REPLICA_SCRIPT, "start"], check=True, capture_output=True)
+            replica_script("start")
         wait_for(lambda: replica_states(url) == {"ok"}, "the replicas to return", timeout=60)
+
+
+def test_no_lookup_fails_while_the_replica_stops_and_starts(replica_control, standby, tmp_path):
+    """Two Gunicorn workers, four clients looking a user up (with its orders: the users,
+    orders and products replicas) without pause; the replica's server stopped, then
+    started: every lookup answers 200. A read that fails on a replica (its connection
+    ended, then refused) is read again on the primary in the same request, and a
+    replica's failure does not open the primary's read breaker (which would shed them)."""
+    email = f"swarm-{uuid.uuid4().hex[:8]}@example.com"
+    with replicated_server(standby, tmp_path, workers=2, REPLICA_MAX_LAG_SECONDS="3600") as url:
+        assert insert_user(requests.Session(), url, email).status_code == 200
+        wait_for(lambda: lookup(requests.Session(), url, email) == 200, "the replica's copy")
+        user_id = requests.get(f"{url}/api/run-query/?type=get&email={email}", timeout=10).json()
+        queries = [f"email={email}", f"user_id={user_id['results'][0]['id']}&include=orders"]
+        statuses: list[int] = []
+        stop = threading.Event()
+
+        def client(query: str) -> None:
+            with requests.Session() as session:  # no pinning cookie: reads go to the replica
+                while not stop.is_set():
+                    response = session.get(f"{url}/api/run-query/?type=get&{query}", timeout=10)
+                    statuses.append(response.status_code)
+
+        threads = [threading.Thread(target=client, args=(queries[i % 2],)) for i in range(4)]
+        for thread in threads:
+            thread.start()
+        try:
+            time.sleep(1)
+            replica_script("stop")
+            stopped_at = len(statuses)
+            time.sleep(3)
+            replica_script("start")
+            wait_for(lambda: replica_states(url) == {"ok"}, "the replicas to return", 60)
+            time.sleep(1)
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join(timeout=15)
+        failed = [status for status in statuses if status != 200]
+        assert stopped_at > 0 and len(statuses) > stopped_at + 20, len(statuses)
+        assert failed == [], f"{len(failed)} of {len(statuses)} lookups failed: {set(failed)}"

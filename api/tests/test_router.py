@@ -16,6 +16,7 @@ from django.test import RequestFactory
 from hypothesis import given
 from hypothesis import strategies as st
 
+from api.db.breakers import READ_BREAKERS
 from api.db.replicas import MONITOR
 from api.db.routers import DatabaseRouter, pinned_aliases, primary_pinning
 from api.fastpath import FastPathHandler
@@ -23,6 +24,7 @@ from api.http.middleware import primary_pinning_middleware
 from api.http.pinning import PINNING_COOKIE, pinned_by_cookie
 from api.models import Order, Product, User
 from api.services.batch_insert import batch_insert
+from api.services.selectors import table_stats, user_exists
 from api.tests.conftest import ALL_DATABASES, raw_query, sqlite_only, sqlite_tables
 from api.tests.test_fastpath import call, environ
 
@@ -293,3 +295,53 @@ def assert_reads_follow_the_checks():
     assert MONITOR.usable(["users", "missing_replica"]) == ["users"]
     assert MONITOR.report()["missing_replica"].state in ("error", "unchecked")
     assert router.db_for_read(Order) == "orders"  # its only replica is out: the primary
+
+
+@pytest.fixture
+def unreachable_replicas(tmp_path):
+    """``{alias: replica alias}`` for the three stores: connections that are refused
+    (PostgreSQL: a port nothing listens on; SQLite: a file in a directory that is not
+    there), this thread's only: Django's test case allows connections it did not set up."""
+    from django.db.utils import load_backend
+
+    from api.db import compiled
+    from loadtest.runner import free_port
+
+    added = {}
+    for alias in ("users", "products", "orders"):
+        replica = f"{alias}_down"
+        database = {**connections.settings[alias]}
+        if database["ENGINE"].endswith("sqlite3"):
+            database["NAME"] = str(tmp_path / "absent" / f"{alias}.sqlite3")
+        else:
+            database["HOST"], database["PORT"] = "127.0.0.1", str(free_port())
+        connections[replica] = load_backend(database["ENGINE"]).DatabaseWrapper(database, replica)
+        added[alias] = replica
+    yield added
+    for replica in added.values():
+        connections[replica].close()
+        del connections[replica]
+        compiled._by_thread.__dict__.pop(replica, None)
+
+
+@pytest.mark.django_db(databases=ALL_DATABASES, transaction=True)
+def test_a_read_that_fails_on_a_replica_is_read_again_on_the_primary(
+    settings, shop, unreachable_replicas
+):
+    """Every replica refuses connections and takes reads (no monitor): each lookup, and
+    the orders and products it includes, is answered 200 from the primaries in the same
+    request; the replicas are marked unreachable and the primaries' read breakers stay
+    closed (a replica's failure is not the primary's)."""
+    settings.REPLICA_CHECK_SECONDS = 0
+    settings.DATABASE_REPLICAS = {a: [r] for a, r in unreachable_replicas.items()}
+    app = FastPathHandler()
+    with primary_pinning():  # the shop's writes pinned this thread's reads: a new scope
+        assert router.db_for_read(User) == "users_down"
+        status, _, body = call(app, environ("type=get&user_id=10&include=orders"))
+        assert status == "200 OK", body
+        assert [o["product"]["name"] for o in body["results"][0]["orders"]] == ["Lamp", "Desk"]
+        status, _, body = call(app, environ("type=get&email=user11@example.com"))
+        assert status == "200 OK" and body["results"][0]["id"] == 11, body
+        assert user_exists(user_id=10) and table_stats()["users"]["rows"] == 5
+    assert {MONITOR._health[r].state for r in unreachable_replicas.values()} == {"unreachable"}
+    assert not any(READ_BREAKERS[store].open_until for store in unreachable_replicas)
