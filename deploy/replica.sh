@@ -86,8 +86,10 @@ status() {
     fi
     local state lag
     state="$(primary_sql "SELECT state FROM pg_stat_replication WHERE application_name = '$CLUSTER'")"
-    lag="$(replica_sql "SELECT coalesce(round(extract(epoch FROM now() - pg_last_xact_replay_timestamp()) * 1000), 0) || ' ms since the last replayed commit'")"
-    echo "replica $VERSION/$CLUSTER on port $REPLICA_PORT: ${state:-not connected}; $lag"
+    # How far replay is behind the primary (as api/db/replicas.py measures it), not the age
+    # of the last replayed commit: an idle primary's caught-up replica lags 0.
+    lag="$(primary_sql "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn) || ' bytes of WAL not replayed (replay_lag ' || coalesce(round(extract(epoch FROM replay_lag) * 1000)::text || ' ms', 'none: caught up') || ')' FROM pg_stat_replication WHERE application_name = '$CLUSTER'")"
+    echo "replica $VERSION/$CLUSTER on port $REPLICA_PORT: ${state:-not connected}; ${lag:-lag unknown}"
     [ "$state" = streaming ]
 }
 

@@ -17,16 +17,26 @@ next check that starts after the failure is the breaker's probe: it puts the rep
 ``REPLICA_CHECK_SECONDS=0`` turns the monitor off: every replica
 takes reads (the router's unit tests, mirrored test replicas).
 
-Lag on PostgreSQL: 0 when the standby has replayed all it received, otherwise the age
-of the last transaction it replayed (``pg_last_xact_replay_timestamp()``), so a standby
-that stopped replaying (``pg_wal_replay_pause()``, a conflict, a slow disk) ages while
-its primary commits. Other backends (mirrored test replicas): 0 when ``SELECT 1`` answers.
+Lag on PostgreSQL is how long replay is behind its primary: each check first reads the
+primary's WAL position (`PRIMARY_POSITION_SQL`) and `PrimaryPositions` keeps when the
+primary first reached each one; then the replica's replay position
+(``pg_last_wal_replay_lsn()``). A replica that has replayed the latest position lags 0;
+otherwise it lags since the primary first passed what it has replayed (a lower bound,
+within one check period). So an idle primary with a caught-up replica reports 0 (a commit
+long ago is not lag), a restarted replica is judged by what it replayed (not by what it
+has received, which restarts at a segment's start), and one whose replay stopped
+(``pg_wal_replay_pause()``, a conflict, a slow disk) lags from the primary's first write
+it did not replay. A replica behind every position this process has seen, before it has
+seen one for ``REPLICA_MAX_LAG_SECONDS``, is `UNCHECKED` (its lag is not known yet). When
+the primary cannot be read, the positions seen before judge. Other backends (mirrored test
+replicas): 0 when ``SELECT 1`` answers.
 """
 
 import logging
 import os
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -37,12 +47,58 @@ from api.db.failures import ERROR, failure_kind
 logger = logging.getLogger(__name__)
 
 OK, LAGGING, UNCHECKED = "ok", "lagging", "unchecked"  # or a failure kind: "unreachable", …
-LAG_SQL = """
-SELECT CASE
-    WHEN NOT pg_is_in_recovery() OR pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0
-    ELSE coalesce(extract(epoch FROM now() - pg_last_xact_replay_timestamp()), 0)
-END
+# The position a replica must replay to be caught up: a primary's current WAL position
+# (its last replayed one, should the "primary" be a standby itself), in bytes.
+PRIMARY_POSITION_SQL = """
+SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END
+    - '0/0'::pg_lsn
 """
+# A promoted replica (no longer in recovery) has nothing to replay: None.
+REPLAYED_SQL = """
+SELECT CASE WHEN pg_is_in_recovery() THEN coalesce(pg_last_wal_replay_lsn() - '0/0'::pg_lsn, 0) END
+"""
+MAX_POSITIONS = 4096  # one per check that saw the primary write: hours at 2 s
+
+
+class PrimaryPositions:
+    """The WAL positions (bytes) one primary reached, each with when it was first seen
+    (``time.time()`` seconds), oldest first; at most `MAX_POSITIONS`."""
+
+    def __init__(self) -> None:
+        self._seen: deque[tuple[float, int]] = deque(maxlen=MAX_POSITIONS)
+
+    def record(self, at: float, position: int) -> None:
+        """The primary was at ``position`` at ``at``; kept only if it moved on."""
+        if not self._seen or position > self._seen[-1][1]:
+            self._seen.append((at, position))
+
+    def lag(self, now: float, replayed: int) -> tuple[float, bool] | None:
+        """``(seconds, exact)``: how long replay at ``replayed`` is behind at ``now``; 0 once
+        it reached the latest position. ``exact`` is False when it is behind every position
+        kept (the seconds are then a lower bound). None before any position is known."""
+        if not self._seen:
+            return None
+        if replayed >= self._seen[-1][1]:
+            return 0.0, True
+        for index, (at, position) in enumerate(self._seen):
+            if position > replayed:  # the first position the replica has not replayed
+                return max(0.0, now - at), index > 0
+        raise AssertionError("unreachable: the latest position is past replayed")
+
+
+def primary_position(alias: str) -> int | None:
+    """The primary ``alias``'s WAL position in bytes, on this thread's connection; None
+    when it is not PostgreSQL or cannot be read (never raises)."""
+    connection = connections[alias]
+    if connection.vendor != "postgresql":
+        return None
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(PRIMARY_POSITION_SQL)
+            return int(cursor.fetchone()[0])
+    except DatabaseError:
+        connection.close()  # the next check connects afresh
+        return None
 
 
 @dataclass(frozen=True)
@@ -55,17 +111,30 @@ class ReplicaHealth:
     checked_at: float | None = None
 
 
-def check_replica(alias: str, max_lag_s: float) -> ReplicaHealth:
-    """Measure ``alias``'s lag on this thread's connection; never raises."""
+def check_replica(
+    alias: str, max_lag_s: float, positions: PrimaryPositions | None = None
+) -> ReplicaHealth:
+    """Measure ``alias``'s lag on this thread's connection against its primary's
+    ``positions`` (recorded just before); never raises."""
     connection = connections[alias]
     try:
         with connection.cursor() as cursor:
-            cursor.execute(LAG_SQL if connection.vendor == "postgresql" else "SELECT 1")
-            lag_s = float(cursor.fetchone()[0]) if connection.vendor == "postgresql" else 0.0
+            if connection.vendor != "postgresql":
+                cursor.execute("SELECT 1")
+                return ReplicaHealth(OK, 0.0, time.time())
+            cursor.execute(REPLAYED_SQL)
+            replayed = cursor.fetchone()[0]
     except DatabaseError as exc:
         connection.close()  # the next check connects afresh
         return ReplicaHealth(failure_kind(exc), None, time.time())
-    return ReplicaHealth(OK if lag_s <= max_lag_s else LAGGING, round(lag_s, 3), time.time())
+    now = time.time()
+    measured = None if replayed is None or positions is None else positions.lag(now, replayed)
+    if measured is None:  # promoted, or no position of the primary known to compare with
+        return ReplicaHealth(OK, 0.0 if replayed is None else None, now)
+    lag_s, exact = measured
+    if lag_s > max_lag_s:
+        return ReplicaHealth(LAGGING, round(lag_s, 3), now)
+    return ReplicaHealth(OK if exact else UNCHECKED, round(lag_s, 3), now)
 
 
 class ReplicaMonitor:
@@ -73,6 +142,7 @@ class ReplicaMonitor:
 
     def __init__(self) -> None:
         self._health: dict[str, ReplicaHealth] = {}
+        self._positions: dict[str, PrimaryPositions] = {}  # by primary alias; the thread's
         self._lock = threading.Lock()
         self._pid: int | None = None  # the process whose thread runs (Gunicorn forks)
         self._thread: threading.Thread | None = None
@@ -117,7 +187,7 @@ class ReplicaMonitor:
             if self._pid == os.getpid():
                 return
             self._pid = os.getpid()
-            self._health = {}
+            self._health, self._positions = {}, {}
             self._stopping = threading.Event()
             self._thread = threading.Thread(
                 target=self._run, args=(self._stopping,), name="replica-monitor", daemon=True
@@ -142,11 +212,16 @@ class ReplicaMonitor:
     def _check_until(self, stopping: threading.Event) -> None:
         while not stopping.is_set():
             max_lag_s = settings.REPLICA_MAX_LAG_SECONDS
-            for replicas in settings.DATABASE_REPLICAS.values():
+            for primary, replicas in settings.DATABASE_REPLICAS.items():
+                positions = self._positions.setdefault(primary, PrimaryPositions())
+                at = time.time()
+                position = primary_position(primary)
+                if position is not None:
+                    positions.record(at, position)
                 for alias in replicas:
                     started = time.time()
                     try:
-                        health = check_replica(alias, max_lag_s)
+                        health = check_replica(alias, max_lag_s, positions)
                     except Exception:  # a bug must not end the thread (reads would stop)
                         logger.exception("replica %r: its check failed", alias)
                         health = ReplicaHealth("error", None, time.time())

@@ -187,6 +187,46 @@ def test_a_lagging_replica_leaves_the_rotation_until_it_catches_up(standby, tmp_
         wait_for(lambda: replica_states(url) == {"ok"}, "the replicas to catch up")
 
 
+def replica_lags(url: str) -> list[tuple[str, float | None]]:
+    return [(r["state"], r["lag_seconds"]) for r in health(url).json()["replicas"].values()]
+
+
+def assert_caught_up_for(url: str, seconds: float, max_lag_s: float) -> None:
+    """Every replica reports "ok" and less than ``max_lag_s`` of lag at every check for
+    ``seconds`` (health polled every 0.1 s; the monitor checks every 0.2 s)."""
+    seen = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        seen.extend(replica_lags(url))
+        time.sleep(0.1)
+    bad = [(state, lag) for state, lag in seen if state != "ok" or lag >= max_lag_s]
+    assert seen and not bad, f"{len(bad)} of {len(seen)} reports out: {bad[:5]}"
+
+
+def test_a_caught_up_replica_never_leaves_the_rotation(standby, tmp_path):
+    """Writes now and then, with idle spells between (the tolerance 0.5 s): the replica
+    replays each at once, so it lags about 0 at every check and never leaves the
+    rotation (lag counted as the age of the last replayed commit made an idle spell
+    look like lag at the next write)."""
+    with replicated_server(standby, tmp_path, REPLICA_MAX_LAG_SECONDS="0.5") as url:
+        for number in range(3):
+            insert_user(requests.Session(), url, f"idle-{number}-{uuid.uuid4().hex[:8]}@x.org")
+            assert_caught_up_for(url, 1.5, 0.5)
+
+
+def test_a_restarted_caught_up_replica_rejoins_the_rotation(replica_control, standby, tmp_path):
+    """The replica's server stopped and started, nothing left to replay: within a few
+    checks it is "ok" with about 0 s of lag, and stays so (after a restart the received
+    position is a segment's start, behind the replayed one: comparing the two kept it
+    "lagging" until the primary wrote again)."""
+    with replicated_server(standby, tmp_path, REPLICA_MAX_LAG_SECONDS="1") as url:
+        replica_script("stop")
+        wait_for(lambda: replica_states(url) == {"unreachable"}, "the replicas to go")
+        replica_script("start")
+        wait_for(lambda: replica_states(url) == {"ok"}, "the replicas to rejoin", timeout=10)
+        assert_caught_up_for(url, 3, 1)
+
+
 def test_a_stopped_replica_leaves_the_rotation_and_health_stays_ok(
     replica_control, standby, tmp_path
 ):
