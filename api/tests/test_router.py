@@ -17,7 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from api.db.breakers import READ_BREAKERS
-from api.db.replicas import MONITOR
+from api.db.replicas import MONITOR, ReplicaMonitor
 from api.db.routers import DatabaseRouter, pinned_aliases, primary_pinning
 from api.fastpath import FastPathHandler
 from api.http.middleware import primary_pinning_middleware
@@ -275,26 +275,29 @@ def test_the_fast_path_reads_the_primary_for_a_pinned_client(settings, caplog):
 
 @pytest.mark.django_db(databases=ALL_DATABASES, transaction=True)
 def test_reads_skip_a_replica_until_its_check_finds_it_well(settings):
-    """Monitored: a replica takes no reads before its first check, nor while its check
-    fails; the primary serves them. (The primary stands in for its own replica here;
-    the real one is in test_replica.py.)"""
+    """Monitored: a replica takes no reads before its first check (a monitor whose thread
+    has not checked: none usable, all "unchecked"), nor while its check fails (an alias
+    that is not configured: "error"); one that its check found well does, and the
+    primary serves the reads of a store whose only replica is out. (The primary stands in
+    for its own replica here; the real one is in test_replica.py.)"""
     settings.REPLICA_CHECK_SECONDS = 0.05
     settings.DATABASE_REPLICAS = {"users": ["users"], "orders": ["missing_replica"]}
+    unstarted = ReplicaMonitor()
+    unstarted._pid = os.getpid()  # as if its thread ran here: it never checks
+    assert unstarted.usable(["users", "missing_replica"]) == []
+    assert {h.state for h in unstarted.report().values()} == {"unchecked"}
     MONITOR.stop()
     try:
-        assert_reads_follow_the_checks()
+        deadline = time.monotonic() + 5
+        while "unchecked" in {h.state for h in MONITOR.report().values()}:
+            assert time.monotonic() < deadline, MONITOR.report()
+            time.sleep(0.05)
+        assert MONITOR.usable(["users", "missing_replica"]) == ["users"]
+        assert MONITOR.report()["users"].state == "ok"
+        assert MONITOR.report()["missing_replica"].state == "error"
+        assert router.db_for_read(Order) == "orders"  # its only replica is out: the primary
     finally:
         MONITOR.stop()  # its thread's connections closed before the test databases go
-
-
-def assert_reads_follow_the_checks():
-    assert MONITOR.usable(["users", "missing_replica"]) in ([], ["users"])
-    deadline = time.monotonic() + 5
-    while MONITOR.report()["users"].state != "ok" and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert MONITOR.usable(["users", "missing_replica"]) == ["users"]
-    assert MONITOR.report()["missing_replica"].state in ("error", "unchecked")
-    assert router.db_for_read(Order) == "orders"  # its only replica is out: the primary
 
 
 @pytest.fixture
