@@ -97,6 +97,30 @@ def primary_after_failure(alias: str, exc: DatabaseError) -> str | None:
     return primary
 
 
+def read_again_on_primary(read: Callable[[], T]) -> T:
+    """``read()``; when it fails after a replica's connection in this thread failed (Django
+    flags it: ``errors_occurred``), those replicas leave the rotation and ``read()`` runs
+    once more with their stores' reads pinned to the primaries. For reads whose queries
+    are not one alias's (a DRF view's list or detail); raises what the second run raises.
+    """
+    try:
+        return read()
+    except DatabaseError as exc:
+        primaries = set()
+        for replica in primaries_by_replica():
+            connection = connections[replica]
+            if connection.errors_occurred:
+                primaries.add(primary_after_failure(replica, exc))
+                connection.errors_occurred = False  # handled: not this request's error
+        if not primaries:
+            raise
+    token = PINNED_ALIASES.set(PINNED_ALIASES.get() | primaries)
+    try:
+        return read()
+    finally:
+        PINNED_ALIASES.reset(token)
+
+
 def read_with_fallback(model: type[Model], read: Callable[[str], T]) -> T:
     """``read(alias)`` on the alias the router picks for reading ``model``; when that is a
     replica and the read fails, ``read(primary)`` once. Raises `django.db.DatabaseError`

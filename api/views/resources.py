@@ -12,7 +12,7 @@ from rest_framework import generics, status
 from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 
-from api.db.routers import DatabaseRouter
+from api.db.routers import DatabaseRouter, read_again_on_primary
 from api.domain.results import FAILED, INSERTED
 from api.domain.validation import EMAIL_DUPLICATE, ID_EXISTS, OrderInput, ProductInput, UserInput
 from api.http.access import NO_PERMISSIONS, READ, READ_PERMISSION, TOKEN_SCOPES, WRITE_PERMISSION
@@ -49,6 +49,17 @@ class ResourcePolicy:
         if request.method == "POST":
             return CREATE_SCOPE
         return LOOKUP_SCOPE if request.method in ("GET", "HEAD") else None
+
+    # A read that fails on a replica is read again on the primary (`read_again_on_primary`).
+    def list(self, request, *args, **kwargs):
+        return read_again_on_primary(
+            lambda: super(ResourcePolicy, self).list(request, *args, **kwargs)
+        )
+
+    def retrieve(self, request, *args, **kwargs):
+        return read_again_on_primary(
+            lambda: super(ResourcePolicy, self).retrieve(request, *args, **kwargs)
+        )
 
 
 def create_one(request, name: str, model: type[Model], serializer_class) -> Response:
