@@ -359,7 +359,7 @@ def test_a_read_that_fails_on_a_replica_is_read_again_on_the_primary(
             response = client.get(path)
         assert response.status_code == 200, response.content
         body = response.json()
-        rows = body["results"] if "results" in body else [body]
+        rows = body.get("results", [body])
         assert {row["id"] for row in rows} == expected, path
     assert {MONITOR._health[r].state for r in unreachable_replicas.values()} == {"unreachable"}
     assert not any(READ_BREAKERS[store].open_until for store in unreachable_replicas)
