@@ -16,6 +16,7 @@ import sqlite3
 import threading
 import time
 from collections import Counter
+from contextlib import closing
 from pathlib import Path
 
 import orjson
@@ -34,6 +35,7 @@ from api.models import Order, Product, User
 from api.services.batch_insert import batch_insert
 from api.tests.conftest import (
     ALL_DATABASES,
+    ROUTED_VENDORS,
     SERVERS,
     generated_data_dir,
     live_server,
@@ -41,6 +43,7 @@ from api.tests.conftest import (
     postgresql_only,
     sqlite_only,
 )
+from api.tests.test_concurrency import drop_race_databases, race_env
 from api.tests.test_fastpath import call, environ
 from api.views.status import check_database
 from loadtest import runner
@@ -188,12 +191,42 @@ def test_without_the_proxy_trickling_bodies_stall_every_single_threaded_worker(
     assert summary["during"]["lookup"]["max_s"] > 3, summary
 
 
-@sqlite_only  # the acknowledged rows are read back from the SQLite file
+@pytest.fixture
+def insert_stores(request, tmp_path):
+    """``(server env, stored(prefix) -> {id: email})``: the generated SQLite DATA_DIR, or,
+    when the suite runs on PostgreSQL, three new migrated databases (dropped afterwards)."""
+    if {"postgresql"} != ROUTED_VENDORS:
+        generated_dir = request.getfixturevalue("generated_dir")
+        path = Path(generated_dir["DATA_DIR"]) / "users.sqlite3"
+
+        def stored(prefix: str) -> dict[int, str]:
+            with closing(sqlite3.connect(path)) as db:
+                query = "SELECT id, email FROM users WHERE email LIKE ?"
+                return dict(db.execute(query, (f"{prefix}%",)).fetchall())
+
+        yield generated_dir, stored
+        return
+    env = race_env(tmp_path, "kill")
+    try:
+        migrated = manage("migrate_all", "--verbosity", "0", env=env)
+        assert migrated.returncode == 0, migrated.stderr
+
+        def stored(prefix: str) -> dict[int, str]:
+            with psycopg.connect(env["DATABASE_URL_USERS"]) as db:
+                query = "SELECT id, email FROM users WHERE email LIKE %s"
+                return dict(db.execute(query, (f"{prefix}%",)).fetchall())
+
+        yield env, stored
+    finally:
+        drop_race_databases(env)
+
+
 @pytest.mark.parametrize("server", SERVERS)
-def test_workers_sigkilled_during_inserts_lose_no_acknowledged_record(generated_dir, server):
+def test_workers_sigkilled_during_inserts_lose_no_acknowledged_record(insert_stores, server):
     """Every insert answered 200 ``inserted`` is in the database after 5 workers die, the
     oldest each time (Granian stops altogether when a worker it has just replaced dies
-    within 5.5 s: its crash-loop guard)."""
+    within 5.5 s: its crash-loop guard); on SQLite and on PostgreSQL."""
+    env, stored_rows = insert_stores
     bind = f"127.0.0.1:{runner.free_port()}"
     acknowledged, stop = [], threading.Event()
 
@@ -221,7 +254,7 @@ def test_workers_sigkilled_during_inserts_lose_no_acknowledged_record(generated_
                 if result["status"] == "inserted":
                     acknowledged.append((result["id"], user["email"]))
 
-    with runner.serve(bind, env=generated_dir, server=server) as process:
+    with runner.serve(bind, env=env, server=server) as process:
         runner.wait_healthy(f"http://{bind}", process)
         clients = [threading.Thread(target=client, args=(n,)) for n in range(8)]
         for thread in clients:
@@ -237,11 +270,7 @@ def test_workers_sigkilled_during_inserts_lose_no_acknowledged_record(generated_
         for thread in clients:
             thread.join(timeout=60)
         serving = process.poll() is None
-    stored = dict(
-        sqlite3.connect(Path(generated_dir["DATA_DIR"]) / "users.sqlite3")
-        .execute("SELECT id, email FROM users WHERE email LIKE ?", (f"kill-{server}-%",))
-        .fetchall()
-    )
+    stored = stored_rows(f"kill-{server}-")
     assert serving and killed == 5 and len(acknowledged) > 100
     assert [(id_, email) for id_, email in acknowledged if stored.get(id_) != email] == []
 

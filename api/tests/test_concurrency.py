@@ -243,15 +243,15 @@ print(json.dumps(outcomes))
 RACE_EMAILS = 60
 
 
-def race_env(tmp_path) -> dict[str, str]:
+def race_env(tmp_path, name: str = "race") -> dict[str, str]:
     """A fresh set of stores for the racing processes: SQLite files in ``tmp_path``, or
-    PostgreSQL databases (dropped afterwards by `drop_race_databases`) when the suite runs
-    on PostgreSQL."""
+    PostgreSQL databases ``dp_<name>_<pid>_<alias>`` (dropped afterwards by
+    `drop_race_databases`) when the suite runs on PostgreSQL."""
     env = {"DATA_DIR": str(tmp_path)}
     if {"postgresql"} == ROUTED_VENDORS:
         base = connections["users"].settings_dict
         server = f"postgres://{base['USER']}@{base['HOST']}:{base['PORT'] or 5432}"
-        prefix = f"dp_race_{os.getpid()}_"
+        prefix = f"dp_{name}_{os.getpid()}_"
         env |= {f"DATABASE_URL_{alias.upper()}": f"{server}/{prefix}{alias}" for alias in ROUTED}
     return env
 
