@@ -7,7 +7,9 @@ from io import StringIO
 from uuid import uuid4
 
 import orjson
+import psycopg
 import pytest
+import requests
 from django.core.management import call_command
 from django.db import connections, router
 from django.test import Client
@@ -22,7 +24,9 @@ from api.db.breakers import WRITE_BREAKERS
 from api.http import idempotency
 from api.http.parsers import ORJSONParser
 from api.models import IdempotencyKey, Product, User
-from api.tests.conftest import ALL_DATABASES, locked, store_locked
+from api.tests.conftest import ALL_DATABASES, locked, manage, postgresql_only, store_locked
+from api.tests.test_concurrency import drop_race_databases, race_env
+from loadtest import runner
 
 BATCH_URL = "/api/run-query/?type=insert"
 PRODUCTS_URL = "/api/products/"
@@ -408,3 +412,45 @@ def test_any_sequence_of_posts_inserts_once_per_key_and_replays_the_first_answer
             assert response.status_code == 422
     created = sum(first[1][0] == 201 for first in firsts.values())
     assert Product.objects.count() - before == created
+
+
+@postgresql_only
+def test_16_clients_with_one_key_across_4_workers_store_once_on_a_postgresql_default(tmp_path):
+    """Four Gunicorn workers, ``default`` (the keys' database) on PostgreSQL: 16 clients
+    post one batch with one key at the same moment; the batch is stored once and all 16
+    get the same answer, 15 of them replayed (the key's row decides across processes)."""
+    env = race_env(tmp_path, "idem")
+    env["DATABASE_URL_DEFAULT"] = env["DATABASE_URL_USERS"].replace("_users", "_default")
+    clients = 16
+    body = orjson.dumps(
+        {"users": [{"name": f"U{i}", "email": f"u{i}@example.com"} for i in range(20)]}
+    )
+    try:
+        migrated = manage("migrate_all", "--verbosity", "0", env=env)
+        assert migrated.returncode == 0, migrated.stderr
+        bind = f"127.0.0.1:{runner.free_port()}"
+        start = threading.Barrier(clients)
+
+        def client_run(_: int) -> tuple[int, bytes, bool]:
+            start.wait()
+            response = requests.post(
+                f"http://{bind}{BATCH_URL}",
+                data=body,
+                headers={"Content-Type": "application/json", "Idempotency-Key": "race"},
+                timeout=30,
+            )
+            return response.status_code, response.content, "Idempotent-Replayed" in response.headers
+
+        server_env = {**env, "WEB_CONCURRENCY": "4", "GUNICORN_LOG_LEVEL": "critical"}
+        with runner.serve(bind, env=server_env) as server:
+            runner.wait_healthy(f"http://{bind}", server)
+            with ThreadPoolExecutor(clients) as pool:
+                results = list(pool.map(client_run, range(clients)))
+        with psycopg.connect(env["DATABASE_URL_USERS"]) as users:
+            stored = users.execute("SELECT count(*) FROM users").fetchone()[0]
+    finally:
+        drop_race_databases(env)
+    assert {answer_of(result) for result in results} == {answer_of(results[0])}
+    assert results[0][0] == 200, results[0]
+    assert sorted(replayed for *_, replayed in results) == [False] + [True] * (clients - 1)
+    assert stored == 20
