@@ -21,7 +21,7 @@ from django.db import DatabaseError, connections, router
 from django.db.models import Model, QuerySet
 from psycopg import Cursor
 
-from api.db.routers import primary_after_failure
+from api.db.routers import PINNED_ALIASES, primary_after_failure
 from api.db.sqlite_converters import RowConverter, faster_converter, row_converter
 
 # Backends whose DB-API cursor takes the compiled SQL as it is (PostgreSQL: "format"
@@ -60,30 +60,31 @@ class CompiledQuery:
         """Rows as dicts, at most ``limit`` of them, read from the model's read alias.
 
         A read that fails on a replica is read again on its primary (the replica leaves
-        the rotation: `api.db.routers.primary_after_failure`); the happy path costs one
-        call more. Raises `django.db.DatabaseError` when the primary fails.
+        the rotation: `api.db.routers.primary_after_failure`), at no cost to a read that
+        succeeds. Raises `django.db.DatabaseError` when the primary fails.
         """
         alias = router.db_for_read(self.model)
         try:
-            return self._fetch(alias, values, limit)
+            plan = self._plans.get((alias, limit)) or self._compile(alias, limit)
+            params = list(plan.params)
+            for position, value in zip(plan.positions, values, strict=True):
+                params[position] = value
+            connection = thread_connection(alias)
+            if plan.dbapi_sql is None or connection.queries_logged or connection.execute_wrappers:
+                with connection.cursor() as cursor:
+                    cursor.execute(plan.sql, params)
+                    rows = cursor.fetchall()
+            else:
+                rows = _fetch_dbapi(connection, plan.dbapi_sql, params)
         except DatabaseError as exc:
             primary = primary_after_failure(alias, exc)
             if primary is None:
                 raise
-        return self._fetch(primary, values, limit)
-
-    def _fetch(self, alias: str, values: tuple, limit: int | None) -> list[dict]:
-        plan = self._plans.get((alias, limit)) or self._compile(alias, limit)
-        params = list(plan.params)
-        for position, value in zip(plan.positions, values, strict=True):
-            params[position] = value
-        connection = thread_connection(alias)
-        if plan.dbapi_sql is None or connection.queries_logged or connection.execute_wrappers:
-            with connection.cursor() as cursor:
-                cursor.execute(plan.sql, params)
-                rows = cursor.fetchall()
-        else:
-            rows = _fetch_dbapi(connection, plan.dbapi_sql, params)
+            token = PINNED_ALIASES.set(PINNED_ALIASES.get() | {primary})
+            try:
+                return self.fetch(*values, limit=limit)  # the router now picks the primary
+            finally:
+                PINNED_ALIASES.reset(token)
         names, convert = plan.names, plan.convert
         if convert is None:
             return [dict(zip(names, row, strict=True)) for row in rows]
