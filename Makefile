@@ -150,7 +150,8 @@ PG_ENV = DATABASE_URL_USERS=$(PG_URL)/dp_users DATABASE_URL_PRODUCTS=$(PG_URL)/d
 	DATABASE_URL_ORDERS=$(PG_URL)/dp_orders
 # The replica tests (api/tests/test_replica.py) need a streaming replica of the local
 # server: started here where this user can make one (root, Debian's PostgreSQL tools);
-# they skip without it unless REQUIRE_REPLICA=1, as CI runs them.
+# they skip without it unless REQUIRE_REPLICA=1, as CI runs them (the tests that stop and
+# start it need root too: they fail without it under REQUIRE_REPLICA).
 REPLICA_FOR_TESTS = if [ "$$(id -u)" = 0 ] && command -v pg_createcluster >/dev/null; then \
 	deploy/replica.sh start || [ -z "$(REQUIRE_REPLICA)" ]; fi
 PG_REACHABLE = $(PY) -c "import psycopg; psycopg.connect('$(PG_URL)/postgres', connect_timeout=3).close()"
