@@ -2,7 +2,8 @@
 
 `locked_store` runs lookup clients (users) and insert clients (orders, which need the
 ``orders`` store) against a server for a before, a during and an after phase; during the
-middle one another connection holds the ``orders`` SQLite file's write lock. Each request
+middle one another connection holds the ``orders`` SQLite file's write lock, or, on
+PostgreSQL, an ``ACCESS EXCLUSIVE`` lock on its ``orders`` table (`hold_lock`). Each request
 is recorded as `Sample` (the phase it was sent in, kind, status, seconds); `summarize`
 gives per phase and kind the count, statuses and latency percentiles. ``bench/faults.py``
 prints them; the suite asserts on them (``api/tests/test_bulkheads.py``).
@@ -16,8 +17,8 @@ import sqlite3
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
-from contextlib import closing
+from collections.abc import Callable, Iterator
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,15 +55,36 @@ def _client_loop(
     connection.close()
 
 
+@contextmanager
+def hold_lock(orders_db: Path | str) -> Iterator[None]:
+    """Hold the orders store's lock for the block: the SQLite file's write lock
+    (``BEGIN IMMEDIATE``), or for a ``postgres://`` URL an ``ACCESS EXCLUSIVE`` lock on
+    its ``orders`` table, which stops its reads as well as its writes."""
+    if str(orders_db).startswith(("postgres://", "postgresql://")):
+        import psycopg  # only the PostgreSQL scenario needs the driver
+
+        with psycopg.connect(str(orders_db), autocommit=True) as blocker:
+            blocker.execute("BEGIN")
+            blocker.execute("LOCK TABLE orders IN ACCESS EXCLUSIVE MODE")
+            yield
+            blocker.execute("ROLLBACK")
+        return
+    with closing(sqlite3.connect(orders_db, isolation_level=None)) as blocker:
+        blocker.execute("BEGIN IMMEDIATE")
+        yield
+        blocker.execute("ROLLBACK")
+
+
 def locked_store(
     url: str,
-    orders_db: Path,
+    orders_db: Path | str,
     *,
     lookup_clients: int = 8,
     insert_clients: int = 16,
     seconds: tuple[float, float, float] = (3.0, 8.0, 3.0),
 ) -> list[Sample]:
-    """Run the locked-orders scenario against ``url``; every request's `Sample`."""
+    """Run the locked-orders scenario against ``url`` (``orders_db``: the orders store's
+    SQLite file or PostgreSQL URL, locked by `hold_lock`); every request's `Sample`."""
     host, port = url.removeprefix("http://").split(":")
     with closing(http.client.HTTPConnection(host, int(port), timeout=30)) as connection:
         connection.request("GET", "/api/stats/")
@@ -87,12 +109,10 @@ def locked_store(
         client.start()
     try:
         time.sleep(seconds[0])
-        with closing(sqlite3.connect(orders_db, isolation_level=None)) as blocker:
-            blocker.execute("BEGIN IMMEDIATE")
+        with hold_lock(orders_db):
             phase[0] = "during"
             time.sleep(seconds[1])
             phase[0] = "after"
-            blocker.execute("ROLLBACK")
         time.sleep(seconds[2])
     finally:
         stop.set()
