@@ -34,7 +34,7 @@ PROXY ?= --proxy
 .PHONY: help venv nginx browser serve wrk valgrind demo loadtest loadtest-lookups loadtest-distributed bench-generate bench-lookup \
 	pg-data loadtest-pg loadtest-pg-lookups bench-lookup-pg bench-swarm-pg \
 	replica-start replica-stop replica-status replica-destroy demo-cluster \
-	bench-instructions bench-throttle bench-faults bench-swarm bench-inserts bench-inserts-pg \
+	bench-instructions bench-throttle bench-faults bench-faults-pg bench-swarm bench-inserts bench-inserts-pg \
 	bench-servers \
 	test lint format migrate clean
 
@@ -230,6 +230,10 @@ bench-throttle: venv
 # One store locked: the other stores' lookup latency and the locked store's 503s.
 bench-faults: venv
 	$(PY) bench/faults.py
+
+# The same on PostgreSQL: new databases $(PG_PREFIX)faults_users, ... (created, generated).
+bench-faults-pg: venv
+	$(PY) bench/faults.py --postgres $(PG_PREFIX)faults_
 
 bench-swarm: venv
 	@if [ ! -f $(BENCH_DATA_DIR)/users.sqlite3 ]; then \

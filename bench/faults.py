@@ -7,7 +7,8 @@ data set is generated into a temporary folder when none is given), or uses ``--u
 
 - ``locked`` (default): 8 lookup clients (users) and 16 insert clients (orders) for a
   before, a during and an after phase; the ``orders`` SQLite file's write lock is held
-  during the middle one. Targets: lookups during the fault >= 95% under 1 s; inserts
+  during the middle one (with ``--postgres``: an ``ACCESS EXCLUSIVE`` lock on its
+  ``orders`` table). Targets: lookups during the fault >= 95% under 1 s; inserts
   answered 503 + Retry-After within about REQUEST_DEADLINE_SECONDS.
 - ``headers``, ``body``, ``unread``: 8 lookup clients, then 16 connections that trickle
   their headers or a body a byte a second, or ask for about 1 MB and never read it.
@@ -16,8 +17,11 @@ data set is generated into a temporary folder when none is given), or uses ``--u
 Prints, per phase and kind, requests, statuses, latency p50/p95/p99/max and the share
 under 1 s. Extra Gunicorn settings come from the environment (``WEB_CONCURRENCY``,
 ``GUNICORN_THREADS``). Measured figures: docs/performance.md, "Faults".
+``--postgres URL_PREFIX`` (``make bench-faults-pg``) serves the three routed stores from
+PostgreSQL databases ``URL_PREFIX`` + ``users``/``products``/``orders`` (created and
+generated unless ``--data-dir`` is given: then they hold the data already).
 Usage: ``python bench/faults.py [--scenario locked|headers|body|unread] [--data-dir DIR]
-[--url URL] [--seconds 3,8,3]``.
+[--url URL] [--seconds 3,8,3] [--postgres URL_PREFIX]``.
 """
 
 import argparse
@@ -39,12 +43,12 @@ from loadtest import runner  # noqa: E402
 from loadtest.faults import SLOW_MODES, locked_store, slow_clients, summarize  # noqa: E402
 
 
-def generated(data_dir: str) -> None:
+def generated(env: dict[str, str]) -> None:
     for command in (("migrate_all",), ("generate_data", "--rows", "30000", "--seed", "3")):
         subprocess.run(
             [sys.executable, "manage.py", *command, "--verbosity", "0"],
             cwd=REPO,
-            env={**os.environ, "DATA_DIR": data_dir},
+            env={**os.environ, **env},
             check=True,
         )
 
@@ -55,12 +59,19 @@ def main() -> int:
     parser.add_argument("--data-dir")
     parser.add_argument("--url", help="a running server on --data-dir's data")
     parser.add_argument("--seconds", default="3,8,3", help="before,during[,after]")
+    parser.add_argument("--postgres", metavar="URL_PREFIX", help="stores on PostgreSQL")
     args = parser.parse_args()
     seconds = tuple(float(s) for s in args.seconds.split(","))
+    stores = {
+        f"DATABASE_URL_{alias.upper()}": f"{args.postgres}{alias}"
+        for alias in ("users", "products", "orders")
+        if args.postgres
+    }
 
     def run(url: str, data_dir: str):
         if args.scenario == "locked":
-            return locked_store(url, Path(data_dir) / "orders.sqlite3", seconds=seconds)
+            orders = stores.get("DATABASE_URL_ORDERS") or Path(data_dir) / "orders.sqlite3"
+            return locked_store(url, orders, seconds=seconds)
         return slow_clients(url, args.scenario, seconds=seconds[:2])
 
     with tempfile.TemporaryDirectory() as scratch:
@@ -68,14 +79,16 @@ def main() -> int:
         if args.url:
             samples = run(args.url, data_dir)
         else:
+            env = {"DATA_DIR": data_dir, **stores}
             if not args.data_dir:
-                generated(data_dir)
+                generated(env)
             bind = f"127.0.0.1:{runner.free_port()}"
-            with runner.serve(bind, env={"DATA_DIR": data_dir}) as server:
+            with runner.serve(bind, env=env) as server:
                 runner.wait_healthy(f"http://{bind}", server)
                 samples = run(f"http://{bind}", data_dir)
     print(
         f"scenario {args.scenario}; {args.url or 'gunicorn.conf.py'}; "
+        f"stores {'PostgreSQL ' + args.postgres if args.postgres else 'SQLite'}; "
         f"WEB_CONCURRENCY={os.environ.get('WEB_CONCURRENCY', 'default')} "
         f"GUNICORN_THREADS={os.environ.get('GUNICORN_THREADS', 'default')}; "
         f"phases {args.seconds} s"
