@@ -144,6 +144,7 @@ class ReplicaMonitor:
         self._health: dict[str, ReplicaHealth] = {}
         self._positions: dict[str, PrimaryPositions] = {}  # by primary alias; the thread's
         self._lock = threading.Lock()
+        self._updating = threading.Lock()  # one writer of _health at a time; readers need none
         self._pid: int | None = None  # the process whose thread runs (Gunicorn forks)
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -178,7 +179,8 @@ class ReplicaMonitor:
         """
         kind = failure_kind(exc)
         if kind != ERROR:
-            self._health = {**self._health, alias: ReplicaHealth(kind, None, time.time())}
+            with self._updating:  # the monitor's thread replaces the dict too
+                self._health = {**self._health, alias: ReplicaHealth(kind, None, time.time())}
             logger.warning("replica %r: a read failed (%s); out of the rotation", alias, kind)
         return kind
 
@@ -225,13 +227,14 @@ class ReplicaMonitor:
                     except Exception:  # a bug must not end the thread (reads would stop)
                         logger.exception("replica %r: its check failed", alias)
                         health = ReplicaHealth("error", None, time.time())
-                    before = self._health.get(alias)
-                    if before is not None and (before.checked_at or 0) > started:
-                        continue  # a read failed during the check: its verdict stands
+                    with self._updating:
+                        before = self._health.get(alias)
+                        if before is not None and (before.checked_at or 0) > started:
+                            continue  # a read failed during the check: its verdict stands
+                        self._health = {**self._health, alias: health}
                     if before is None or before.state != health.state:
                         log = logger.info if health.state == OK else logger.warning
                         log("replica %r: %s (lag %s s)", alias, health.state, health.lag_s)
-                    self._health = {**self._health, alias: health}
             stopping.wait(settings.REPLICA_CHECK_SECONDS or 1.0)
 
 

@@ -93,6 +93,7 @@ def primary_after_failure(alias: str, exc: DatabaseError) -> str | None:
     connection = connections[alias]
     if not connection.in_atomic_block:
         connection.close()  # the next read on it connects afresh
+    connection.errors_occurred = False  # handled here: `read_again_on_primary` looks at it
     logger.info("read on replica %r failed (%s): read again on %r", alias, kind, primary)
     return primary
 
@@ -111,7 +112,6 @@ def read_again_on_primary(read: Callable[[], T]) -> T:
             connection = connections[replica]
             if connection.errors_occurred:
                 primaries.add(primary_after_failure(replica, exc))
-                connection.errors_occurred = False  # handled: not this request's error
         if not primaries:
             raise
     token = PINNED_ALIASES.set(PINNED_ALIASES.get() | primaries)
