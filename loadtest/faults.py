@@ -22,6 +22,8 @@ from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
+
 PHASES = ("before", "during", "after")
 
 
@@ -61,8 +63,6 @@ def hold_lock(orders_db: Path | str) -> Iterator[None]:
     (``BEGIN IMMEDIATE``), or for a ``postgres://`` URL an ``ACCESS EXCLUSIVE`` lock on
     its ``orders`` table, which stops its reads as well as its writes."""
     if str(orders_db).startswith(("postgres://", "postgresql://")):
-        import psycopg  # only the PostgreSQL scenario needs the driver
-
         with psycopg.connect(str(orders_db), autocommit=True) as blocker:
             blocker.execute("BEGIN")
             blocker.execute("LOCK TABLE orders IN ACCESS EXCLUSIVE MODE")

@@ -11,11 +11,13 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 from django.db import connections, router
+from django.db.utils import load_backend
 from django.http import HttpResponse
 from django.test import Client, RequestFactory
 from hypothesis import given
 from hypothesis import strategies as st
 
+from api.db import compiled
 from api.db.breakers import READ_BREAKERS
 from api.db.replicas import MONITOR, ReplicaMonitor
 from api.db.routers import DatabaseRouter, pinned_aliases, primary_pinning
@@ -27,6 +29,7 @@ from api.services.batch_insert import batch_insert
 from api.services.selectors import table_stats, user_exists
 from api.tests.conftest import ALL_DATABASES, raw_query, sqlite_only, sqlite_tables
 from api.tests.test_fastpath import call, environ
+from loadtest.runner import free_port
 
 MODEL_TABLES = {"users": "users", "products": "products", "orders": "orders"}
 MODELS = {"users": User, "products": Product, "orders": Order}
@@ -305,11 +308,6 @@ def unreachable_replicas(tmp_path):
     """``{alias: replica alias}`` for the three stores: connections that are refused
     (PostgreSQL: a port nothing listens on; SQLite: a file in a directory that is not
     there), this thread's only: Django's test case allows connections it did not set up."""
-    from django.db.utils import load_backend
-
-    from api.db import compiled
-    from loadtest.runner import free_port
-
     added = {}
     for alias in ("users", "products", "orders"):
         replica = f"{alias}_down"
