@@ -33,7 +33,7 @@ class User(models.Model):
         GOVERNMENT = "government"
 
     name = models.CharField(max_length=200)
-    email = models.EmailField(max_length=254, unique=True)
+    email = models.EmailField(max_length=254)
     organization_id = models.BigIntegerField(null=True, blank=True, db_index=True)
 
     phone = models.CharField(max_length=32, blank=True, default="")
@@ -60,6 +60,12 @@ class User(models.Model):
 
     class Meta:
         db_table = "users"
+        # A unique *index*, not ``unique=True``: on SQLite that is a UNIQUE clause inside
+        # CREATE TABLE, whose index cannot be dropped, so every row of a bulk load was a
+        # random insert into it. Written as an expression (a bare column: the same index
+        # as a column list) because Django emits a column-list constraint inline too. Bulk
+        # loads drop it and build it after the rows, in their transaction (generate_data).
+        constraints = [models.UniqueConstraint(models.F("email"), name="users_email_key")]
 
     def __str__(self) -> str:
         return f"{self.name} <{self.email}>"

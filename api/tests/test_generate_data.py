@@ -30,21 +30,37 @@ from decimal import Decimal
 from io import StringIO
 from pathlib import Path
 
+import orjson
 import psycopg
 import pytest
 from django.conf import settings
 from django.core.management import CommandError, call_command
-from django.db import connections
+from django.db import IntegrityError, connections, transaction
+from django.test import Client
 
-from api.domain.validation import OrderInput, ProductInput, UserInput, check_fields
+from api.domain.validation import (
+    EMAIL_DUPLICATE,
+    OrderInput,
+    ProductInput,
+    UserInput,
+    check_fields,
+)
 from api.models import Order, Product, User
+from api.services.batch_insert import batch_insert
 from api.services.generation import THREADS, Counts, data_generate, loaders
 from api.services.generation.catalog import product_catalog
 from api.services.generation.loaders import CopyLoader, OrmLoader, SqliteLoader
 from api.services.generation.orders import ORDER_COLUMNS, References, order_batches
 from api.services.generation.products import PRODUCT_COLUMNS, product_batches
 from api.services.generation.users import USER_COLUMNS, user_batches
-from api.tests.conftest import ROUTED, locked, postgresql_only, raw_query, sqlite_only
+from api.tests.conftest import (
+    ROUTED,
+    ROUTED_VENDORS,
+    locked,
+    postgresql_only,
+    raw_query,
+    sqlite_only,
+)
 
 db = pytest.mark.django_db(databases=ROUTED, transaction=True, reset_sequences=True)
 REPO = Path(settings.BASE_DIR)
@@ -430,6 +446,99 @@ def test_the_api_lookups_use_indexes_and_the_schema_is_unchanged():
         assert raw_query(alias, "SELECT count(*) FROM sqlite_stat1")[0][0] > 0
 
 
+@sqlite_only
+@db
+def test_sqlite_builds_the_email_index_after_the_rows_of_a_load_into_an_empty_table(
+    monkeypatch,
+):
+    """Into an empty table every index but the primary key goes, the unique e-mail one
+    included, and is re-created after the rows; a large append keeps the unique one
+    (appended e-mails are checked through it), a small one keeps all; the schema ends as
+    migrations made it."""
+    seen = {}
+
+    def finish(self, original=SqliteLoader.finish):
+        rows = self.conn.execute(f'PRAGMA index_list("{self.table}")')
+        seen[self.table] = {name for _, name, *_ in rows}
+        original(self)
+
+    monkeypatch.setattr(SqliteLoader, "finish", finish)
+    before = index_sql()
+    generate("--rows", "3000", "--seed", "6", "--parallel", "threads")
+    assert seen == {"users": set(), "products": set(), "orders": set()}
+    generate("--rows", "300", "--seed", "7", "--parallel", "threads")
+    assert seen["users"] == {"users_email_key", "users_organization_id_abe5d649"}
+    generate("--rows", "4000", "--seed", "8", "--parallel", "threads")
+    assert seen["users"] == {"users_email_key"}
+    assert index_sql() == before
+
+
+def schema() -> dict:
+    """Every index and constraint of the three tables, with its definition."""
+    return index_sql() if {"sqlite"} == ROUTED_VENDORS else pg_schema()
+
+
+def email_lookup_plan(email: str) -> str:
+    """The plan of the API's lookup by e-mail, as the backend explains it."""
+    with connections["users"].cursor() as cursor:
+        if connections["users"].vendor == "sqlite":
+            cursor.execute("EXPLAIN QUERY PLAN SELECT * FROM users WHERE email = %s", [email])
+            return " ".join(row[-1] for row in cursor.fetchall())
+        cursor.execute("EXPLAIN SELECT * FROM users WHERE email = %s", [email])
+        return " ".join(line for (line,) in cursor.fetchall())
+
+
+@db
+def test_after_a_load_the_email_index_refuses_a_duplicate_and_serves_lookups():
+    """A load into an empty table builds the unique e-mail index after its rows. Then a
+    stored address is refused through the ORM and through the API (whose batch insert
+    stores first, ``ON CONFLICT DO NOTHING``: the index refuses the row, the rules then
+    name the reason), and a lookup by e-mail is a search of that index."""
+    generate("--users", "3000", "--seed", "4")
+    taken = User.objects.get(id=7).email
+    with pytest.raises(IntegrityError), transaction.atomic(using="users"):
+        User.objects.create(name="Copy Cat", email=taken)
+    response = Client().post(
+        "/api/users/", orjson.dumps({"name": "Copy Cat", "email": taken.upper()}),
+        content_type="application/json",
+    )  # fmt: skip
+    assert response.status_code == 409
+    assert orjson.loads(response.content)["details"] == {"email": [EMAIL_DUPLICATE]}
+    result = batch_insert(users=[{"name": "Copy Cat", "email": taken}])
+    assert [(r.status, r.reason) for r in result.users] == [("rejected", EMAIL_DUPLICATE)]
+    assert User.objects.filter(email=taken).count() == 1
+    plan = email_lookup_plan(taken)
+    assert "USING INDEX users_email_key (email=?)" in plan or (
+        "Index Scan using users_email_key" in plan
+    ), plan
+
+
+@db
+def test_a_duplicate_among_the_loaded_rows_fails_the_load_and_changes_nothing(monkeypatch):
+    """The unique index is built after the rows, inside the load's transaction: a duplicate
+    e-mail among them fails the run there (status 1), and every table keeps its rows and
+    its indexes, the unique one included."""
+    generate("--rows", "100", "--seed", "1")
+    before = dump(), schema()
+    for cls in LOADER_CLASSES:
+
+        def duplicating(self, rows, write=cls.write, first=[]):  # noqa: B006 (per loader)
+            if self.table == "users" and first:
+                rows = [(*rows[0][:2], first[0], *rows[0][3:]), *rows[1:]]
+            elif self.table == "users":
+                first.append(rows[0][2])
+            write(self, rows)
+
+        monkeypatch.setattr(cls, "write", duplicating)
+    with pytest.raises(CommandError) as caught:
+        generate("--users", "3000", "--batch-size", "1000", "--clear")
+    assert caught.value.returncode == 1
+    message = str(caught.value)
+    assert "users     failed and rolled back, unchanged" in message
+    assert "users_email_key" in message or "UNIQUE constraint failed: users.email" in message
+    assert (dump(), schema()) == before
+
+
 def test_generated_columns_are_the_models_columns():
     """Row tuples cover every column of each model, so a new field cannot be missed."""
     for model, columns in ((User, USER_COLUMNS), (Product, PRODUCT_COLUMNS)):
@@ -724,8 +833,8 @@ def test_sequences_end_at_the_highest_id_and_never_move_back():
 @postgresql_only
 @db
 def test_indexes_are_rebuilt_exactly_when_the_load_dominates(monkeypatch):
-    """Loads into empty tables drop secondary indexes and the e-mail unique constraint;
-    a small append keeps every index; a large one keeps only the primary and unique keys.
+    """Loads into empty tables drop secondary indexes and the unique e-mail index; a small
+    append keeps every index; a large one keeps only the primary key and the unique index.
 
     Afterwards ``pg_indexes`` and ``pg_constraint`` are exactly as migrations left them,
     every table has fresh statistics, and the API's lookups are index scans.
@@ -806,3 +915,4 @@ def test_a_lock_held_elsewhere_fails_the_run_instead_of_waiting_forever(monkeypa
     assert "orders    failed and rolled back" in str(caught.value)
     assert "lock timeout" in str(caught.value)
     assert dump() == before
+

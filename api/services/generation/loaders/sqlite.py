@@ -4,11 +4,16 @@ the load is one transaction, which WAL syncs once, so ``OFF`` saved nothing meas
 (``docs/performance.md``) and would have let a power loss during a load corrupt a file
 whose other rows a running server had acknowledged. When the new rows outnumber
 the stored ones, secondary indexes are dropped first and re-created at the end with the
-exact SQL that ``sqlite_master`` held, so migrations see the schema unchanged (the
-unique index on ``users.email`` is part of the table and stays). ``ANALYZE`` runs before
+exact SQL that ``sqlite_master`` held, so migrations see the schema unchanged. The unique
+index on ``users.email`` goes too when the table starts empty: maintained row by row, each
+row was a random insert into a B-tree that soon outgrew the page cache, and the load
+slowed as the table grew; built at the end it is one sort. Its rebuild checks every
+e-mail, inside the load's transaction: a duplicate fails the load, which rolls back with
+the index in place. When appending it stays, for `taken_emails`. ``ANALYZE`` runs before
 the commit; afterwards the file returns to WAL, as the server expects. The journal stays
 WAL throughout: measured, rollback-journal modes were no faster, and WAL keeps the load
-crash-safe and works while the server has the file open.
+crash-safe and works while the server has the file open. Measured growth:
+``docs/performance.md``.
 """
 
 import sqlite3
@@ -58,7 +63,9 @@ class SqliteLoader(Loader):
         else:
             self._check_unchanged(first_id)
         if clear or count >= stored:
-            self._drop_indexes()
+            # Appended users are checked against the stored e-mails (`taken_emails`)
+            # through the unique index, so it stays unless the table starts empty.
+            self._drop_indexes(keep_unique=stored > 0)
 
     def _check_unchanged(self, first_id: int) -> None:
         top = self.conn.execute(f'SELECT max(id) FROM "{self.table}"').fetchone()[0] or 0
@@ -71,14 +78,25 @@ class SqliteLoader(Loader):
                 "longer free); run generate_data again"
             )
 
-    def _drop_indexes(self) -> None:
-        """Drop secondary indexes, keeping their exact SQL to re-create them in `finish`."""
+    def _drop_indexes(self, *, keep_unique: bool) -> None:
+        """Drop secondary indexes, keeping their exact SQL to re-create them in `finish`.
+
+        Only indexes made by ``CREATE INDEX`` can go (those of a UNIQUE clause inside
+        ``CREATE TABLE`` have no SQL of their own); unique ones stay if ``keep_unique``.
+        """
+        unique = {
+            name
+            for _, name, is_unique, *_ in self.conn.execute(f'PRAGMA index_list("{self.table}")')
+            if is_unique
+        }
         indexes = self.conn.execute(
             "SELECT name, sql FROM sqlite_master "
             "WHERE type = 'index' AND tbl_name = ? AND sql IS NOT NULL ORDER BY name",
             [self.table],
         ).fetchall()
         for name, sql in indexes:
+            if keep_unique and name in unique:
+                continue
             self.conn.execute(f'DROP INDEX "{name}"')
             self.dropped.append(sql)
 
