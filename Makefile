@@ -32,6 +32,7 @@ LOADTEST = $(PY) manage.py loadtest --users $(USERS) --spawn-rate $(SPAWN_RATE) 
 PROXY ?= --proxy
 
 .PHONY: help venv nginx browser serve wrk valgrind demo loadtest loadtest-lookups loadtest-distributed bench-generate bench-lookup \
+	bench-generate-growth \
 	pg-data loadtest-pg loadtest-pg-lookups bench-lookup-pg bench-swarm-pg \
 	replica-start replica-stop replica-status replica-destroy demo-cluster \
 	bench-instructions bench-throttle bench-faults bench-faults-pg bench-swarm bench-inserts bench-inserts-pg \
@@ -173,6 +174,16 @@ test: lint nginx browser
 # Benchmarks against ../shared/anchors (not tests: they print ratios from one run).
 bench-generate: venv
 	$(PY) bench/generate.py --rounds 2
+
+# generate_data --users N at 1M, 2M, 5M and 10M beside the like-for-like floor
+# (bench/users_floor.py), on SQLite, then on PostgreSQL (databases $(PG_URL)/dp_growth_*,
+# created and dropped here) when a server answers at PG_URL (issue 32). BENCH_ARGS: e.g.
+# --quick (small sizes, under a minute), --sizes 1000000,3000000, --max-load 2.
+bench-generate-growth: venv
+	$(PY) bench/generate.py --growth $(BENCH_ARGS)
+	@if $(PG_REACHABLE) 2>/dev/null; then \
+		$(PY) bench/generate.py --growth --postgres $(PG_URL)/dp_growth_ $(BENCH_ARGS); \
+	else echo "PostgreSQL at $(PG_URL) unreachable: SQLite only"; fi
 
 # Insert batches of 10 users under wrk against the raw insert anchor (issue 27, target >= 0.7),
 # on SQLite and on PostgreSQL (databases $(PG_URL)/dp_bench_*, created and emptied here).

@@ -2,6 +2,8 @@ r"""Benchmark ``manage.py generate_data`` against the anchors, in one run on one
 
     .venv/bin/python bench/generate.py [--rows 1000000] [--rounds 2] [--anchors DIR]
     .venv/bin/python bench/generate.py --postgres postgres://postgres@127.0.0.1:5432/bench_
+    .venv/bin/python bench/generate.py --growth [--postgres URL_PREFIX] [--sizes 1000000,...]
+    .venv/bin/python bench/generate.py --quick [--postgres URL_PREFIX]
 
 Each round, in a fresh temporary DATA_DIR: ``manage.py migrate_all``, then the timed
 ``manage.py generate_data --rows N`` (wall time of the whole command, Django start-up
@@ -31,22 +33,40 @@ a fixed pure-Python loop is timed before each round (the host's speed varies), a
 our load the PostgreSQL anchor: the rows just loaded, exported to files (untimed), are
 loaded again by ``psql \copy``, one ``psql`` per database in parallel, each in one
 transaction that leaves the same end state as ``generate_data --clear``: ``TRUNCATE``, the
-secondary indexes and the unique constraint dropped, ``\copy``, indexes re-created,
+secondary indexes and the unique e-mail index dropped, ``\copy``, indexes re-created,
 ``ANALYZE``, ``COMMIT``. That is the server's own work for the load with no row built in
 Python; the ratio (our seconds over its seconds, same round) says what the rest costs.
+
+``--growth`` prints the growth table instead (issue 32): for each size N (default 1M, 2M,
+5M, 10M users; ``--quick``: 10k, 20k, 50k, well under a minute), one timed
+``generate_data --users N`` on freshly migrated SQLite files (``--clear`` on the
+PostgreSQL databases), then one timed run of the like-for-like floor,
+``bench/users_floor.py`` (the same rows into the same table with the raw driver, one
+process), and on PostgreSQL ``psql \copy`` of the users just loaded, from a file. Per
+size: wall seconds and rows/s of the whole command, that rate against the first size's,
+the users table's own rate (the worker's seconds, from the summary), CPU seconds of the
+process tree, the seconds it waited for a core (other work on the shared machine), peak
+summed RSS; the floor's; their ratio. Then the verdicts: the last size's rows/s against
+the first's (target >= 0.9), ours over the floor at both ends (>= 0.8), peak RSS
+(<= 500 MB), and on PostgreSQL ours over ``psql \copy`` (>= 0.7). ``--quick`` also checks
+at every size that the floor stored exactly the rows ``generate_data`` stored. Files are
+deleted after each size (10M SQLite users take 2.3 GB).
 """
 
 import argparse
+import hashlib
 import json
 import os
 import re
 import shutil
+import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from contextlib import closing, suppress
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -60,6 +80,10 @@ sys.path.insert(0, str(REPO))
 from api.domain.stores import STORE_NAMES  # noqa: E402  (needs no settings)
 
 TARGET_SECONDS, TARGET_RSS_MB, TARGET_RATIO = 20.0, 500.0, 2.5
+GROWTH_SIZES = (1_000_000, 2_000_000, 5_000_000, 10_000_000)
+QUICK_SIZES = (10_000, 20_000, 50_000)
+TARGET_GROWTH, TARGET_FLOOR, TARGET_PSQL = 0.9, 0.8, 0.7
+FLOOR = REPO / "bench" / "users_floor.py"
 TARGET_POSTGRES_ROWS_PER_S = 150_000
 LOAD_POLL_S = 5
 CPU_REFERENCE_LOOPS = 5_000_000
@@ -70,24 +94,32 @@ PSS_EVERY = 10  # PSS (smaps_rollup, ~2 ms per 150 MB process) every 10th sample
 
 @dataclass
 class Measured:
-    """One timed process: wall seconds; peak memory of its tree and of its largest process."""
+    """One timed process: wall seconds; peak memory of its tree and of its largest process.
+
+    ``cpu_seconds``: user + system time of the process and the descendants it waited for;
+    ``waited_seconds``: time its processes were ready to run but waited for a core (the
+    kernel's run-queue delay, ``/proc/<pid>/schedstat``): on the shared machine, what other
+    work took from this run.
+    """
 
     seconds: float
     tree_pss_mb: float
     tree_rss_mb: float
     max_process_rss_mb: float
     stdout: str
+    cpu_seconds: float = 0.0
+    waited_seconds: float = 0.0
 
 
 def measure(command: list[str], *, env: dict | None = None, cwd: Path = REPO) -> Measured:
     """Run ``command`` to completion; fail loudly on a non-zero exit."""
-    peak = [0, 0]
+    peak, waits = [0, 0], {}
     started = time.perf_counter()
     proc = subprocess.Popen(
         command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     done = threading.Event()
-    sampler = threading.Thread(target=_sample, args=(proc.pid, peak, done), daemon=True)
+    sampler = threading.Thread(target=_sample, args=(proc.pid, peak, waits, done), daemon=True)
     sampler.start()
     reader = {}
     threads = [
@@ -105,11 +137,22 @@ def measure(command: list[str], *, env: dict | None = None, cwd: Path = REPO) ->
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed ({proc.returncode}):\n{reader['stderr']}")
     pss, rss = peak[0] / 1024, peak[1] / 1024
-    return Measured(seconds, pss, rss, usage.ru_maxrss / 1024, reader["stdout"])
+    cpu = usage.ru_utime + usage.ru_stime
+    waited = sum(waits.values()) / 1e9
+    return Measured(
+        seconds,
+        pss,
+        rss,
+        usage.ru_maxrss / 1024,
+        reader["stdout"],
+        cpu_seconds=cpu,
+        waited_seconds=waited,
+    )
 
 
-def _sample(pid: int, peak: list[int], done: threading.Event) -> None:
-    """Track the largest summed PSS and RSS (KiB) of ``pid`` and its descendants.
+def _sample(pid: int, peak: list[int], waits: dict[int, int], done: threading.Event) -> None:
+    """Track the largest summed PSS and RSS (KiB) of ``pid`` and its descendants, and the
+    run-queue delay (ns) each of them had accumulated when last seen.
 
     Reading PSS walks the processes' page tables; sampling it every 20 ms cost the measured
     command a quarter of a core, so it is read less often than RSS.
@@ -118,6 +161,9 @@ def _sample(pid: int, peak: list[int], done: threading.Event) -> None:
     while not done.wait(SAMPLE_S):
         tree = _tree(pid)
         peak[1] = max(peak[1], sum(_field_kib(f"/proc/{p}/status", "VmRSS") for p in tree))
+        for p in tree:
+            with suppress(OSError, ValueError, IndexError):
+                waits[p] = int(Path(f"/proc/{p}/schedstat").read_text().split()[1])
         if samples % PSS_EVERY == 0:
             pss = sum(_field_kib(f"/proc/{p}/smaps_rollup", "Pss") for p in tree)
             peak[0] = max(peak[0], pss)
@@ -229,16 +275,16 @@ def postgres_round(*, rows: int, prefix: str, parallel: str, workdir: Path) -> d
     }
 
 
-def psql_anchor(*, prefix: str, workdir: Path) -> float:
+def psql_anchor(*, prefix: str, workdir: Path, tables: tuple[str, ...] = STORE_NAMES) -> float:
     """Seconds for ``psql \\copy`` to load the stored rows again, all databases at once.
 
     Each table is exported to a file first (untimed); then one ``psql`` per database runs
     a transaction that empties the table, drops what `CopyLoader` drops on an empty table
-    (every index but the primary key, the unique constraint included), copies the file in,
+    (every index but the primary key, the unique e-mail index included), copies the file in,
     re-creates the indexes from their definitions and analyzes, so the three tables end
     exactly as ``generate_data --clear`` left them.
     """
-    scripts = [_anchor_script(prefix + alias, alias, workdir) for alias in STORE_NAMES]
+    scripts = [_anchor_script(prefix + alias, alias, workdir) for alias in tables]
     started = time.perf_counter()
     procs = [
         subprocess.Popen(
@@ -297,6 +343,191 @@ def _anchor_script(url: str, table: str, workdir: Path) -> tuple[str, str]:
         "COMMIT;",
     ]
     return url, "\n".join(lines) + "\n"
+
+
+# The growth table (issue 32): ``generate_data --users N`` at growing N, beside the floor.
+
+
+def sqlite_env(data_dir: Path) -> dict[str, str]:
+    """The environment for ``manage.py`` on SQLite files in ``data_dir``."""
+    servers = ("DATABASE_URL_", "DATABASE_REPLICA_URLS_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(servers)}
+    return {**env, "DATA_DIR": str(data_dir)}
+
+
+def postgres_env(prefix: str, data_dir: Path) -> dict[str, str]:
+    """The environment for ``manage.py`` with the routed aliases at ``prefix`` + alias."""
+    env = sqlite_env(data_dir)
+    env.update({f"DATABASE_URL_{alias.upper()}": prefix + alias for alias in STORE_NAMES})
+    return env
+
+
+def migrate(env: dict[str, str]) -> None:
+    manage = [sys.executable, str(REPO / "manage.py")]
+    subprocess.run([*manage, "migrate_all", "-v", "0"], cwd=REPO, env=env, check=True)
+
+
+def users_digest(connect) -> str:
+    """SHA-256 of every ``users`` row in id order, as the driver returns it."""
+    digest = hashlib.sha256()
+    with closing(connect()) as conn:
+        for row in conn.execute("SELECT * FROM users ORDER BY id"):
+            digest.update(f"{tuple(row)!r}\n".encode())
+    return digest.hexdigest()
+
+
+def table_seconds(stdout: str, table: str = "users") -> float:
+    """The worker's own seconds for ``table`` from ``generate_data``'s summary."""
+    match = re.search(rf"^\s+{table}\s+[\d,]+ rows\s.*?([\d.]+) s\s", stdout, re.MULTILINE)
+    if not match:
+        raise SystemExit(f"no {table} line in the summary:\n{stdout}")
+    return float(match.group(1))
+
+
+def _floor(backend: str, target: str, users: int) -> tuple[Measured, dict]:
+    run = measure([sys.executable, str(FLOOR), backend, target, str(users)])
+    return run, json.loads(run.stdout.splitlines()[-1])
+
+
+def growth_sqlite(*, users: int, workdir: Path, check: bool) -> dict:
+    """``generate_data --users N`` and the floor, each on freshly migrated files."""
+    manage = [sys.executable, str(REPO / "manage.py")]
+    result = {"users": users, "load_average_1m": os.getloadavg()[0]}
+    ours_env, floor_env = sqlite_env(workdir / "ours"), sqlite_env(workdir / "floor")
+    migrate(ours_env)
+    ours = measure([*manage, "generate_data", "--users", str(users)], env=ours_env)
+    result.update(ours=asdict(ours), ours_table_s=table_seconds(ours.stdout))
+    path = workdir / "ours" / "users.sqlite3"
+    digest = users_digest(lambda: sqlite3.connect(path)) if check else None
+    shutil.rmtree(workdir / "ours")  # 10M users are 2.3 GB: one copy on disk at a time
+    migrate(floor_env)
+    path = workdir / "floor" / "users.sqlite3"
+    floor, stages = _floor("sqlite", str(path), users)
+    result.update(floor=asdict(floor), floor_stages=stages)
+    if check and users_digest(lambda: sqlite3.connect(path)) != digest:
+        raise SystemExit(f"{users:,} users: the floor stored other rows than generate_data")
+    shutil.rmtree(workdir / "floor")
+    return result
+
+
+def growth_postgres(*, users: int, prefix: str, workdir: Path, check: bool) -> dict:
+    """``generate_data --users N --clear``, ``psql \\copy`` of its rows, then the floor."""
+    manage = [sys.executable, str(REPO / "manage.py")]
+    env = postgres_env(prefix, workdir / "data")
+    result = {"users": users, "load_average_1m": os.getloadavg()[0]}
+    command = [*manage, "generate_data", "--users", str(users), "--clear"]
+    ours = measure(command, env=env)
+    result.update(ours=asdict(ours), ours_table_s=table_seconds(ours.stdout))
+    url = prefix + "users"
+    digest = users_digest(lambda: psycopg.connect(url)) if check else None
+    result["psql_anchor_s"] = psql_anchor(prefix=prefix, workdir=workdir, tables=("users",))
+    (workdir / "users.tsv").unlink()
+    floor, stages = _floor("postgres", url, users)
+    result.update(floor=asdict(floor), floor_stages=stages)
+    if check and users_digest(lambda: psycopg.connect(url)) != digest:
+        raise SystemExit(f"{users:,} users: the floor stored other rows than generate_data")
+    return result
+
+
+def run_growth(args: argparse.Namespace) -> dict:
+    """One run per size, smallest first; the PostgreSQL databases are migrated once."""
+    sizes = args.sizes or (QUICK_SIZES if args.quick else GROWTH_SIZES)
+    backend = "postgresql" if args.postgres else "sqlite"
+    results = {"backend": backend, "cpus": os.cpu_count(), "sizes": []}
+    created = create_databases(args.postgres) if args.postgres else []
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench_growth_") as tmp:
+            if args.postgres:
+                migrate(postgres_env(args.postgres, Path(tmp) / "data"))
+            for users in sizes:
+                wait_for_quiet(args.max_load)
+                with tempfile.TemporaryDirectory(prefix="size_", dir=tmp) as workdir:
+                    if args.postgres:
+                        size = growth_postgres(
+                            users=users,
+                            prefix=args.postgres,
+                            workdir=Path(workdir),
+                            check=args.quick,
+                        )
+                    else:
+                        size = growth_sqlite(users=users, workdir=Path(workdir), check=args.quick)
+                results["sizes"].append(size)
+                print(render_growth_row(size, results["sizes"][0], backend), flush=True)
+    finally:
+        if created and not args.keep:
+            drop_databases(args.postgres, created)
+    print(render_growth_summary(results))
+    return results
+
+
+def _rate(rows: int, seconds: float) -> float:
+    return rows / seconds if seconds > 0 else 0.0
+
+
+def render_growth_header(backend: str) -> str:
+    psql = "  psql \\copy s    rows/s  ours/psql" if backend == "postgresql" else ""
+    return (
+        f"generate_data --users N on {backend} beside the floor (bench/users_floor.py: the"
+        " same rows, raw driver), one run per size\n"
+        "       users | ours s     rows/s  x1st  table rows/s   CPU s  waited s  RSS MB"
+        f" | floor s     rows/s  x1st  RSS MB | ours/floor{psql}"
+    )
+
+
+def render_growth_row(r: dict, first: dict, backend: str) -> str:
+    n, ours, floor = r["users"], r["ours"], r["floor"]
+    rate, floor_rate = _rate(n, ours["seconds"]), _rate(n, floor["seconds"])
+    first_rate = _rate(first["users"], first["ours"]["seconds"])
+    first_floor = _rate(first["users"], first["floor"]["seconds"])
+    line = (
+        f"{n:>12,} | {ours['seconds']:6.2f} {rate:>10,.0f} {rate / first_rate:5.2f} "
+        f"{_rate(n, r['ours_table_s']):>13,.0f} {ours['cpu_seconds']:7.1f} "
+        f"{ours['waited_seconds']:9.1f} {ours['tree_rss_mb']:7.0f} | {floor['seconds']:7.2f} "
+        f"{floor_rate:>10,.0f} {floor_rate / first_floor:5.2f} {floor['tree_rss_mb']:7.0f} | "
+        f"{rate / floor_rate:10.2f}"
+    )
+    if backend == "postgresql":
+        psql_rate = _rate(n, r["psql_anchor_s"])
+        line += f" {r['psql_anchor_s']:13.2f} {psql_rate:>9,.0f} {rate / psql_rate:10.2f}"
+    return line + f"   (load {r['load_average_1m']:.1f})"
+
+
+def render_growth_summary(results: dict) -> str:
+    sizes = results["sizes"]
+    first, last = sizes[0], sizes[-1]
+
+    def rate(r, key="ours"):
+        return _rate(r["users"], r[key]["seconds"])
+
+    growth = rate(last) / rate(first)
+    table_growth = _rate(last["users"], last["ours_table_s"]) / _rate(
+        first["users"], first["ours_table_s"]
+    )
+    floor_ratios = [rate(r) / rate(r, "floor") for r in (first, last)]
+    rss = max(r["ours"]["tree_rss_mb"] for r in sizes)
+    lines = [
+        f"growth {last['users']:,} vs {first['users']:,} users: generate_data keeps "
+        f"{growth:.2f}x its rows/s (the users table alone {table_growth:.2f}x; the floor "
+        f"{rate(last, 'floor') / rate(first, 'floor'):.2f}x) "
+        f"[target >= {TARGET_GROWTH}: {_verdict(growth >= TARGET_GROWTH)}]",
+        f"generate_data / floor: {floor_ratios[0]:.2f}x at {first['users']:,}, "
+        f"{floor_ratios[1]:.2f}x at {last['users']:,} "
+        f"[target >= {TARGET_FLOOR}: {_verdict(min(floor_ratios) >= TARGET_FLOOR)}]",
+        f"peak memory of generate_data's process tree: {rss:.0f} MB RSS "
+        f"[target <= {TARGET_RSS_MB:.0f} MB: {_verdict(rss <= TARGET_RSS_MB)}]",
+    ]
+    if results["backend"] == "postgresql":
+        psql = [rate(r) / _rate(r["users"], r["psql_anchor_s"]) for r in (first, last)]
+        lines.append(
+            f"generate_data / psql \\copy of a ready file: {psql[0]:.2f}x at "
+            f"{first['users']:,}, {psql[1]:.2f}x at {last['users']:,} "
+            f"[target >= {TARGET_PSQL}: {_verdict(min(psql) >= TARGET_PSQL)}]"
+        )
+    return "\n".join(lines)
+
+
+def _verdict(ok: bool) -> str:
+    return "ok" if ok else "MISSED"
 
 
 def create_databases(prefix: str) -> list[str]:
@@ -374,10 +605,32 @@ def main() -> None:
     parser.add_argument(
         "--keep", action="store_true", help="keep the PostgreSQL databases this run created"
     )
+    parser.add_argument(
+        "--growth",
+        action="store_true",
+        help="the growth table: generate_data --users N beside the floor, N from --sizes",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"the growth table at {', '.join(f'{n:,}' for n in QUICK_SIZES)} users, each "
+        "load checked to store the floor's rows",
+    )
+    parser.add_argument(
+        "--sizes",
+        type=lambda text: tuple(int(n) for n in text.split(",")),
+        help=f"users per growth step (default {','.join(str(n) for n in GROWTH_SIZES)})",
+    )
     args = parser.parse_args()
+    if args.postgres and shutil.which("psql") is None:
+        parser.error("--postgres needs psql (the anchor): apt-get install postgresql-client")
+    if args.growth or args.quick or args.sizes:
+        print(render_growth_header("postgresql" if args.postgres else "sqlite"), flush=True)
+        results = run_growth(args)
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=2))
+        return
     if args.postgres:
-        if shutil.which("psql") is None:
-            parser.error("--postgres needs psql (the anchor): apt-get install postgresql-client")
         results = run_postgres(args)
         if args.json:
             args.json.write_text(json.dumps(results, indent=2))

@@ -916,3 +916,32 @@ def test_a_lock_held_elsewhere_fails_the_run_instead_of_waiting_forever(monkeypa
     assert "lock timeout" in str(caught.value)
     assert dump() == before
 
+
+# The growth benchmark (bench/generate.py --quick): it runs, and its floor is like-for-like.
+
+
+def test_the_quick_growth_table_runs_and_its_floor_stores_the_same_rows():
+    """``bench/generate.py --quick`` prints the growth table (``generate_data --users N``
+    beside the raw floor) with its verdicts, after checking at each size that the floor
+    stored exactly the rows ``generate_data`` stored; on PostgreSQL also beside
+    ``psql \\copy``, in databases of its own, dropped afterwards."""
+    command = [sys.executable, "bench/generate.py", "--quick", "--sizes", "1000,3000"]
+    if {"postgresql"} == ROUTED_VENDORS:
+        base = connections["users"].settings_dict
+        server = f"postgres://{base['USER']}@{base['HOST']}:{base['PORT'] or 5432}"
+        command += ["--postgres", f"{server}/test_growth_{os.getpid()}_"]
+    run = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    lines = run.stdout.splitlines()
+    header = (
+        "users | ours s rows/s x1st table rows/s CPU s waited s RSS MB"
+        " | floor s rows/s x1st RSS MB | ours/floor"
+    )
+    if "--postgres" in command:
+        header += " psql \\copy s rows/s ours/psql"
+    assert " ".join(lines[1].split()) == header
+    assert [line.split()[0] for line in lines[2:4]] == ["1,000", "3,000"]
+    assert lines[4].startswith("growth 3,000 vs 1,000 users: generate_data keeps ")
+    assert lines[5].startswith("generate_data / floor: ")
+    assert lines[6].startswith("peak memory of generate_data's process tree: ")
+    assert all("[target" in line for line in lines[4:])
