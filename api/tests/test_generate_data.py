@@ -925,7 +925,15 @@ def test_the_quick_growth_table_runs_and_its_floor_stores_the_same_rows():
     beside the raw floor) with its verdicts, after checking at each size that the floor
     stored exactly the rows ``generate_data`` stored; on PostgreSQL also beside
     ``psql \\copy``, in databases of its own, dropped afterwards."""
-    command = [sys.executable, "bench/generate.py", "--quick", "--sizes", "1000,3000"]
+    command = [
+        sys.executable,
+        "bench/generate.py",
+        "--quick",
+        "--sizes",
+        "1000,3000",
+        "--reruns",
+        "0",
+    ]
     if {"postgresql"} == ROUTED_VENDORS:
         base = connections["users"].settings_dict
         server = f"postgres://{base['USER']}@{base['HOST']}:{base['PORT'] or 5432}"
