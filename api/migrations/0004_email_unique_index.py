@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('api', '0002_idempotency_key'),
+        ('api', '0003_api_tokens_hashed'),
     ]
 
     operations = [
