@@ -174,9 +174,17 @@ def store_locked(alias: str, monkeypatch, settings):
             yield
         return
     settings.REQUEST_DEADLINE_SECONDS = 0.5  # the batch's lock_timeout
+    with table_locked(alias):
+        yield
+
+
+@contextmanager
+def table_locked(alias: str):
+    """The PostgreSQL store's table (named like the alias) locked ACCESS EXCLUSIVE by
+    another session of this process, until the block ends."""
     config = connections[alias].settings_dict
     with psycopg.connect(
-        host=config["HOST"],
+        host=config["HOST"] or "127.0.0.1",
         port=config["PORT"] or 5432,
         user=config["USER"],
         password=config["PASSWORD"],

@@ -13,14 +13,13 @@ from contextlib import closing, contextmanager, nullcontext
 from pathlib import Path
 
 import orjson
-import psycopg
 import pytest
 from django.conf import settings
 from django.db import connections
 
 from api.db.failures import KINDS
 from api.domain.stores import STORE_NAMES
-from api.tests.conftest import postgresql_only, sqlite_only
+from api.tests.conftest import postgresql_only, sqlite_only, table_locked
 
 PROBE = """
 import os, time, orjson, django
@@ -253,22 +252,6 @@ def server_url(alias: str, *, user: str | None = None, port: int | None = None) 
     config = connections[alias].settings_dict
     host, name = config["HOST"] or "127.0.0.1", config["NAME"]
     return f"postgres://{user or config['USER']}@{host}:{port or config['PORT'] or 5432}/{name}"
-
-
-@contextmanager
-def table_locked(alias: str):
-    """The store's table locked (ACCESS EXCLUSIVE) by another session of this process."""
-    config = connections[alias].settings_dict
-    with psycopg.connect(
-        host=config["HOST"] or "127.0.0.1",
-        port=config["PORT"] or 5432,
-        user=config["USER"],
-        password=config["PASSWORD"],
-        dbname=config["NAME"],
-    ) as holder:
-        holder.execute(f"LOCK TABLE {alias} IN ACCESS EXCLUSIVE MODE")
-        yield
-        holder.rollback()
 
 
 @postgresql_only
