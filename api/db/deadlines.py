@@ -81,6 +81,8 @@ def atomic_within_deadline(alias: str):
     the deadline `waits_at_most` set for this thread's part (none set: the connection's own
     timeouts). Raises `django.db.DatabaseError` as ``atomic`` and its statements do.
 
+    On SQLite, outside any atomic block and with queries not observed, the transaction is
+    `_sqlite_write_transaction`'s (``atomic``'s outermost block on the DB-API connection).
     On PostgreSQL the ``SET LOCAL`` statement is also the connection's health check
     (``CONN_HEALTH_CHECKS``), as a lookup is on the fast path: Django's own check is a
     ``SELECT 1`` round trip before the transaction. When it fails on a connection that
