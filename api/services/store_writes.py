@@ -168,9 +168,9 @@ def _advance_sequence(model: type[Model], alias: str, explicit_ids: list[int]) -
     PostgreSQL's sequence ignores ids given explicitly (SQLite's AUTOINCREMENT does not);
     without this the next automatic id could be one just stored. Never moves it backwards.
     """
-    if not explicit_ids or connections[alias].vendor != "postgresql":
-        return
     connection = connections[alias]
+    if not explicit_ids or connection.vendor != "postgresql":
+        return
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT setval(s::regclass,"

@@ -44,15 +44,20 @@ def lookup_against(url: str, timeout_s: int = 2, pool: str = "0") -> dict:
         "DATABASE_CONNECT_TIMEOUT_SECONDS": str(timeout_s),
         "DATABASE_POOL": pool,
     }
+    return last_json_line(["-c", PROBE], env, timeout=60)
+
+
+def last_json_line(args: list[str], env: dict[str, str], timeout: int) -> dict:
+    """The last line of ``python args`` (run in the project under ``env``), as JSON."""
     run = subprocess.run(
-        [sys.executable, "-c", PROBE],
+        [sys.executable, *args],
         cwd=settings.BASE_DIR,
         env=env,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=timeout,
     )
-    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.returncode == 0, run.stderr[-3000:]
     return orjson.loads(run.stdout.strip().splitlines()[-1])
 
 
@@ -154,16 +159,7 @@ def sqlite_env(data_dir: Path, **extra: str) -> dict[str, str]:
 
 def probe(env: dict[str, str]) -> dict:
     """``api/tests/failure_probe.py``'s answers and logged exceptions under ``env``."""
-    run = subprocess.run(
-        [sys.executable, "-m", "api.tests.failure_probe"],
-        cwd=settings.BASE_DIR,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    return orjson.loads(run.stdout.strip().splitlines()[-1])
+    return last_json_line(["-m", "api.tests.failure_probe"], env, timeout=120)
 
 
 def assert_only_store_and_kind(result: dict, kind: str, forbidden: tuple[str, ...]) -> None:
