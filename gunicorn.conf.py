@@ -19,9 +19,12 @@ import gunicorn.util
 if str(Path(__file__).resolve().parent) not in sys.path:
     sys.path.append(str(Path(__file__).resolve().parent))
 
+from data_project import metrics_dir
 from data_project.env import Env
 
 env = Env()  # as settings.py reads the environment: blank is unset, bad numbers named
+# Before the app is preloaded: the workers' metrics go to this server's own directory.
+metrics_dir.prepare(env.bool("METRICS", default=True))
 
 bind = env.str("BIND", default="127.0.0.1:8000")
 

@@ -166,6 +166,8 @@ class ApiToken(models.Model):
 
     class Meta:
         db_table = "api_tokens"
+        # The token scope ``metrics`` (api.http.access): reading GET /metrics.
+        permissions = [("view_metrics", "Can read the Prometheus metrics at /metrics")]
 
     def __str__(self) -> str:
         return f"token {self.prefix}… of user {self.user_id}"

@@ -40,6 +40,7 @@ from granian.log import LogLevels
 from granian.server import Server
 from granian.utils.proxies import wrap_wsgi_with_proxy_headers
 
+from data_project import metrics_dir
 from data_project.env import Env
 
 # Granian's bounds on what the environment may ask of it (its CLI's checks).
@@ -103,6 +104,7 @@ def granian_options(env: Env | None = None) -> dict:
 def main() -> None:
     """Serve the project with Granian until SIGTERM or SIGINT."""
     options = granian_options()
+    metrics_dir.prepare(Env().bool("METRICS", default=True))  # before the app's import
     # Imported here, not at the top: reading the options (the load test's report does)
     # must not set Django up. Then frozen, as gunicorn.conf.py's pre_fork does.
     module, name = TARGET.split(":")

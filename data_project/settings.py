@@ -52,6 +52,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "api.http.middleware.primary_pinning_middleware",
+    "api.http.middleware.RouteLabelMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -219,6 +220,10 @@ STORE_COOLDOWN_SECONDS = env.float("STORE_COOLDOWN_SECONDS", default=2.0)
 INSERT_QUEUE_LIMIT = env.int("INSERT_QUEUE_LIMIT", default=64)
 # Seconds /api/stats/ may be old: it counts rows and searches id gaps over whole indexes.
 STATS_CACHE_SECONDS = env.float("STATS_CACHE_SECONDS", default=10.0)
+# Prometheus metrics (api.metrics): requests and queries timed, GET /metrics answered
+# (with the ``metrics`` token scope when tokens are required). 0: neither.
+METRICS = env.bool("METRICS", default=True)
+
 # Set by manage.py loadtest on the server it starts: sent back on every response
 # (data_project.run_id), so the run can tell its server from one that took its port.
 LOADTEST_RUN_ID = env.str("LOADTEST_RUN_ID", default="")

@@ -10,6 +10,9 @@ waiting at most `PROBE_WAIT_SECONDS` for a lock; its success closes the breaker,
 failure opens it again. A write breaker opens on a lock too; a read breaker does not
 (SQLite's readers never wait for its writers).
 
+Each breaker's state and trips are in the metrics (`api.metrics.BREAKER_OPEN`,
+`BREAKER_TRIPS`, labelled by store and access).
+
 Hand-written rather than pybreaker: pybreaker holds one lock for the whole protected call,
 which would serialise every lookup of a store through one thread.
 """
@@ -29,7 +32,9 @@ from api.db.failures import (
     failure_kind,
 )
 from api.domain.stores import STORE_NAMES
+from api.metrics import BREAKER_OPEN, BREAKER_TRIPS
 
+READ, WRITE = "read", "write"  # a breaker's access, its label in the metrics
 PROBE_WAIT_SECONDS = 0.25  # a probe finds out; it need not wait out a lock that persists
 READ_TRANSIENT = frozenset({TIMEOUT, UNREACHABLE})
 WRITE_TRANSIENT = frozenset({LOCKED, TIMEOUT, UNREACHABLE})
@@ -43,14 +48,32 @@ class StoreBreaker:
     the breaker when that kind is in ``transient``.
     """
 
-    __slots__ = ("_lock", "cooldown_s", "kind", "open_until", "store", "transient")
+    __slots__ = (
+        "_lock",
+        "_open_gauge",
+        "_trips",
+        "access",
+        "cooldown_s",
+        "kind",
+        "open_until",
+        "store",
+        "transient",
+    )
 
-    def __init__(self, store: str, transient: frozenset[str], cooldown_s: float | None = None):
-        self.store, self.transient = store, transient
+    def __init__(
+        self,
+        store: str,
+        transient: frozenset[str],
+        cooldown_s: float | None = None,
+        access: str = READ,
+    ):
+        self.store, self.transient, self.access = store, transient, access
         self.cooldown_s = settings.STORE_COOLDOWN_SECONDS if cooldown_s is None else cooldown_s
         self.open_until = 0.0  # monotonic seconds; 0.0 when closed
         self.kind = ""
         self._lock = Lock()
+        self._open_gauge = BREAKER_OPEN.labels(store, access)
+        self._trips = BREAKER_TRIPS.labels(store, access)
 
     def check(self) -> bool:
         """Raise `StoreShed` while open; past the cool-down, let one caller probe.
@@ -71,12 +94,16 @@ class StoreBreaker:
         """Close the breaker: the store answered."""
         if self.open_until:
             self.open_until = 0.0
+            self._open_gauge.set(0)
 
     def failed(self, exc: DatabaseError) -> str:
         """Record a failure; open the breaker if its kind will likely repeat. Its kind."""
         kind = failure_kind(exc)
         if kind in self.transient:
             self.kind = kind
+            if not self.open_until:  # a failed probe keeps it open: no new trip
+                self._trips.inc()
+                self._open_gauge.set(1)
             self.open_until = monotonic() + self.cooldown_s
         return kind
 
@@ -95,5 +122,7 @@ class StoreBreaker:
         return False
 
 
-READ_BREAKERS = {store: StoreBreaker(store, READ_TRANSIENT) for store in STORE_NAMES}
-WRITE_BREAKERS = {store: StoreBreaker(store, WRITE_TRANSIENT) for store in STORE_NAMES}
+READ_BREAKERS = {store: StoreBreaker(store, READ_TRANSIENT, access=READ) for store in STORE_NAMES}
+WRITE_BREAKERS = {
+    store: StoreBreaker(store, WRITE_TRANSIENT, access=WRITE) for store in STORE_NAMES
+}

@@ -9,7 +9,8 @@ a part's wait for the lock.
 
 Workers live as long as the process, started on first use, and keep their connections
 between batches under Django's rules for a request thread (``close_old_connections()``
-before and after every batch); `close_worker_connections` closes what they hold.
+before and after every batch); `close_worker_connections` closes what they hold. Each
+queue's depth is in the metrics (`api.metrics.QUEUE_DEPTH`).
 """
 
 import os
@@ -25,6 +26,7 @@ from django.db import close_old_connections, connections
 from api.db.breakers import PROBE_WAIT_SECONDS, WRITE_BREAKERS
 from api.db.deadlines import waits_at_most
 from api.db.failures import BUSY, TIMEOUT, StoreShed
+from api.metrics import QUEUE_DEPTH
 
 T = TypeVar("T")
 
@@ -69,6 +71,15 @@ def close_worker_connections() -> None:
 
 _queued: dict[str, int] = {}  # batches submitted to each alias's worker and not done
 _queued_lock = Lock()
+_depth_gauges: dict[str, object] = {}  # QUEUE_DEPTH's child per alias
+
+
+def _publish_depth(alias: str) -> None:
+    """Set ``alias``'s queue depth in the metrics; called holding ``_queued_lock``."""
+    gauge = _depth_gauges.get(alias)
+    if gauge is None:
+        gauge = _depth_gauges[alias] = QUEUE_DEPTH.labels(alias)
+    gauge.set(_queued[alias])
 
 
 def submit(
@@ -88,6 +99,7 @@ def submit(
             if _queued.get(alias, 0) >= settings.INSERT_QUEUE_LIMIT:
                 raise StoreShed(alias, BUSY)
             _queued[alias] = _queued.get(alias, 0) + 1
+            _publish_depth(alias)
     except StoreShed as exc:
         shed: Future = Future()
         shed.set_exception(exc)
@@ -124,3 +136,4 @@ def _run(alias: str, deadline: float | None, work: Callable[..., T], *args) -> T
     finally:
         with _queued_lock:
             _queued[alias] -= 1
+            _publish_depth(alias)

@@ -7,7 +7,8 @@ dialect, and the converters that turn stored values into ``Decimal``, ``datetime
 On SQLite and PostgreSQL the compiled statement runs on the DB-API cursor of Django's own
 connection, in Django's error wrapping, after the checks Django's cursor would make
 (`_fetch_dbapi`). When something observes queries (``DEBUG`` logging them, an
-``execute_wrapper``) the statement goes through Django's cursor so that it sees them.
+``execute_wrapper`` other than the metrics' timer: `api.db.query_timing`) the statement
+goes through Django's cursor so that it sees them.
 What this saves: ``docs/performance.md``.
 """
 
@@ -21,6 +22,7 @@ from django.db import DatabaseError, connections, router
 from django.db.models import Model, QuerySet
 from psycopg import Cursor
 
+from api.db.query_timing import observed, timed
 from api.db.routers import PINNED_ALIASES, primary_after_failure
 from api.db.sqlite_converters import RowConverter, faster_converter, row_converter
 
@@ -70,12 +72,12 @@ class CompiledQuery:
             for position, value in zip(plan.positions, values, strict=True):
                 params[position] = value
             connection = thread_connection(alias)
-            if plan.dbapi_sql is None or connection.queries_logged or connection.execute_wrappers:
+            if plan.dbapi_sql is None or observed(connection):
                 with connection.cursor() as cursor:
                     cursor.execute(plan.sql, params)
                     rows = cursor.fetchall()
             else:
-                rows = _fetch_dbapi(connection, plan.dbapi_sql, params)
+                rows = timed(alias, _fetch_dbapi, connection, plan.dbapi_sql, params)
         except DatabaseError as exc:
             primary = primary_after_failure(alias, exc)
             if primary is None:

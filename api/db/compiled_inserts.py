@@ -35,6 +35,7 @@ from django.db.models.sql import InsertQuery
 from psycopg import RawCursor
 
 from api.db.compiled import DBAPI_VENDORS, server_binding_cursor
+from api.db.query_timing import observed, timed
 
 # PostgreSQL's protocol carries at most this many parameters per statement; Django's
 # bulk_batch_size leaves that backend unbounded.
@@ -97,7 +98,7 @@ class CompiledInsert:
         connection = connections[alias]
         connection.ensure_connection()
         # Queries observed (DEBUG, execute wrappers) go through Django's cursor.
-        dbapi = not (connection.queries_logged or connection.execute_wrappers)
+        dbapi = not observed(connection)
         dbapi = dbapi and connection.vendor in DBAPI_VENDORS
         execute = _execute_dbapi if dbapi else _execute_django
         ids: list[int | None] = [None] * len(records)
@@ -293,6 +294,10 @@ def _execute_django(connection, sql: str, params: list) -> list[tuple]:
 
 def _execute_dbapi(connection, sql: str, params: list) -> list[tuple]:
     """``sql`` on the DB-API cursor, in Django's error wrapping: its returned rows."""
+    return timed(connection.alias, _execute_raw, connection, sql, params)
+
+
+def _execute_raw(connection, sql: str, params: list) -> list[tuple]:
     raw = connection.connection
     with connection.wrap_database_errors:
         if connection.vendor == "postgresql":

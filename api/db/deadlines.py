@@ -24,6 +24,7 @@ from django.db import DatabaseError, Error, connections, transaction
 from django.db.backends.signals import connection_created
 
 from api.db.compiled import server_binding_cursor
+from api.db.query_timing import observed, timed
 from api.db.routers import DEFAULT_ALIAS
 
 # SQLite's busy timeout is set in steps of this many milliseconds, rounded down: the
@@ -94,7 +95,7 @@ def atomic_within_deadline(alias: str):
     if (
         connection.vendor == "sqlite"
         and not connection.in_atomic_block
-        and not (connection.queries_logged or connection.execute_wrappers)
+        and not observed(connection)
     ):
         with _sqlite_write_transaction(connection):
             yield
@@ -158,7 +159,8 @@ def _sqlite_write_transaction(connection):
     connection.commit_on_exit = True
     connection.needs_rollback = False
     with connection.wrap_database_errors:
-        raw.execute("BEGIN IMMEDIATE")  # the backend's transaction_mode (settings)
+        # The backend's transaction_mode (settings); timed as Django's cursor would time it.
+        timed(connection.alias, raw.execute, "BEGIN IMMEDIATE")
     connection.autocommit = False
     connection.in_atomic_block = True
     # What a nested durable block checks: it is not outermost.
@@ -205,10 +207,14 @@ def _end_sqlite_transaction(connection, *, commit: bool) -> None:
 
 
 def _set_local_timeouts(connection, alias: str, params: list[str]) -> None:
-    if connection.queries_logged or connection.execute_wrappers:  # observed: Django's cursor
+    if observed(connection):  # Django's cursor, so that the observer sees it
         with connection.cursor() as cursor:
             cursor.execute(SET_LOCAL_TIMEOUTS, params)
         return
+    timed(alias, _set_local_timeouts_dbapi, connection, alias, params)
+
+
+def _set_local_timeouts_dbapi(connection, alias: str, params: list[str]) -> None:
     raw = connection.connection
     with connection.wrap_database_errors, raw.pipeline():
         # In a pipeline, psycopg sends the transaction's BEGIN with it: one round trip.

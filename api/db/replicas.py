@@ -5,7 +5,7 @@ A replica that is down, or whose replication lag exceeds ``REPLICA_MAX_LAG_SECON
 another replica or to the primary (`api.db.routers`). The checks run in one daemon thread
 per process, every ``REPLICA_CHECK_SECONDS`` (2 s), on that thread's own connections, so
 requests only read the latest result and never wait for a check. Until its first check a
-replica takes no reads.
+replica takes no reads. Each result goes to the metrics too (`publish`).
 
 Each replica is its own breaker, apart from its store's read breaker
 (`api.db.breakers.READ_BREAKERS`, the primary's): a read that fails on a replica
@@ -33,6 +33,7 @@ replicas): 0 when ``SELECT 1`` answers.
 """
 
 import logging
+import math
 import os
 import threading
 import time
@@ -43,6 +44,7 @@ from django.conf import settings
 from django.db import DatabaseError, connections
 
 from api.db.failures import ERROR, failure_kind
+from api.metrics import REPLICA_IN_ROTATION, REPLICA_LAG
 
 logger = logging.getLogger(__name__)
 
@@ -137,6 +139,13 @@ def check_replica(
     return ReplicaHealth(OK if exact else UNCHECKED, round(lag_s, 3), now)
 
 
+def publish(alias: str, health: ReplicaHealth) -> None:
+    """Put replica ``alias``'s latest ``health`` in the metrics: its lag (NaN when unknown)
+    and whether reads go to it (`api.metrics.REPLICA_LAG`, `REPLICA_IN_ROTATION`)."""
+    REPLICA_LAG.labels(alias).set(math.nan if health.lag_s is None else health.lag_s)
+    REPLICA_IN_ROTATION.labels(alias).set(1 if health.state == OK else 0)
+
+
 class ReplicaMonitor:
     """The latest `ReplicaHealth` of every replica alias, refreshed by a daemon thread."""
 
@@ -179,8 +188,10 @@ class ReplicaMonitor:
         """
         kind = failure_kind(exc)
         if kind != ERROR:
+            health = ReplicaHealth(kind, None, time.time())
             with self._updating:  # the monitor's thread replaces the dict too
-                self._health = {**self._health, alias: ReplicaHealth(kind, None, time.time())}
+                self._health = {**self._health, alias: health}
+            publish(alias, health)
             logger.warning("replica %r: a read failed (%s); out of the rotation", alias, kind)
         return kind
 
@@ -232,6 +243,7 @@ class ReplicaMonitor:
                         if before is not None and (before.checked_at or 0) > started:
                             continue  # a read failed during the check: its verdict stands
                         self._health = {**self._health, alias: health}
+                    publish(alias, health)
                     if before is None or before.state != health.state:
                         log = logger.info if health.state == OK else logger.warning
                         log("replica %r: %s (lag %s s)", alias, health.state, health.lag_s)

@@ -19,13 +19,15 @@ from api.http.renderers import JSONOnlyNegotiation, ORJSONRenderer
 from api.http.throttling import TierRateThrottle
 
 # The middleware whose effect on a lookup or an insert the fast path reproduces:
-# pinning scope and cookie, security headers, nothing (WhiteNoise answers only the paths of
-# static files: /static/ and WHITENOISE_ROOT's few), host check and Content-Length, nothing
+# pinning scope and cookie, the route label of the request metrics, security headers,
+# nothing (WhiteNoise answers only the paths of static files: /static/ and
+# WHITENOISE_ROOT's few), host check and Content-Length, nothing
 # (CSRF guards only unsafe methods, and DRF's views are exempt: the 415 of
 # api.http.errors.require_json is the cross-site rule), X-Frame-Options.
 REPRODUCED_MIDDLEWARE = frozenset(
     {
         "api.http.middleware.primary_pinning_middleware",
+        "api.http.middleware.RouteLabelMiddleware",
         "django.middleware.security.SecurityMiddleware",
         "whitenoise.middleware.WhiteNoiseMiddleware",
         "django.middleware.common.CommonMiddleware",

@@ -22,7 +22,7 @@ from django.db import DatabaseError, close_old_connections, connections, reset_q
 from django.http import HttpResponse
 from django.middleware.clickjacking import XFrameOptionsMiddleware
 from django.middleware.security import SecurityMiddleware
-from django.urls import reverse
+from django.urls import resolve, reverse
 from django.utils.log import log_response
 from rest_framework.exceptions import APIException
 
@@ -36,7 +36,9 @@ from api.http.errors import BadRequest, as_api_exception, error_response_parts
 from api.http.inserts import batch_answer
 from api.http.lookups import lookup_response_body
 from api.http.pinning import pin_response, pinned_by_environ
+from api.http.query_params import INSERT, key_label
 from api.http.renderers import dumps
+from api.metrics.wsgi import label_request
 from api.services.batch_insert import batch_insert
 
 logger = logging.getLogger(__name__)
@@ -120,6 +122,7 @@ class FastPathHandler(WSGIHandler):
         if errors:
             raise SystemCheckError("\n".join(f"{e.id}: {e.msg} ({e.hint})" for e in errors))
         self.lookup_path = reverse("run-query")
+        self.route = resolve(self.lookup_path).route  # its label in the request metrics
         self.view_class = lookup_view_class()
         self.policies = ViewPolicies(self.view_class)
         self.send_signals = settings.DEBUG or not all(
@@ -184,6 +187,7 @@ class FastPathHandler(WSGIHandler):
         scope = PINNED_ALIASES.set(pinned_by_environ(environ))
         try:
             params = query_params(environ, self.max_fields)
+            label_request(environ, self.route, key_label(params))
             self.policies.enforce(environ, params)
             body = dumps(lookup_response_body(params))
         except ANSWERED as exc:
@@ -210,6 +214,7 @@ class FastPathHandler(WSGIHandler):
         document = insert_document(environ, self.max_body_bytes, self.key_required)
         if document is None:
             return None
+        label_request(environ, self.route, INSERT)
         scope = PINNED_ALIASES.set(pinned_by_environ(environ))
         try:
             self.policies.enforce(environ, INSERT_PARAMS, "POST")

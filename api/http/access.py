@@ -9,6 +9,8 @@ are that user's Django permissions, granted by ``create_token --scope``:
 - ``read``: ``api.view_user``, ``api.view_order``: personal data (users, and orders,
   which name a user). Products are a public catalogue: reading them needs no scope.
 - ``write``: ``api.add_user``, ``api.add_product``, ``api.add_order``: inserts.
+- ``metrics``: ``api.view_metrics``: ``GET /metrics``, for a Prometheus server
+  (`api.views.metrics`).
 
 With ``API_TOKENS_REQUIRED`` (on by ``DJANGO_ENV=production``) an anonymous request that
 needs a scope is a 401 and a token without it a 403. Without it (development) an anonymous
@@ -42,12 +44,14 @@ READ_PERMISSION = {
     if store.personal_data
 }
 WRITE_PERMISSION = {store.name: f"api.add_{store.model_name.lower()}" for store in STORES.values()}
-READ, WRITE = "read", "write"
+METRICS_PERMISSION = "api.view_metrics"
+READ, WRITE, METRICS = "read", "write", "metrics"
 TOKEN_SCOPES: dict[str, frozenset[str]] = {
     READ: frozenset(READ_PERMISSION.values()),
     WRITE: frozenset(WRITE_PERMISSION.values()),
+    METRICS: frozenset({METRICS_PERMISSION}),
 }
-ALL_PERMISSIONS = TOKEN_SCOPES[READ] | TOKEN_SCOPES[WRITE]
+ALL_PERMISSIONS = frozenset().union(*TOKEN_SCOPES.values())
 NO_PERMISSIONS: frozenset[str] = frozenset()
 TIER_GROUP_PREFIX = "tier:"
 STANDARD_TIER, ANONYMOUS_TIER = "standard", "anonymous"

@@ -27,6 +27,7 @@ from rest_framework.response import Response
 from api.db.routers import DEFAULT_ALIAS
 from api.http.errors import BadRequest, Conflict, UnprocessableEntity, database_unavailable
 from api.http.renderers import dumps
+from api.metrics import IDEMPOTENT_REPLAYS
 from api.models import IdempotencyKey
 
 logger = logging.getLogger(__name__)
@@ -150,7 +151,9 @@ def idempotency_key_claim(
 
 
 def replay(row: IdempotencyKey) -> HttpResponse:
-    """The stored response of ``row``'s first request, marked ``Idempotent-Replayed``."""
+    """The stored response of ``row``'s first request, marked ``Idempotent-Replayed``
+    (counted in `api.metrics.IDEMPOTENT_REPLAYS`)."""
+    IDEMPOTENT_REPLAYS.inc()
     return HttpResponse(
         bytes(row.body),  # PostgreSQL gives a memoryview
         status=row.status,

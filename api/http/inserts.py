@@ -12,6 +12,7 @@ from rest_framework.response import Response
 from api.domain.results import BatchResult
 from api.http.errors import RETRY_AFTER_SECONDS
 from api.http.query_params import INSERT
+from api.metrics import BATCHES, RECORDS
 
 
 def batch_status(result: BatchResult) -> int:
@@ -33,16 +34,24 @@ def batch_answer(result: BatchResult, started: float) -> tuple[int, dict, dict[s
     submission order, `batch_status`, ``Retry-After`` when any record failed.
 
     ``started``: the `perf_counter` reading the batch's ``elapsed_ms`` counts from. DRF's
-    view (`batch_response`) and the insert fast path (`api.fastpath`) both answer with it.
+    view (`batch_response`) and the insert fast path (`api.fastpath`) both answer with it,
+    and count the batch and its records in the metrics (`api.metrics`) here.
     """
+    summary = result.summary()
+    code = batch_status(result)
+    BATCHES.labels(str(code)).inc()
+    for store, counts in summary.items():
+        for outcome, count in counts.items():
+            if count:
+                RECORDS.labels(store, outcome).inc(count)
     body = {
         "type": INSERT,
-        "summary": result.summary(),
+        "summary": summary,
         **{name: [r.as_dict() for r in rs] for name, rs in result.by_model().items()},
         "elapsed_ms": round((perf_counter() - started) * 1000, 3),
     }
     headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if result.has_failures else {}
-    return batch_status(result), body, headers
+    return code, body, headers
 
 
 def batch_response(result: BatchResult, started: float) -> Response:

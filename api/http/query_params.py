@@ -78,6 +78,15 @@ def parse_insert_count(params: Params) -> int | None:
     return positive_int(params, "count", MAX_SYNTHETIC_COUNT) if "count" in params else None
 
 
+def key_label(params: Params) -> str:
+    """The lookup key a ``type=get`` query names (the first when it names several), or
+    "": what the request metrics label a lookup by (`api.metrics.wsgi`)."""
+    for name in params:
+        if name in KEY_NAMES:
+            return name
+    return ""
+
+
 def single(params: Params, name: str) -> str:
     """The one value of ``name``; raises `BadRequest` when it is missing or repeated."""
     values = params.get(name, ())

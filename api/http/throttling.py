@@ -29,6 +29,7 @@ from django.dispatch import receiver
 from rest_framework.throttling import BaseThrottle, SimpleRateThrottle
 
 from api.http.access import ANONYMOUS_TIER, Client
+from api.metrics import THROTTLED
 
 logger = logging.getLogger(__name__)
 
@@ -221,7 +222,10 @@ class TierRateThrottle(SimpleRateThrottle):
         if rate_for(tier, scope) is None:  # before the ident, which costs more
             return True
         self.retry_after = LIMITER.admit(throttle_ident(request), tier, scope)
-        return self.retry_after is None
+        if self.retry_after is None:
+            return True
+        THROTTLED.labels(scope).inc()
+        return False
 
     def wait(self) -> float | None:
         return self.retry_after
