@@ -13,5 +13,6 @@ class ApiConfig(AppConfig):
         from api.fastpath import checks  # noqa: F401  (registers the fast path's checks)
 
         if settings.METRICS:  # database time and open connections for /metrics
+            query_timing.enable()
             connection_created.connect(query_timing.install, dispatch_uid="query_timing")
             connection_created.connect(open_connections.track, dispatch_uid="open_connections")

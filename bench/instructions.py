@@ -8,7 +8,10 @@ compiled queries) are left out:
 
 - ``project``: ``data_project.wsgi.application``, the lookup fast path;
 - ``django``: the same with ``LOOKUP_FAST_PATH=0``, Django's full request cycle;
-- ``raw``: ``anchors/raw_wsgi.py:lookup`` on the same users file.
+- ``raw``: ``anchors/raw_wsgi.py:lookup`` on the same users file;
+- ``nometrics`` (ask for it with ``--apps``): ``project`` with ``METRICS=0``, so that
+  project/nometrics is what the Prometheus metrics cost a lookup. The project's apps
+  record their metrics as served, in a ``PROMETHEUS_MULTIPROC_DIR`` of their own.
 
 Prints instructions per lookup and each app's count relative to the raw anchor. Server
 time under load also holds Gunicorn's own work, which is the same for every app: see
@@ -27,6 +30,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -74,10 +78,16 @@ def main() -> int:
         empty, full = (count(app, lookups, args) for lookups in (0, args.lookups))
         counts[app] = (full - empty) / args.lookups
     print(f"\n{args.lookups} lookups by random user id, {users_db}, access: {args.access}")
-    print(f"{'app':<8} {'instructions':>13} {'x raw':>6}")
+    print(f"{'app':<9} {'instructions':>13} {'x raw':>6}")
     for app, per_lookup in counts.items():
         ratio = f"{per_lookup / counts['raw']:>6.2f}" if "raw" in counts else ""
-        print(f"{app:<8} {per_lookup:>13,.0f} {ratio}")
+        print(f"{app:<9} {per_lookup:>13,.0f} {ratio}")
+    if "nometrics" in counts and "project" in counts:
+        extra, ratio = (
+            counts["project"] - counts["nometrics"],
+            counts["project"] / counts["nometrics"],
+        )
+        print(f"metrics: {extra:,.0f} instructions a lookup, x{ratio:.3f}")
     return 0
 
 
@@ -89,7 +99,10 @@ def count(app: str, lookups: int, args) -> int:
         *("--child", app, str(lookups)),
     ]
     env = {**os.environ, **args.env, "LOOKUP_FAST_PATH": "0" if app == "django" else "1"}
-    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    env["METRICS"] = "0" if app == "nometrics" else "1"
+    with tempfile.TemporaryDirectory(prefix="bench-metrics-") as metrics_dir:
+        env["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # as a server's workers write them
+        done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     found = re.search(r"Collected : (\d+)", done.stderr)
     if done.returncode or not found:
         sys.exit(f"{app}: the child failed\n{done.stderr[-2000:]}")

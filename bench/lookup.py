@@ -22,7 +22,9 @@ cache) and wrk sends a ``read`` token of the ``benchmark`` tier made by
 ``manage.py create_token``; every app gets the same header, the anchors ignore it.
 ``--access open`` serves it as development does: no token, no throttles. ``--access both``
 adds that as a third app, ``open``, in every round, and prints open/raw and project/open:
-what the access policies cost, measured within one run.
+what the access policies cost, measured within one run. ``--metrics both`` likewise adds
+``nometrics``, the project with ``METRICS=0``, and prints project/nometrics: what the
+Prometheus metrics cost a lookup (target >= 0.97).
 
 ``--postgres URL_PREFIX`` (``make bench-lookup-pg``) serves the three routed aliases from
 PostgreSQL databases ``URL_PREFIX`` + ``users``/``products``/``orders`` (``default``, with
@@ -69,6 +71,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2, help="alternate project/raw this often")
     parser.add_argument("--skip-naive", action="store_true")
     parser.add_argument("--access", choices=["tokens", "open", "both"], default="tokens")
+    parser.add_argument("--metrics", choices=["on", "both"], default="on")
     parser.add_argument(
         "--postgres",
         metavar="URL_PREFIX",
@@ -121,6 +124,8 @@ def main() -> int:
     }
     if args.access == "both":  # the project as development serves it, sent no token
         apps["open"] = (project, REPO, {**open_env, NO_HEADERS: "1"})
+    if args.metrics == "both":  # the project as served, its metrics off
+        apps["nometrics"] = (project, REPO, {**apps["project"][2], "METRICS": "0"})
     if args.shapes:
         return sweep(args.shapes.split(","), apps, max_id, anchors, args)
     results: dict[str, list[dict]] = {name: [] for name in apps}
@@ -165,6 +170,15 @@ def main() -> int:
                 f"{label:<15} = {statistics.median(ratios):.2f} median  "
                 f"({', '.join(f'{ratio:.2f}' for ratio in ratios)})"
             )
+    if "nometrics" in results:
+        ratios = [
+            ours["rps"] / theirs["rps"]
+            for ours, theirs in zip(results["project"], results["nometrics"], strict=True)
+        ]
+        print(
+            f"project / nometrics = {statistics.median(ratios):.3f} median  (target >= 0.97; "
+            f"{', '.join(f'{ratio:.3f}' for ratio in ratios)})"
+        )
     # Server CPU per request tracks the 1000-user swarm, where Locust takes the cores the
     # server leaves, better than in-process instruction counts (bench/instructions.py).
     cpu = [theirs["cpu_us"] / ours["cpu_us"] for ours, theirs in pairs]

@@ -5,8 +5,8 @@ Django's handler, with lookups and insert batches answered ahead of its request 
 `ChunkedBodies`, which reads a chunked request body that Django alone would take for an
 empty one; its PostgreSQL reads bounded by ``READ_DEADLINE_SECONDS``
 (`api.db.deadlines.serve_with_read_deadlines`); under a load test's ``LOADTEST_RUN_ID``,
-every response names the run (`data_project.run_id`); every request timed and counted for
-``/metrics`` (`api.metrics.wsgi.RequestMetrics`, unless ``METRICS=0``). Set up as
+every response names the run (`data_project.run_id`). The handler times and counts every
+request for ``/metrics`` (`api.metrics.wsgi`, unless ``METRICS=0``). Set up as
 `django.core.wsgi.get_wsgi_application` does.
 """
 
@@ -21,13 +21,10 @@ from django.conf import settings  # noqa: E402
 
 from api.db.deadlines import serve_with_read_deadlines  # noqa: E402
 from api.fastpath import FastPathHandler  # noqa: E402  (needs the apps loaded)
-from api.metrics.wsgi import RequestMetrics  # noqa: E402
 from data_project.chunked_bodies import ChunkedBodies  # noqa: E402
 from data_project.run_id import RunIdHeader  # noqa: E402
 
 serve_with_read_deadlines(settings.READ_DEADLINE_SECONDS)
 application = ChunkedBodies(FastPathHandler(), limit_bytes=settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
-if settings.METRICS:
-    application = RequestMetrics(application, static_prefix=settings.STATIC_URL)
 if settings.LOADTEST_RUN_ID:
     application = RunIdHeader(application, settings.LOADTEST_RUN_ID)

@@ -13,11 +13,12 @@ from collections.abc import Callable
 from time import perf_counter
 from typing import TypeVar
 
-from django.conf import settings
-
-from api.metrics import observe_query
+from api.metrics import QUERIES
 
 T = TypeVar("T")
+# Whether `timed` times: set by `enable`, from the app's start-up with METRICS on (read
+# once: the setting is not looked up per statement).
+TIMING = [False]
 
 
 def time_query(execute, sql, params, many, context):
@@ -26,7 +27,12 @@ def time_query(execute, sql, params, many, context):
     try:
         return execute(sql, params, many, context)
     finally:
-        observe_query(context["connection"].alias, perf_counter() - started)
+        QUERIES.observe((context["connection"].alias,), perf_counter() - started)
+
+
+def enable() -> None:
+    """Time statements from now on: `install` on each new connection, `timed` on."""
+    TIMING[0] = True
 
 
 def install(sender=None, connection=None, **kwargs) -> None:
@@ -48,14 +54,14 @@ def observed(connection) -> bool:
 
 
 def timed(alias: str, run: Callable[..., T], *args) -> T:
-    """``run(*args)``, its time added to ``alias``'s database time when ``METRICS`` is on.
+    """``run(*args)``, its time added to ``alias``'s database time once `enable` ran.
 
     For statements on the DB-API cursor; raises what ``run`` raises (the time counts).
     """
-    if not settings.METRICS:
+    if not TIMING[0]:
         return run(*args)
     started = perf_counter()
     try:
         return run(*args)
     finally:
-        observe_query(alias, perf_counter() - started)
+        QUERIES.observe((alias,), perf_counter() - started)

@@ -38,7 +38,7 @@ from api.http.lookups import lookup_response_body
 from api.http.pinning import pin_response, pinned_by_environ
 from api.http.query_params import INSERT, key_label
 from api.http.renderers import dumps
-from api.metrics.wsgi import label_request
+from api.metrics.wsgi import RequestMetrics, label_request
 from api.services.batch_insert import batch_insert
 
 logger = logging.getLogger(__name__)
@@ -144,6 +144,9 @@ class FastPathHandler(WSGIHandler):
         self.max_body_bytes = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
         self.key_required = settings.IDEMPOTENCY_KEY_REQUIRED
         self.unexpected = UnexpectedErrorLog()
+        # Every request this handler serves is timed here (api.metrics.wsgi), not by a
+        # WSGI middleware around it: one call less on every lookup.
+        self.metrics = RequestMetrics(settings.STATIC_URL) if settings.METRICS else None
         self._clients: dict[tuple, tuple[bool, bool]] = {}
         self._headers: dict[bool, list[tuple[str, str]]] = {}  # by is_secure()
         self._header_middleware = (
@@ -152,15 +155,16 @@ class FastPathHandler(WSGIHandler):
         )
 
     def __call__(self, environ, start_response):
+        started = perf_counter()
         if environ.get("PATH_INFO") != self.lookup_path:
-            return super().__call__(environ, start_response)
+            return self._django(environ, start_response, started)
         method = environ.get("REQUEST_METHOD")
         if method == "GET" and self.lookups:
             answer_of = self._answer
         elif method == "POST" and self.inserts:
             answer_of = self._answer_insert
         else:
-            return super().__call__(environ, start_response)
+            return self._django(environ, start_response, started)
         if self.send_signals:
             signals.request_started.send(sender=self.__class__, environ=environ)
         try:
@@ -172,10 +176,18 @@ class FastPathHandler(WSGIHandler):
                 for alias in self.housekeeping_aliases:
                     connections[alias].close_if_unusable_or_obsolete()
         if answer is None:
-            return super().__call__(environ, start_response)
+            return self._django(environ, start_response, started)
         status, body, headers = answer
         start_response(status, [*headers, ("Content-Length", str(len(body)))])
+        if self.metrics is not None:
+            self.metrics.record(environ, status, started)
         return [body]
+
+    def _django(self, environ, start_response, started: float):
+        """Django's handler's answer, recorded in the request metrics."""
+        if self.metrics is None:
+            return super().__call__(environ, start_response)
+        return self.metrics.serve(super().__call__, environ, start_response, started)
 
     def _answer(self, environ) -> tuple[str, bytes, list[tuple[str, str]]] | None:
         """``(status line, body, headers)`` of a lookup, or None for Django to answer."""

@@ -27,6 +27,8 @@ from prometheus_client import (
 from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
+from api.metrics.batching import flush_all
+
 MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
 FILE_PID = re.compile(r"_(\d+)\.db$")
 # What ServerProcesses reports of each process (the collector's others describe no load).
@@ -98,7 +100,10 @@ def server_roles(live: set[int]) -> dict[int, str]:
 
 
 def scrape() -> tuple[bytes, str]:
-    """``(body, content type)`` of the Prometheus text format for this server."""
+    """``(body, content type)`` of the Prometheus text format for this server, this
+    worker's pending observations added first (the others add theirs every half second:
+    `api.metrics.batching`)."""
+    flush_all()
     directory = os.environ.get(MULTIPROC_DIR)
     if directory and Path(directory).is_dir():
         registry = CollectorRegistry()

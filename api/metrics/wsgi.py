@@ -1,15 +1,19 @@
 """`RequestMetrics`: every request's time and status class, on the fast path and Django's.
 
-Whichever path answers names the request's route in the WSGI environ (`label_request`):
-the fast path for ``api/run-query/``, `api.http.middleware.route_labels` for every route
-Django resolves. A request nobody labelled is ``static`` under ``STATIC_URL`` (WhiteNoise
-answers before URL resolution) and ``unmatched`` otherwise (a 404, a request refused by
-the host check), so that a client cannot mint label values.
+The WSGI handler (`api.fastpath.FastPathHandler`) records each request it serves: its own
+answers with `RequestMetrics.record`, Django's through `RequestMetrics.serve`, which learns
+the status from ``start_response``. Whichever path answers names the request's route in
+the WSGI environ (`label_request`): the fast path for ``api/run-query/``,
+`api.http.middleware.RouteLabelMiddleware` for every route Django resolves. A request
+nobody labelled is ``static`` under ``STATIC_URL`` (WhiteNoise answers before URL
+resolution) and ``unmatched`` otherwise (a 404, a host refused), so that a client cannot
+mint label values. A chunked body refused before the handler (411, 413:
+`data_project.chunked_bodies`) is not counted.
 """
 
 from time import perf_counter
 
-from api.metrics import REQUEST_SECONDS
+from api.metrics import REQUESTS
 
 ROUTE = "api.metrics.route"  # environ keys
 KEY = "api.metrics.key"
@@ -28,42 +32,41 @@ def label_request(environ: dict, route: str, key: str = "") -> None:
 
 
 class RequestMetrics:
-    """WSGI middleware: observe each request in `REQUEST_SECONDS` when the wrapped
-    application returns (a streamed body's iteration is not counted).
+    """Observe requests in `api.metrics.REQUEST_SECONDS` (through its batch, `REQUESTS`).
 
-    ``static_prefix`` is ``STATIC_URL``'s path (``"/static/"``). An exception from the
-    application is recorded as ``5xx`` (the server answers 500) and raised again.
+    ``static_prefix`` is ``STATIC_URL``'s path (``"/static/"``). Times run from
+    ``started`` (a `perf_counter` reading taken when the handler got the request) until
+    the answer is returned; a streamed body's iteration is not counted.
     """
 
-    def __init__(self, application, static_prefix: str):
-        self.application = application
+    def __init__(self, static_prefix: str):
         self.static_prefix = static_prefix
-        self._children: dict[tuple[str, str, str, str], object] = {}
 
-    def __call__(self, environ, start_response):
-        started = perf_counter()
-        status = "5"
+    def record(self, environ: dict, status_line: str, started: float) -> None:
+        """Count ``environ``'s request, answered with ``status_line`` (``"200 OK"``)."""
+        elapsed = perf_counter() - started
+        route = environ.get(ROUTE)
+        if route is None:
+            route = (
+                STATIC if environ.get("PATH_INFO", "").startswith(self.static_prefix) else UNMATCHED
+            )
+        method = environ.get("REQUEST_METHOD")
+        if method not in METHODS:
+            method = "other"
+        status_class = STATUS_CLASSES.get(status_line[:1], "5xx")
+        REQUESTS.observe((route, environ.get(KEY, ""), method, status_class), elapsed)
+
+    def serve(self, application, environ: dict, start_response, started: float):
+        """``application(environ, start_response)``, recorded with the status it started
+        its response with; an exception is recorded as ``5xx`` (the server answers 500)
+        and raised again."""
+        status = ["500"]
 
         def recording_start_response(status_line, headers, exc_info=None):
-            nonlocal status
-            status = status_line[:1]
+            status[0] = status_line
             return start_response(status_line, headers, exc_info)
 
         try:
-            return self.application(environ, recording_start_response)
+            return application(environ, recording_start_response)
         finally:
-            elapsed = perf_counter() - started
-            route = environ.get(ROUTE)
-            if route is None:
-                path = environ.get("PATH_INFO", "")
-                route = STATIC if path.startswith(self.static_prefix) else UNMATCHED
-            method = environ.get("REQUEST_METHOD")
-            if method not in METHODS:
-                method = "other"
-            labels = (route, environ.get(KEY, ""), method, status)
-            child = self._children.get(labels)
-            if child is None:
-                child = self._children[labels] = REQUEST_SECONDS.labels(
-                    route, labels[1], method, STATUS_CLASSES.get(status, "5xx")
-                )
-            child.observe(elapsed)
+            self.record(environ, status[0], started)

@@ -12,7 +12,7 @@ from api.metrics.exposition import scrape
 
 class MetricsView(APIView):
     """Every worker's request, insert, database, breaker, queue and replica metrics and
-    the server's processes' CPU and memory, in the Prometheus text format (version 0.0.4).
+    the server's processes' CPU and memory, in the Prometheus text format.
 
     Needs a token with the ``metrics`` scope when tokens are required (production: 401
     without one, 403 with another); open otherwise. 404 with ``METRICS=0``. Not in the
