@@ -146,13 +146,17 @@ lint: venv
 # unless REQUIRE_REDIS=1, as CI runs them.
 PG_URL ?= postgres://postgres@127.0.0.1:5432
 REDIS_TEST_URL ?= redis://127.0.0.1:6379/15
-export REQUIRE_REDIS REDIS_TEST_URL REQUIRE_POSTGRES PG_URL REQUIRE_REPLICA REQUIRE_BROWSER
+# REQUIRE_ALL_TESTS=1 (CI) fails any skip but the other backend's tests (api/tests/conftest.py).
+export REQUIRE_REDIS REDIS_TEST_URL REQUIRE_POSTGRES PG_URL REQUIRE_REPLICA REQUIRE_BROWSER \
+	REQUIRE_ALL_TESTS
 PG_ENV = DATABASE_URL_USERS=$(PG_URL)/dp_users DATABASE_URL_PRODUCTS=$(PG_URL)/dp_products \
 	DATABASE_URL_ORDERS=$(PG_URL)/dp_orders
 # The replica tests (api/tests/test_replica.py) need a streaming replica of the local
 # server: started here where this user can make one (root, Debian's PostgreSQL tools);
 # they skip without it unless REQUIRE_REPLICA=1, as CI runs them (the tests that stop and
-# start it need root too: they fail without it under REQUIRE_REPLICA).
+# start it need root too: they fail without it under REQUIRE_REPLICA). The test that
+# restarts a PostgreSQL server (api/tests/test_restart.py) makes its own throwaway one
+# (deploy/faults_cluster.sh, port 5440; root): it fails without it under REQUIRE_POSTGRES.
 REPLICA_FOR_TESTS = if [ "$$(id -u)" = 0 ] && command -v pg_createcluster >/dev/null; then \
 	deploy/replica.sh start || [ -z "$(REQUIRE_REPLICA)" ]; fi
 PG_REACHABLE = $(PY) -c "import psycopg; psycopg.connect('$(PG_URL)/postgres', connect_timeout=3).close()"
