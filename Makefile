@@ -35,7 +35,7 @@ PROXY ?= --proxy
 	bench-generate-growth \
 	pg-data loadtest-pg loadtest-pg-lookups bench-lookup-pg bench-swarm-pg \
 	replica-start replica-stop replica-status replica-destroy demo-cluster \
-	bench-instructions bench-throttle bench-faults bench-faults-pg bench-swarm bench-inserts bench-inserts-pg \
+	bench-instructions bench-throttle bench-faults bench-faults-pg bench-faults-restart bench-swarm bench-inserts bench-inserts-pg \
 	bench-servers \
 	test lint format migrate clean
 
@@ -249,6 +249,11 @@ bench-faults: venv
 # The same on PostgreSQL: new databases $(PG_PREFIX)faults_users, ... (created, generated).
 bench-faults-pg: venv
 	$(PY) bench/faults.py --postgres $(PG_PREFIX)faults_
+
+# The PostgreSQL server of the stores stopped and started under lookups and insert batches:
+# a throwaway server of its own (deploy/faults_cluster.sh, port 5440; root).
+bench-faults-restart: venv
+	$(PY) bench/faults.py --scenario restart
 
 bench-swarm: venv
 	@if [ ! -f $(BENCH_DATA_DIR)/users.sqlite3 ]; then \

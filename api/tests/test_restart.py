@@ -73,16 +73,18 @@ def assert_unavailable(answer) -> None:
     assert all(FAILED_REASON.fullmatch(record["reason"]) for record in records), document
 
 
+@pytest.mark.parametrize("pool", ["0", "1"], ids=["persistent", "pool"])
 def test_a_restarted_postgresql_server_is_503s_while_down_and_loses_no_acknowledged_record(
-    restartable_server, tmp_path
+    restartable_server, tmp_path, pool
 ):
-    """Gunicorn (2 workers) over three new databases on the throwaway server; 4 clients
-    looking users up and 4 sending insert batches (2 users, a product, its order) with
-    Idempotency-Keys, a batch answered 503 sent again with its key; the server stopped
-    (fast: its sessions ended) 2 s in and started 3 s later. Every request is answered
-    within its deadlines, none is a 500; while the server is down every answer is a 503
-    with Retry-After and the JSON envelope; every record answered inserted is stored with
-    the id answered, and none twice; 5 s after the server accepts connections again every
+    """Two Gunicorn workers (persistent connections, or Django's pool) over three new
+    databases on the throwaway server; four clients looking users up and four sending
+    insert batches (users, a product, its order) with Idempotency-Keys, a batch answered
+    503 sent again with its key; the server stopped (fast: its sessions ended) and
+    started again (`SECONDS`). Every request is answered within its deadlines, none is a
+    500; while the server is down every answer is a 503 with Retry-After and the JSON
+    envelope; every record answered inserted is stored with the id answered, and none
+    twice; from `RECOVERY_SECONDS` after the server accepts connections again every
     request succeeds."""
     names = [PREFIX + alias for alias in ROUTED]
     urls = {
@@ -101,6 +103,7 @@ def test_a_restarted_postgresql_server_is_503s_while_down_and_loses_no_acknowled
             assert run.returncode == 0, run.stderr
         bind = f"127.0.0.1:{runner.free_port()}"
         server_env = {**env, "GUNICORN_LOG_LEVEL": "critical", "WEB_CONCURRENCY": "2"}
+        server_env["DATABASE_POOL"] = pool
         with runner.serve(bind, env=server_env) as server:
             runner.wait_healthy(f"http://{bind}", server)
             swarm = restarted_server(
