@@ -296,20 +296,21 @@ def _restart_batch(client: int, number: int, user_id: int) -> dict:
 
 
 def _send(connection, method: str, path: str, body: bytes | None, headers: dict) -> tuple:
-    """``(status, retry_after, body, connection)``: status 0 and a new connection when
-    no answer came."""
-    try:
-        connection.request(method, path, body=body, headers=headers)
-        response = connection.getresponse()
-        return response.status, response.getheader("Retry-After"), response.read(), connection
-    except (OSError, http.client.HTTPException):
-        connection.close()
-        return (
-            0,
-            None,
-            b"",
-            http.client.HTTPConnection(connection.host, connection.port, timeout=30),
-        )
+    """``(status, retry_after, body, connection)``; status 0 and a new connection when no
+    answer came. A kept-alive connection the server closed (a worker recycled) is opened
+    again once, as HTTP clients do (an insert carries its Idempotency-Key); a timeout is
+    not sent again."""
+    for _ in range(2):
+        try:
+            connection.request(method, path, body=body, headers=headers)
+            response = connection.getresponse()
+            return response.status, response.getheader("Retry-After"), response.read(), connection
+        except (OSError, http.client.HTTPException) as exc:
+            connection.close()
+            connection = http.client.HTTPConnection(connection.host, connection.port, timeout=30)
+            if isinstance(exc, TimeoutError):
+                break
+    return 0, None, b"", connection
 
 
 def restarted_server(
