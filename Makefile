@@ -35,7 +35,7 @@ PROXY ?= --proxy
 	bench-generate-growth \
 	pg-data loadtest-pg loadtest-pg-lookups bench-lookup-pg bench-swarm-pg \
 	replica-start replica-stop replica-status replica-destroy demo-cluster \
-	bench-instructions bench-throttle bench-faults bench-faults-pg bench-swarm bench-inserts bench-inserts-pg \
+	bench-instructions bench-throttle bench-faults bench-faults-pg bench-faults-restart bench-swarm bench-inserts bench-inserts-pg \
 	bench-servers \
 	test lint format migrate clean
 
@@ -146,13 +146,17 @@ lint: venv
 # unless REQUIRE_REDIS=1, as CI runs them.
 PG_URL ?= postgres://postgres@127.0.0.1:5432
 REDIS_TEST_URL ?= redis://127.0.0.1:6379/15
-export REQUIRE_REDIS REDIS_TEST_URL REQUIRE_POSTGRES PG_URL REQUIRE_REPLICA REQUIRE_BROWSER
+# REQUIRE_ALL_TESTS=1 (CI) fails any skip but the other backend's tests (api/tests/conftest.py).
+export REQUIRE_REDIS REDIS_TEST_URL REQUIRE_POSTGRES PG_URL REQUIRE_REPLICA REQUIRE_BROWSER \
+	REQUIRE_ALL_TESTS
 PG_ENV = DATABASE_URL_USERS=$(PG_URL)/dp_users DATABASE_URL_PRODUCTS=$(PG_URL)/dp_products \
 	DATABASE_URL_ORDERS=$(PG_URL)/dp_orders
 # The replica tests (api/tests/test_replica.py) need a streaming replica of the local
 # server: started here where this user can make one (root, Debian's PostgreSQL tools);
 # they skip without it unless REQUIRE_REPLICA=1, as CI runs them (the tests that stop and
-# start it need root too: they fail without it under REQUIRE_REPLICA).
+# start it need root too: they fail without it under REQUIRE_REPLICA). The test that
+# restarts a PostgreSQL server (api/tests/test_restart.py) makes its own throwaway one
+# (deploy/faults_cluster.sh, port 5440; root): it fails without it under REQUIRE_POSTGRES.
 REPLICA_FOR_TESTS = if [ "$$(id -u)" = 0 ] && command -v pg_createcluster >/dev/null; then \
 	deploy/replica.sh start || [ -z "$(REQUIRE_REPLICA)" ]; fi
 PG_REACHABLE = $(PY) -c "import psycopg; psycopg.connect('$(PG_URL)/postgres', connect_timeout=3).close()"
@@ -245,6 +249,11 @@ bench-faults: venv
 # The same on PostgreSQL: new databases $(PG_PREFIX)faults_users, ... (created, generated).
 bench-faults-pg: venv
 	$(PY) bench/faults.py --postgres $(PG_PREFIX)faults_
+
+# The PostgreSQL server of the stores stopped and started under lookups and insert batches:
+# a throwaway server of its own (deploy/faults_cluster.sh, port 5440; root).
+bench-faults-restart: venv
+	$(PY) bench/faults.py --scenario restart
 
 bench-swarm: venv
 	@if [ ! -f $(BENCH_DATA_DIR)/users.sqlite3 ]; then \

@@ -141,6 +141,11 @@ DATABASE_POOL_OPTIONS = {
     # Seconds a request waits for a pooled connection; while the server is unreachable the
     # pool keeps retrying for this long, so it bounds a dead server's 503 too.
     "timeout": env.float("DATABASE_POOL_TIMEOUT", default=float(DATABASE_CONNECT_TIMEOUT_SECONDS)),
+    # How long the pool retries a connection it lost before giving it up (psycopg_pool's
+    # reconnect_timeout, 5 min by default). Its retries back off 1, 2, 4, ... s, so after
+    # an outage the next one could come as long after the server's return as the outage
+    # lasted; a connection given up is made anew at once when a request waits for one.
+    "reconnect_timeout": env.float("DATABASE_POOL_RECONNECT_SECONDS", default=2.0),
 }
 # psycopg prepares a server-bound statement after this many runs on a connection (only
 # the fast path binds server-side); "none" turns it off (PgBouncer in transaction mode).

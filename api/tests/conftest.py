@@ -36,10 +36,28 @@ ROUTED = ["users", "products", "orders"]
 Path(settings.DATA_DIR).mkdir(parents=True, exist_ok=True)
 
 ROUTED_VENDORS = {connections[alias].vendor for alias in ROUTED}
-sqlite_only = pytest.mark.skipif(
-    {"sqlite"} != ROUTED_VENDORS, reason="SQLite-specific: files, PRAGMAs or its write lock"
-)
-postgresql_only = pytest.mark.skipif({"postgresql"} != ROUTED_VENDORS, reason="PostgreSQL-specific")
+SQLITE_ONLY = "SQLite-specific: files, PRAGMAs or its write lock"
+POSTGRESQL_ONLY = "PostgreSQL-specific"
+sqlite_only = pytest.mark.skipif({"sqlite"} != ROUTED_VENDORS, reason=SQLITE_ONLY)
+postgresql_only = pytest.mark.skipif({"postgresql"} != ROUTED_VENDORS, reason=POSTGRESQL_ONLY)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Under ``REQUIRE_ALL_TESTS`` (``.ci/run``) a skip is a failure, but for the other
+    backend's tests (`sqlite_only`, `postgresql_only`), which the suite's other run
+    (``make test``: SQLite, then PostgreSQL) runs: a test that cannot run in CI says why."""
+    outcome = yield
+    report = outcome.get_result()
+    if not report.skipped or hasattr(report, "wasxfail") or not os.environ.get("REQUIRE_ALL_TESTS"):
+        return
+    longrepr = report.longrepr
+    reason = (longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)).removeprefix(
+        "Skipped: "
+    )
+    if reason not in (SQLITE_ONLY, POSTGRESQL_ONLY):
+        report.outcome = "failed"
+        report.longrepr = f"skipped under REQUIRE_ALL_TESTS, where every test must run: {reason}"
 
 
 @pytest.fixture(autouse=True)

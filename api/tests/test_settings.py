@@ -227,6 +227,8 @@ def test_server_aliases_fail_fast_and_can_pool(monkeypatch):
     )
     users = conf["DATABASES"]["users"]
     assert users["OPTIONS"]["pool"]["max_size"] == 8
+    # A lost connection given up after seconds, not psycopg_pool's minutes of backoff
+    assert users["OPTIONS"]["pool"]["reconnect_timeout"] == 2.0
     assert users["OPTIONS"]["prepare_threshold"] is None
     assert users["CONN_MAX_AGE"] == 0  # the pool replaces persistent connections
 
