@@ -148,7 +148,9 @@ def test_main_job_swarms_the_server_with_zero_failures(data_dir, tmp_path, serve
     # The console talks: a line per phase, the topology first, progress every 2 s; Locust's
     # own INFO lines and the servers' are left to their logs.
     phases = [line.split(":")[0] for line in run.stdout.splitlines() if line.startswith("== ")]
-    assert phases == ["== data", "== serve", "== check", "== swarm", "== stop", "== report"]
+    assert phases == [
+        "== data", "== serve", "== check", "== metrics", "== swarm", "== stop", "== report"
+    ]  # fmt: skip
     topology = rf"nginx on {re.escape(bind)} -> {server} on 127\.0\.0\.1:\d+"
     shape = r"\(3 workers × 1 thread per server; production settings\)"
     assert re.search(rf"^== serve: {topology} {shape}$", run.stdout, re.M), run.stdout
@@ -196,6 +198,68 @@ def test_main_job_swarms_the_server_with_zero_failures(data_dir, tmp_path, serve
     assert f"locust {runinfo.versions()['locust']}" in page
     assert "previous run (2000-01-01T00:00:00+00:00, commit abc1234, 20 users)" in page
     assert [check["passed"] for check in summary["thresholds"]] == [True, True]
+    server_side_of_the_run(run.stdout, reports, summary, page)
+
+
+def server_side_of_the_run(stdout: str, reports: Path, summary: dict, page: str) -> None:
+    """Issue 30: a real Prometheus scraped the server behind nginx every second with a
+    ``metrics`` token kept out of the reports, psutil sampled the rest, and the report
+    draws both; Prometheus's data stays in ``reports/prometheus/data``."""
+    address = r"127\.0\.0\.1:\d+"
+    said = rf"^== metrics: Prometheus \S+ on {address} scrapes ({address})/metrics every 1 s$"
+    scraped = re.search(said, stdout, re.M)
+    assert scraped, stdout
+    assert f"-> {summary['run']['server']['name']} on {scraped.group(1)}" in stdout  # not nginx
+    side = summary["server_side"]
+    assert side["available"], side["reason"]
+    # Prometheus's increase() extrapolates to the window's edges: near, not equal.
+    served = sum(side["requests_by_status"].values())
+    assert set(side["requests_by_status"]) == {"2xx"}
+    assert 0.85 < served / summary["total"]["requests"] < 1.15, (served, summary["total"])
+    assert side["server_p95_ms"] > 0 and side["db_time_share_pct"] > 0
+    roles = set(side["roles"])
+    assert {"locust master", "nginx worker", "prometheus"} <= roles, roles
+    assert any(p["source"] == "prometheus" for p in side["processes"])
+    config = (reports / "prometheus" / "prometheus.yml").read_text()
+    credentials = re.search(r"credentials_file: (\S+)", config).group(1)
+    assert not Path(credentials).exists() and str(reports) not in credentials
+    assert any((reports / "prometheus" / "data").iterdir())
+    assert (reports / "processes.json").exists() and (reports / "server-metrics.json").exists()
+    assert side["bottleneck"]["sentence"].replace("'", "&#x27;") in page
+    assert "<b>Server p95 by route</b>" in page and "<b>CPU per process</b>" in page
+
+
+def without_prometheus() -> str:
+    """PATH without the directories that hold a ``prometheus``."""
+    directories = os.environ.get("PATH", "").split(os.pathsep)
+    return os.pathsep.join(d for d in directories if not (Path(d) / "prometheus").exists())
+
+
+@sqlite_only
+def test_a_run_without_prometheus_says_why_and_reports_the_rest(data_dir, tmp_path):
+    """Prometheus missing (not on PATH): the run goes on, says why in one line, and its
+    report has the sentence in place of the server's panels, with the processes psutil
+    sampled."""
+    reports = tmp_path / "reports"
+    run = manage(
+        "loadtest",
+        *("--users", "5", "--spawn-rate", "5", "--run-time", "3s", "--rows", "3000"),
+        *("--bind", f"127.0.0.1:{runner.free_port()}", "--reports", str(reports)),
+        *("--progress-every", "0", "--access", "open"),
+        env={**data_dir, "PATH": without_prometheus(), "WEB_CONCURRENCY": "2"},
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    reason = (
+        "Prometheus is not installed (no prometheus on PATH; make prometheus installs "
+        "Debian's package), so this run has no server-side metrics."
+    )
+    assert f"== metrics: {reason}" in run.stdout
+    summary = json.loads((reports / "summary.json").read_text())
+    assert summary["server_side"]["reason"] == reason
+    assert summary["server_side"]["roles"]["gunicorn worker"]["processes"] == 2
+    page = (reports / "index.html").read_text()
+    assert reason.replace("'", "&#x27;") in page and "<b>CPU per process</b>" in page
+    assert not (reports / "prometheus").exists()
 
 
 @sqlite_only

@@ -1,0 +1,230 @@
+"""The server's side of the report: a recorded run's Prometheus answers and psutil samples
+drawn as panels, the bottleneck rules on its figures, and a run without Prometheus.
+
+The recorded run (``data/server-run/``) is a real short ``loadtest --proxy`` run, its
+files as the run wrote them (``summary.json``, Locust's ``locust.json`` and history,
+``server-metrics.json``, ``processes.json``).
+"""
+
+import copy
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from loadtest import prometheus, report, runner, sampler, sections, server_side
+from loadtest.tests.test_report import RESOURCE
+
+RECORDED = Path(__file__).parent / "data" / "server-run"
+RUN_FILES = ("summary.json", "locust.json", "locust_stats_history.csv")
+RUN_FILES += (prometheus.SERVER_METRICS, sampler.PROCESSES)
+PANELS = [
+    "Server p50 by route",
+    "Server p95 by route",
+    "Server p99 by route",
+    "Server requests/s by status class",
+    "CPU per process",
+    "Memory per process",
+    "Database time, share of the server&#x27;s time",
+    "Queries/s by database alias: replicas and primaries",
+]
+
+
+def recorded_run(folder: Path) -> Path:
+    """The recorded run's files in ``folder`` (its report not yet written)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in RUN_FILES:
+        shutil.copy(RECORDED / name, folder / name)
+    return folder
+
+
+def recorded_summary() -> dict:
+    return json.loads((RECORDED / "summary.json").read_text())
+
+
+def test_the_recorded_runs_figures_are_recomputed_from_its_files():
+    """``summary.json``'s ``server_side`` is what `server_side.figures` makes of the saved
+    Prometheus answers and psutil samples: the page can be redrawn from the files alone."""
+    summary = recorded_summary()
+    collected = prometheus.read(RECORDED)
+    figures = server_side.figures(summary, collected, sampler.read(RECORDED))
+    figures["bottleneck"] = server_side.bottleneck(figures)
+    assert figures == summary["server_side"]
+    assert figures["available"] and figures["reason"] is None
+    assert 0 < figures["server_p50_ms"] <= figures["server_p95_ms"] <= figures["server_p99_ms"]
+    assert figures["server_p95_ms"] < figures["client_p95_ms"]  # nginx and the queue: Locust's
+    assert figures["requests_by_status"]["2xx"] > 0
+    assert 0 < figures["db_time_share_pct"] < 100
+    assert figures["reads"]["primary"] > 0 and figures["reads"]["replica"] == 0  # no replica
+    roles = set(figures["roles"])
+    assert {"gunicorn worker", "locust master", "nginx worker", "prometheus"} <= roles
+    sources = {p["role"]: p["source"] for p in figures["processes"]}
+    assert sources["gunicorn worker"] == "prometheus" and sources["nginx worker"] == "psutil"
+
+
+def test_the_report_draws_the_server_side_from_a_recorded_run(tmp_path):
+    """Every panel of the issue from the recorded run's files, offline: p50/p95/p99 by
+    route, requests/s by status class, CPU and memory per process (the server's from
+    Prometheus, the rest from psutil), the database's share, replica and primary reads;
+    the bottleneck's sentence under the headline."""
+    folder = recorded_run(tmp_path / "reports")
+    summary = json.loads((folder / "summary.json").read_text())
+    page = report.write_report(summary, folder).read_text()
+    server = page[page.index('<section id="server">') : page.index('<section id="kinds">')]
+    titles = [title for title in PANELS if f"<b>{title}</b>" in server]
+    assert titles == PANELS
+    assert ("No breaker opened during the run." in server) != ("Breaker trips" in server)
+    routes = {
+        line["label"]
+        for line in sections.server_side(run_data(folder))["panels"][1]["chart"]["lines"]
+    }
+    assert "api/run-query/ user_id" in routes and "metrics" not in routes
+    headline = page[page.index('<section id="headline">') : page.index('<section id="thresholds">')]
+    sentence = summary["server_side"]["bottleneck"]["sentence"]
+    assert f"<b>Bottleneck:</b> {sentence}".replace("'", "&#x27;") in headline
+    assert "gunicorn worker" in server and "locust master" in server
+    assert "<script" not in page.lower() and not RESOURCE.search(page)
+
+
+def run_data(folder: Path) -> sections.RunData:
+    summary = json.loads((folder / "summary.json").read_text())
+    return sections.RunData(
+        summary=summary,
+        entries=json.loads((folder / "locust.json").read_text()),
+        history=sections.read_history(folder / "locust_stats_history.csv"),
+        server_metrics=prometheus.read(folder),
+        processes=sampler.read(folder),
+    )
+
+
+def calm() -> dict:
+    """The recorded figures, every process at 10% of a core and the machine at half."""
+    figures = copy.deepcopy(recorded_summary()["server_side"])
+    for process in figures["processes"]:
+        process["cpu_pct"] = 10.0
+    figures["roles"] = server_side.by_role(figures["processes"])
+    figures |= {"machine_cpu_pct": 50.0, "cores": 2, "breaker_trips": 0, "breakers_tripped": []}
+    figures |= {"db_time_share_pct": 20.0, "server_p95_ms": 40.0, "client_p95_ms": 50}
+    return figures
+
+
+def busy(figures: dict, role: str, cpu: float) -> dict:
+    """``figures`` with every process of ``role`` at ``cpu`` % of a core."""
+    for process in figures["processes"]:
+        if process["role"] == role:
+            process["cpu_pct"] = cpu
+    figures["roles"] = server_side.by_role(figures["processes"])
+    return figures
+
+
+def workers(figures: dict) -> int:
+    return sum(p["role"] == "gunicorn worker" for p in figures["processes"])
+
+
+@pytest.mark.parametrize(
+    ("change", "rule", "sentence"),
+    [
+        (
+            lambda f: busy(f, "locust master", 98.4) | {"machine_cpu_pct": 99.0},
+            "load generator",
+            "Locust used 98% of a core (locust master): the load generator is the limit, "
+            "not the server.",
+        ),
+        (
+            lambda f: f | {"breaker_trips": 3, "breakers_tripped": ["users read"]},
+            "breakers",
+            "Breakers opened 3 times (users read): a store refused work, and its requests "
+            "failed fast.",
+        ),
+        (
+            lambda f: busy(f, "gunicorn worker", 45.0) | {"machine_cpu_pct": 97.2},
+            "machine",
+            None,  # names the shares: checked below
+        ),
+        (
+            lambda f: busy(f, "gunicorn worker", 95.0),
+            "server CPU",
+            "The {workers} server workers used 95% of a core each: the server's CPU is the limit.",
+        ),
+        (
+            lambda f: f | {"db_time_share_pct": 62.0},
+            "database",
+            "Database time was 62% of the server's time: the database is the limit.",
+        ),
+        (
+            lambda f: f | {"server_p95_ms": 8.0, "client_p95_ms": 300},
+            "queueing",
+            "The server answered in 8 ms at p95 but Locust waited 300 ms: requests queue in "
+            "front of the server's workers (nginx, the listen queue), not in them.",
+        ),
+        (
+            lambda f: f,
+            "none",
+            "No process reached 90% of a core and the server's p95 (40 ms) is close to "
+            "Locust's (50 ms): nothing saturated at this load.",
+        ),
+    ],
+    ids=lambda value: value if isinstance(value, str) else None,
+)
+def test_the_bottleneck_is_the_first_rule_the_recorded_figures_meet(change, rule, sentence):
+    figures = change(calm())
+    said = server_side.bottleneck(figures)
+    assert said["rule"] == rule
+    if sentence:
+        assert said["sentence"] == sentence.format(workers=workers(figures))
+    else:
+        n = workers(figures)
+        assert said["sentence"].startswith(
+            f"The machine's 2 cores were 97% busy (server {round(45 * n + 10)}%, Locust 10%, "
+            "nginx 20% of a core): CPU is the limit"
+        )
+
+
+def test_thresholds_sit_where_the_rules_say():
+    """90% of a core, 50% database time, Locust's p95 twice the server's and 20 ms above:
+    just below each, the next rule down answers."""
+    assert server_side.bottleneck(busy(calm(), "locust master", 89.9))["rule"] == "none"
+    assert server_side.bottleneck(calm() | {"db_time_share_pct": 49.9})["rule"] == "none"
+    near = calm() | {"server_p95_ms": 15.0, "client_p95_ms": 34}  # twice, but 19 ms apart
+    assert server_side.bottleneck(near)["rule"] == "none"
+
+
+def test_without_prometheus_the_report_says_why_in_one_sentence(tmp_path, monkeypatch):
+    """PATH without ``prometheus``: the scraper does not start, the figures carry its
+    reason, the sentence sits atop the server's side, and the bottleneck rules fall back
+    on the processes psutil sampled."""
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with prometheus.scraping(tmp_path, ["127.0.0.1:1"], port=runner.free_port()) as scraper:
+        assert not scraper.running
+    assert scraper.reason == (
+        "Prometheus is not installed (no prometheus on PATH; make prometheus installs "
+        "Debian's package), so this run has no server-side metrics."
+    )
+    assert not (tmp_path / prometheus.FOLDER).exists()
+    folder = recorded_run(tmp_path / "reports")
+    summary = json.loads((folder / "summary.json").read_text())
+    collected = prometheus.collect(
+        scraper, start=summary["window"]["start"], end=summary["window"]["end"], steady_start=None
+    )
+    prometheus.write(collected, folder)
+    figures = server_side.figures(summary, collected, sampler.read(folder))
+    assert figures["reason"] == scraper.reason and not figures["available"]
+    assert figures["server_p95_ms"] is None and figures["processes"]
+    assert {p["source"] for p in figures["processes"]} == {"psutil"}
+    figures["bottleneck"] = server_side.bottleneck(figures)
+    summary["server_side"] = figures
+    page = report.write_report(summary, folder).read_text()
+    server = page[page.index('<section id="server">') : page.index('<section id="kinds">')]
+    escaped = scraper.reason.replace("'", "&#x27;")
+    assert f'<p class="warning" id="no-server-side">{escaped}</p>' in server
+    assert "<b>CPU per process</b>" in server and "Server p95 by route" not in server
+
+
+def test_the_scrape_config_scrapes_each_server_every_second_with_the_token_file():
+    config = prometheus.scrape_config(["127.0.0.1:1", "127.0.0.1:2"], credentials_file="/t")
+    [job] = config["scrape_configs"]
+    assert job["static_configs"] == [{"targets": ["127.0.0.1:1", "127.0.0.1:2"]}]
+    assert (job["metrics_path"], job["scrape_interval"]) == ("/metrics", "1s")
+    assert job["authorization"] == {"type": "Token", "credentials_file": "/t"}
+    assert "authorization" not in prometheus.scrape_config(["127.0.0.1:1"])["scrape_configs"][0]
