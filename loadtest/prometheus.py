@@ -11,7 +11,8 @@ sentence.
 
 `collect` asks its HTTP API, after the swarm, for the series the report draws
 (`RANGE_QUERIES`, ``query_range`` at a one-second step over the swarm) and for the
-figures over the steady state (`WINDOW_QUERIES`, instant queries over that window), and
+figures over the steady state (`WINDOW_QUERIES`, instant queries over that window) and
+since the servers started (`RUN_QUERIES`), and
 `write` saves them as ``server-metrics.json``. Every request query leaves out the scrapes
 of ``/metrics`` themselves (route ``metrics``).
 """
@@ -85,8 +86,14 @@ WINDOW_QUERIES = {
     "breaker_trips": f"sum by (store, kind) (increase(dp_breaker_trips_total[{WINDOW}]))",
     "cpu_by_process": f"rate(process_cpu_seconds_total[{WINDOW}])",
 }
-# Over the whole swarm: what happened at all, ramp-up included.
-RUN_QUERIES = ("requests_by_status", "queries_by_alias", "breaker_trips")
+# Since the servers started (the run starts them afresh, so their counters start at 0):
+# each counter's last value, at the end. increase() would miss the requests a series
+# counted before its first scrape (a series appears with its first request).
+RUN_QUERIES = {
+    "requests_by_status": f"sum by (status) (last_over_time({COUNT}[{WINDOW}]))",
+    "queries_by_alias": f"sum by (alias) (last_over_time(dp_db_query_seconds_count[{WINDOW}]))",
+    "breaker_trips": f"sum by (store, kind) (last_over_time(dp_breaker_trips_total[{WINDOW}]))",
+}
 
 
 def over(promql: str, seconds: int) -> str:
@@ -283,10 +290,10 @@ def query(url: str, promql: str, *, at: float) -> list[dict]:
 
 
 def collect(scraper: Scraper, *, start: float, end: float, steady_start: float | None) -> dict:
-    """What `write` saves: the scraper's state, `RANGE_QUERIES` from ``start`` to ``end``
-    and `WINDOW_QUERIES` over the steady state (from ``steady_start``; the whole span when
-    None), all in Unix seconds. A Prometheus that stops answering leaves ``reason`` set and
-    what it answered before."""
+    """What `write` saves: the scraper's state, `RANGE_QUERIES` from ``start`` to ``end``,
+    `WINDOW_QUERIES` over the steady state (from ``steady_start``; the whole span when
+    None) and `RUN_QUERIES` from ``start`` to now, all in Unix seconds. A Prometheus that
+    stops answering leaves ``reason`` set and what it answered before."""
     collected = {
         "available": False,
         "reason": scraper.reason,
@@ -319,11 +326,12 @@ def collect(scraper: Scraper, *, start: float, end: float, steady_start: float |
             name: query(scraper.url, over(promql, seconds), at=end)
             for name, promql in WINDOW_QUERIES.items()
         }
-        span = max(end - start, 1)
-        collected["run"] = {"start": start, "end": end, "seconds": span}
+        now = math.ceil(time.time())  # after the last scrape: the servers have stopped
+        span = max(now - start, 1)
+        collected["run"] = {"start": start, "end": now, "seconds": span}
         collected["run"]["results"] = {
-            name: query(scraper.url, over(WINDOW_QUERIES[name], span), at=end)
-            for name in RUN_QUERIES
+            name: query(scraper.url, over(promql, span), at=now)
+            for name, promql in RUN_QUERIES.items()
         }
     except PrometheusError as exc:
         collected["reason"] = f"Prometheus stopped answering its API ({exc})."

@@ -11,7 +11,8 @@ clients too).
 
 `write` saves ``processes.json``: ``{"interval_s", "cores", "machine": [[t, cpu % of all
 cores]], "processes": [{"pid", "role", "command", "points": [[t, cpu % of one core,
-rss bytes]]}]}``, t in Unix seconds.
+rss bytes]]}]}``, t in Unix seconds; PostgreSQL's points add the PSS in bytes (its
+processes share the buffers, which each one's RSS counts again).
 """
 
 import json
@@ -172,13 +173,16 @@ class Sampler:
                     cpu = known.cpu_percent()
                     rss = known.memory_info().rss
                     command = " ".join(known.cmdline())[:160]
+                    # PostgreSQL's processes share its buffers: summed, only PSS adds up.
+                    pss = process_role.startswith(POSTGRESQL) and known.memory_full_info().pss
             except psutil.Error:
                 continue
             series = self.series.setdefault(
                 pid, {"pid": pid, "role": process_role, "command": command, "points": []}
             )
             first = not series["points"]
-            series["points"].append([round(now, 3), None if first else cpu, rss])
+            point = [round(now, 3), None if first else cpu, rss]
+            series["points"].append([*point, pss] if pss else point)
 
     def result(self) -> dict:
         return {

@@ -186,13 +186,6 @@ def server_side(run: RunData) -> dict | None:
                 )
             )
         lines = _prometheus_lines(run, ranges, "requests_by_status", status_label)
-        lines.append(
-            {
-                "label": "Locust requests/s",
-                "color": USERS_COLOR,
-                "points": _points(run.over_time(AGGREGATED), "rps"),
-            }
-        )
         panels.append(
             (
                 "Server requests/s by status class",
@@ -249,7 +242,6 @@ def server_side(run: RunData) -> dict | None:
 
 
 PROCESS_ROWS = 12
-USERS_COLOR = charts.USERS_COLOR
 MB = 1024 * 1024
 
 
@@ -284,6 +276,7 @@ def _prometheus_lines(
             "points": [
                 (run.since_start(t), None if v is None else round(v * scale, 3))
                 for t, v in item["values"]
+                if 0 <= run.since_start(t) <= run.seconds
             ],
         }
         for item, color in zip(series, _colors(), strict=False)
@@ -293,8 +286,8 @@ def _prometheus_lines(
 def process_lines(run: RunData, figures: dict) -> tuple[list[dict], list[dict]]:
     """Lines of CPU (% of one core) and RSS (MB) per process: the server's from Prometheus
     when it recorded them, the rest from psutil; PostgreSQL's processes summed per server
-    (they come and go with connections); the whole machine's CPU beside them, as cores'
-    worth. Empty when nothing was sampled."""
+    (they come and go with connections), their memory as PSS (proportional: the shared
+    buffers counted once). Empty when nothing was sampled."""
     server = (run.summary.get("run") or {}).get("server", {}).get("name") or "server"
     ranges = (run.server_metrics or {}).get("ranges") or {}
     scraped = figures["available"] and (ranges.get("cpu_by_process") or {}).get("series")
@@ -313,26 +306,19 @@ def process_lines(run: RunData, figures: dict) -> tuple[list[dict], list[dict]]:
         if series["role"].startswith("postgresql"):
             group = summed.setdefault(series["role"], {"cpu": {}, "rss": {}, "pids": set()})
             group["pids"].add(series["pid"])
-            for t, c, rss in series["points"]:
+            for t, c, rss, *pss in series["points"]:
                 second = round(t)
                 group["cpu"][second] = group["cpu"].get(second, 0) + (c or 0)
-                group["rss"][second] = group["rss"].get(second, 0) + (rss or 0)
+                group["rss"][second] = group["rss"].get(second, 0) + ((pss or [rss])[0] or 0)
             continue
         name = f"{series['role']} {series['pid']}"
-        cpu.append((name, [(t, c) for t, c, _ in series["points"]]))
-        memory.append((name, [(t, rss and rss / MB) for t, _, rss in series["points"]]))
+        cpu.append((name, [(t, c) for t, c, *_ in series["points"]]))
+        memory.append((name, [(t, rss and rss / MB) for t, _, rss, *_ in series["points"]]))
     for role, group in summed.items():
         name = f"{role} ({len(group['pids'])} processes)"
         cpu.append((name, sorted(group["cpu"].items())))
-        memory.append((name, [(t, v / MB) for t, v in sorted(group["rss"].items())]))
-    if cpu and run.processes and run.processes.get("machine"):
-        cores = run.processes.get("cores") or 1
-        cpu.append(
-            (
-                f"machine, all {cores} cores",
-                [(t, c * cores) for t, c in run.processes["machine"]],
-            )
-        )
+        # Their RSS counts the shared buffers once per process: PSS shares them out.
+        memory.append((f"{name}, PSS", [(t, v / MB) for t, v in sorted(group["rss"].items())]))
     return _lines(run, cpu), _lines(run, memory)
 
 
@@ -349,7 +335,7 @@ def _lines(run: RunData, named: list[tuple[str, list]]) -> list[dict]:
             "points": [
                 (run.since_start(t), None if v is None else round(v, 1))
                 for t, v in points
-                if 0 <= run.since_start(t) <= run.seconds + 2
+                if 0 <= run.since_start(t) <= run.seconds
             ],
         }
         for (name, points), color in zip(named, _colors(), strict=False)

@@ -13,7 +13,9 @@ core) and memory. ``summary.json`` carries them as ``server_side``.
    figures are Locust's limit, whatever the server could do.
 2. ``breakers``: a store's breaker opened: the store refused work.
 3. ``machine``: all cores together were at least `SATURATED_PCT` % busy: CPU is the limit,
-   shared by the server, the database and the load generator on one machine.
+   shared by the server, the database and the load generator on one machine; or, when the
+   run's own processes account for less than `OURS_PCT` % of that, ``machine, other
+   work``: something else on the machine took the CPU.
 4. ``server CPU``: the server's workers used at least `SATURATED_PCT` % of a core each.
 5. ``database``: the database took at least `DATABASE_SHARE_PCT` % of the server's time,
    or a PostgreSQL process used at least `SATURATED_PCT` % of a core.
@@ -33,6 +35,7 @@ SATURATED_PCT = 90
 DATABASE_SHARE_PCT = 50
 QUEUEING_RATIO = 2
 QUEUEING_MIN_MS = 20
+OURS_PCT = 50
 MB = 1024 * 1024
 SERVER_ROLES = ("gunicorn", "granian")
 # Who shares the machine, as the machine rule names them: (label, role prefix).
@@ -115,7 +118,7 @@ def processes(
             continue
         points = [p for p in series["points"] if start <= p[0] <= end]
         cpu = [p[1] for p in points if p[1] is not None]
-        memory = [p[2] for p in points if p[2] is not None]
+        memory = [p[-1] for p in points if p[-1] is not None]  # PSS where sampled
         if not points:
             continue
         found.append(
@@ -221,16 +224,24 @@ def bottleneck(figures: dict) -> dict:
     machine = figures.get("machine_cpu_pct")
     if machine is not None and machine >= SATURATED_PCT:
         roles = figures["roles"]
-        shares = [
+        shares = ", ".join(
             f"{label} {_role_share(roles, prefix)}%"
             for label, prefix in SHARES
             if any(name.startswith(prefix) for name in roles)
-        ]
+        )
+        cores = figures["cores"] or 1
+        ours = sum(role["cpu_pct"] for role in roles.values())
+        if ours < OURS_PCT / 100 * machine * cores:
+            return _said(
+                "machine, other work",
+                f"The machine's {cores} cores were {machine:.0f}% busy but this run's "
+                f"processes used {ours:.0f}% of a core ({shares}): other work on the "
+                "machine was the limit.",
+            )
         return _said(
             "machine",
-            f"The machine's {figures['cores']} cores were {machine:.0f}% busy "
-            f"({', '.join(shares)} of a core): CPU is the limit, shared by everything the "
-            "run started on one machine.",
+            f"The machine's {cores} cores were {machine:.0f}% busy ({shares} of a core): "
+            "CPU is the limit, shared by everything the run started on one machine.",
         )
     workers = [
         p for p in found if p["role"].endswith("worker") and p["role"].startswith(SERVER_ROLES)

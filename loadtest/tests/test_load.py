@@ -212,10 +212,10 @@ def server_side_of_the_run(stdout: str, reports: Path, summary: dict, page: str)
     assert f"-> {summary['run']['server']['name']} on {scraped.group(1)}" in stdout  # not nginx
     side = summary["server_side"]
     assert side["available"], side["reason"]
-    # Prometheus's increase() extrapolates to the window's edges: near, not equal.
+    # Since the server started: the swarm's requests and the run's own health checks.
     served = sum(side["requests_by_status"].values())
     assert set(side["requests_by_status"]) == {"2xx"}
-    assert 0.85 < served / summary["total"]["requests"] < 1.15, (served, summary["total"])
+    assert 0 <= served - summary["total"]["requests"] < 50, (served, summary["total"])
     assert side["server_p95_ms"] > 0 and side["db_time_share_pct"] > 0
     roles = set(side["roles"])
     assert {"locust master", "nginx worker", "prometheus"} <= roles, roles

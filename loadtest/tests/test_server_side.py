@@ -99,10 +99,10 @@ def run_data(folder: Path) -> sections.RunData:
 
 
 def calm() -> dict:
-    """The recorded figures, every process at 10% of a core and the machine at half."""
+    """The recorded figures, every process at 1% of a core and the machine at half."""
     figures = copy.deepcopy(recorded_summary()["server_side"])
     for process in figures["processes"]:
-        process["cpu_pct"] = 10.0
+        process["cpu_pct"] = 1.0
     figures["roles"] = server_side.by_role(figures["processes"])
     figures |= {"machine_cpu_pct": 50.0, "cores": 2, "breaker_trips": 0, "breakers_tripped": []}
     figures |= {"db_time_share_pct": 20.0, "server_p95_ms": 40.0, "client_p95_ms": 50}
@@ -174,11 +174,23 @@ def test_the_bottleneck_is_the_first_rule_the_recorded_figures_meet(change, rule
     if sentence:
         assert said["sentence"] == sentence.format(workers=workers(figures))
     else:
-        n = workers(figures)
-        assert said["sentence"].startswith(
-            f"The machine's 2 cores were 97% busy (server {round(45 * n + 10)}%, Locust 10%, "
-            "nginx 20% of a core): CPU is the limit"
+        roles = figures["roles"]
+        postgres = roles["postgresql"]["processes"]  # the recorded run is on PostgreSQL
+        assert roles["gunicorn master"]["processes"] == 1  # and nginx's master and worker
+        assert said["sentence"] == (
+            f"The machine's 2 cores were 97% busy (server {45 * workers(figures) + 1}%, "
+            f"PostgreSQL {postgres}%, Locust 1%, nginx 2% of a core): CPU is the limit, "
+            "shared by everything the run started on one machine."
         )
+
+
+def test_a_machine_busy_with_other_work_is_told_apart():
+    """All cores busy, but this run's processes used little of them: another program (a
+    build, another test run) was the limit, not this run's."""
+    said = server_side.bottleneck(calm() | {"machine_cpu_pct": 99.0})
+    assert said["rule"] == "machine, other work"
+    assert said["sentence"].startswith("The machine's 2 cores were 99% busy but this run's")
+    assert said["sentence"].endswith("other work on the machine was the limit.")
 
 
 def test_thresholds_sit_where_the_rules_say():
