@@ -319,6 +319,18 @@ def test_the_cluster_run_swarms_two_servers_from_distributed_locust(data_dir, tm
     assert "FAILED" in page and breach in page
     assert re.search(r"2 workers × 1 thread\s+per instance", page) and "2 instances" in page
     assert summary["run"]["server"]["name"] == server
+    # Prometheus scraped both servers, not nginx; psutil saw the master and both workers.
+    upstreams = re.search(r"-> 2 \w+ servers on (\S+), (\S+) \(", run.stdout).groups()
+    assert re.search(rf"scrapes {upstreams[0]}/metrics, {upstreams[1]}/metrics ", run.stdout)
+    side = summary["server_side"]
+    assert side["available"], side["reason"]
+    # At least Locust's count: once (of several runs) the master's total lacked ~20% of the
+    # requests the servers answered, as if a worker's last report had not reached it.
+    assert sum(side["requests_by_status"].values()) >= summary["total"]["requests"]
+    scraped = {p["pid"] for p in side["processes"] if p["source"] == "prometheus"}
+    assert len(scraped) >= 4  # two workers of each server (and their masters)
+    assert side["roles"]["locust master"]["processes"] == 1
+    assert side["roles"]["locust worker"]["processes"] == 2
 
 
 @sqlite_only
