@@ -7,7 +7,7 @@ when the servers require tokens), its data in ``<folder>/prometheus/data`` and i
 address on a free loopback port, and stops it gracefully (SIGTERM: it closes its head
 block and WAL) when the block ends, however it ends. When the binary is missing or does
 not become ready, the run goes on without it and `Scraper.reason` says why, in one
-sentence.
+sentence. `scraped_once` waits for its first scrape of the servers once they answer.
 
 `collect` asks its HTTP API, after the swarm, for the series the report draws
 (`RANGE_QUERIES`, ``query_range`` at a one-second step over the swarm) and for the
@@ -116,6 +116,7 @@ class Scraper:
     targets: list[str] = field(default_factory=list)
     version: str | None = None
     first_errors: list[str] = field(default_factory=list)
+    process: subprocess.Popen | None = None
 
     @property
     def running(self) -> bool:
@@ -205,7 +206,7 @@ def scraping(
                 else:
                     scraper.url = f"http://{address}"
                     scraper.version = version(path)
-                    scraper.first_errors = _first_scrapes(scraper.url, process)
+                    scraper.process = process
                 yield scraper
             finally:
                 stop_gracefully(process, signal.SIGTERM, timeout=20)
@@ -227,20 +228,33 @@ def _wait_ready(url: str, process: subprocess.Popen, log: Path) -> str | None:
     return f"not ready after {READY_TIMEOUT_S} s"
 
 
-def _first_scrapes(url: str, process: subprocess.Popen) -> list[str]:
-    """Wait until Prometheus has scraped every target once (it applies a new configuration's
-    targets a few seconds after it starts), so that the swarm's first second is recorded;
-    returns the errors of those scrapes (none when they succeeded)."""
+def scraped_once(scraper: Scraper) -> None:
+    """Return once Prometheus has scraped every target anew (it applies a configuration's
+    targets a few seconds after it starts: started before the servers, it is ready when
+    they are), so that the swarm's first second is recorded; keeps the errors of that
+    scrape (none when it succeeded) in ``scraper.first_errors``. Does nothing for a
+    scraper that is not running; gives up after `READY_TIMEOUT_S` seconds."""
+    if not scraper.running:
+        return
+    before = None
     deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline and process.poll() is None:
+    while time.monotonic() < deadline and scraper.process.poll() is None:
         try:
-            targets = api(url, "targets")["activeTargets"]
+            targets = api(scraper.url, "targets")["activeTargets"]
         except (PrometheusError, KeyError):
             targets = []
-        if targets and all(target["health"] != "unknown" for target in targets):
-            return sorted({target["lastError"] for target in targets if target["lastError"]})
+        if before is None:
+            before = {target["scrapeUrl"]: target["lastScrape"] for target in targets}
+        elif targets and all(
+            target["health"] != "unknown"
+            and target["lastScrape"] != before.get(target["scrapeUrl"])
+            for target in targets
+        ):
+            scraper.first_errors = sorted(
+                {target["lastError"] for target in targets if target["lastError"]}
+            )
+            return
         time.sleep(0.2)
-    return []
 
 
 def _last_line(log: Path) -> str:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from loadtest import prometheus, report, runner, sampler, sections, server_side
+from loadtest.summary import render_markdown
 from loadtest.tests.test_report import RESOURCE
 
 RECORDED = Path(__file__).parent / "data" / "server-run"
@@ -85,6 +86,10 @@ def test_the_report_draws_the_server_side_from_a_recorded_run(tmp_path):
     assert f"<b>Bottleneck:</b> {sentence}".replace("'", "&#x27;") in headline
     assert "gunicorn worker" in server and "locust master" in server
     assert "<script" not in page.lower() and not RESOURCE.search(page)
+    markdown = render_markdown(summary)
+    assert f"Bottleneck: {sentence}" in markdown
+    side = summary["server_side"]
+    assert f"Server side after the ramp-up (Prometheus): p50 {side['server_p50_ms']} ms" in markdown
 
 
 def run_data(folder: Path) -> sections.RunData:
@@ -231,6 +236,7 @@ def test_without_prometheus_the_report_says_why_in_one_sentence(tmp_path, monkey
     escaped = scraper.reason.replace("'", "&#x27;")
     assert f'<p class="warning" id="no-server-side">{escaped}</p>' in server
     assert "<b>CPU per process</b>" in server and "Server p95 by route" not in server
+    assert scraper.reason in render_markdown(summary)
 
 
 def test_the_scrape_config_scrapes_each_server_every_second_with_the_token_file():

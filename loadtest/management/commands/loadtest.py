@@ -235,6 +235,14 @@ class Command(BaseCommand):
                 f"{shape['threads']} thread{'s' * (shape['threads'] != 1)} per server; "
                 f"{'production' if options['access'] == 'tokens' else 'development'} settings)",
             )
+            # Prometheus first: it takes a few seconds to apply its targets, the servers'
+            # start-up time (scraped_once then waits for its first scrape of them).
+            scraper = observing.enter_context(
+                prometheus.scraping(
+                    staged, upstreams or [options["bind"]], port=runner.free_port(),
+                    token=metrics_token() if options["access"] == "tokens" else None,
+                )
+            )  # fmt: skip
             started = time.monotonic()
             with serving as served:
                 servers = served if cluster else [served]
@@ -245,12 +253,7 @@ class Command(BaseCommand):
                     f"healthy after {time.monotonic() - started:.1f} s, and it is this run's "
                     f"server (X-Loadtest-Run: {run_id})",
                 )
-                scraper = observing.enter_context(
-                    prometheus.scraping(
-                        staged, upstreams or [options["bind"]], port=runner.free_port(),
-                        token=metrics_token() if options["access"] == "tokens" else None,
-                    )
-                )  # fmt: skip
+                prometheus.scraped_once(scraper)
                 self.phase("metrics", scraping_said(scraper))
                 sampling = observing.enter_context(sampler.Sampler())
                 status = self._swarm(url, staged, options)
