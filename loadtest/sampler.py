@@ -16,6 +16,7 @@ processes share the buffers, which each one's RSS counts again).
 """
 
 import json
+import re
 import threading
 import time
 from pathlib import Path
@@ -27,6 +28,9 @@ from django.db import DatabaseError, connections
 PROCESSES = "processes.json"
 INTERVAL_S = 1.0
 POSTGRESQL, POSTGRESQL_REPLICA = "postgresql", "postgresql replica"
+# A backend's title: ``postgres: [cluster: ]user database host(port) state`` (Debian's
+# servers name their cluster, ``15/main:``); the auxiliary processes have no client.
+BACKEND = re.compile(r" (?P<user>\S+) (?P<database>\S+) (?:\S+\(\d+\)|\[local\])")
 
 
 def role(process: psutil.Process, parent_role: str | None) -> str | None:
@@ -55,22 +59,32 @@ def role(process: psutil.Process, parent_role: str | None) -> str | None:
     return None
 
 
-def descendants(root: psutil.Process) -> dict[int, tuple[psutil.Process, str]]:
-    """pid -> (process, role) for every descendant of ``root`` that has a `role`."""
+def children_of() -> dict[int, list[psutil.Process]]:
+    """ppid -> its child processes, from one pass over the process table (psutil's
+    ``children()`` makes a pass of its own for each process it is asked about)."""
+    children: dict[int, list[psutil.Process]] = {}
+    for process in psutil.process_iter(["ppid"]):
+        children.setdefault(process.info["ppid"], []).append(process)
+    return children
+
+
+def descendants(
+    root: psutil.Process, children: dict[int, list[psutil.Process]], roles: dict[int, str]
+) -> dict[int, tuple[psutil.Process, str]]:
+    """pid -> (process, role) for every descendant of ``root`` that has a `role`;
+    ``children``: `children_of`'s; ``roles``: the roles found before, by pid (a process's
+    role does not change), added to."""
     found: dict[int, tuple[psutil.Process, str]] = {}
 
-    def walk(process: psutil.Process, parent_role: str | None) -> None:
-        try:
-            children = process.children()
-        except psutil.Error:
-            return
-        for child in children:
-            child_role = role(child, parent_role)
-            if child_role:
-                found[child.pid] = (child, child_role)
-            walk(child, child_role)
+    def walk(pid: int, parent_role: str | None) -> None:
+        for child in children.get(pid, []):
+            if child.pid not in roles:
+                roles[child.pid] = role(child, parent_role)
+            if roles[child.pid]:
+                found[child.pid] = (child, roles[child.pid])
+            walk(child.pid, roles[child.pid])
 
-    walk(root, None)
+    walk(root.pid, None)
     return found
 
 
@@ -99,21 +113,31 @@ def postgres_servers() -> list[tuple[int, str, set[str]]]:
     return [(pid, kind, names) for pid, (kind, names) in servers.items()]
 
 
-def postgres_processes(postmaster: int, kind: str, databases: set[str]) -> dict:
+def postgres_processes(
+    postmaster: int,
+    kind: str,
+    databases: set[str],
+    children: dict[int, list[psutil.Process]],
+    roles: dict[int, str | None],
+) -> dict:
     """pid -> (process, role) for a postmaster and its children that work for the run:
     the auxiliary processes (``postgres: checkpointer``, ...) and the backends connected
-    to ``databases`` (``postgres: user database host(port) state``)."""
+    to ``databases`` (`BACKEND`); ``children`` and
+    ``roles`` as `descendants` takes them."""
     found = {}
     try:
-        server = psutil.Process(postmaster)
-        found[postmaster] = (server, kind)
-        for child in server.children():
-            words = " ".join(child.cmdline()).split()
-            backend = len(words) >= 4 and "(" in words[3]
-            if not backend or words[2] in databases:
-                found[child.pid] = (child, kind)
+        found[postmaster] = (psutil.Process(postmaster), kind)
     except psutil.Error:
-        pass
+        return found
+    for child in children.get(postmaster, []):
+        if child.pid not in roles:
+            try:
+                backend = BACKEND.search(" ".join(child.cmdline()))
+            except psutil.Error:
+                continue
+            roles[child.pid] = kind if not backend or backend["database"] in databases else None
+        if roles[child.pid]:
+            found[child.pid] = (child, kind)
     return found
 
 
@@ -126,6 +150,7 @@ class Sampler:
         self.root = psutil.Process()
         self.postgres = postgres_servers()
         self.known: dict[int, psutil.Process] = {}
+        self.roles: dict[int, str | None] = {}  # by pid, once found: None for no role
         self.series: dict[int, dict] = {}
         self.machine: list[list[float]] = []
         self._stop = threading.Event()
@@ -157,9 +182,10 @@ class Sampler:
 
     def processes(self) -> dict[int, tuple[psutil.Process, str]]:
         """pid -> (process, role) of everything sampled now."""
-        found = descendants(self.root)
+        children = children_of()
+        found = descendants(self.root, children, self.roles)
         for postmaster, kind, databases in self.postgres:
-            found |= postgres_processes(postmaster, kind, databases)
+            found |= postgres_processes(postmaster, kind, databases, children, self.roles)
         return found
 
     def sample(self, now: float) -> None:
@@ -172,14 +198,16 @@ class Sampler:
                 with known.oneshot():
                     cpu = known.cpu_percent()
                     rss = known.memory_info().rss
-                    command = " ".join(known.cmdline())[:160]
                     # PostgreSQL's processes share its buffers: summed, only PSS adds up.
                     pss = process_role.startswith(POSTGRESQL) and known.memory_full_info().pss
+                    if pid not in self.series:
+                        command = " ".join(known.cmdline())[:160]
+                        self.series[pid] = {
+                            "pid": pid, "role": process_role, "command": command, "points": []
+                        }  # fmt: skip
             except psutil.Error:
                 continue
-            series = self.series.setdefault(
-                pid, {"pid": pid, "role": process_role, "command": command, "points": []}
-            )
+            series = self.series[pid]
             first = not series["points"]
             point = [round(now, 3), None if first else cpu, rss]
             series["points"].append([*point, pss] if pss else point)

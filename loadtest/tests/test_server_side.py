@@ -246,3 +246,30 @@ def test_the_scrape_config_scrapes_each_server_every_second_with_the_token_file(
     assert (job["metrics_path"], job["scrape_interval"]) == ("/metrics", "1s")
     assert job["authorization"] == {"type": "Token", "credentials_file": "/t"}
     assert "authorization" not in prometheus.scrape_config(["127.0.0.1:1"])["scrape_configs"][0]
+
+
+def test_reads_on_replicas_are_told_from_reads_on_primaries():
+    """Replica aliases are ``<store>_replicaN``; ``default`` (the tokens) is neither."""
+    by_alias = [
+        {"labels": {"alias": "users_replica1"}, "value": 175.0},
+        {"labels": {"alias": "users"}, "value": 200.0},
+        {"labels": {"alias": "orders"}, "value": 47.0},
+        {"labels": {"alias": "default"}, "value": 10.0},
+    ]
+    reads = server_side.reads(by_alias)
+    assert (reads["replica"], reads["primary"], reads["replica_share_pct"]) == (175, 247, 41.5)
+    assert server_side.reads([])["replica_share_pct"] is None
+
+
+def test_postgresql_backends_are_told_by_their_database():
+    """Only the backends serving the run's databases count (the cluster serves others);
+    the auxiliary processes have no client in their title."""
+    titles = {
+        "postgres: 15/main: postgres dp_users 127.0.0.1(54321) idle": "dp_users",
+        "postgres: postgres dp_orders [local] SELECT": "dp_orders",
+        "postgres: 15/main: checkpointer ": None,
+        "postgres: autovacuum launcher": None,
+    }
+    for title, database in titles.items():
+        found = sampler.BACKEND.search(title)
+        assert (found and found["database"]) == database, title
