@@ -163,7 +163,8 @@ lint: venv
 # unless REQUIRE_REDIS=1, as CI runs them.
 PG_URL ?= postgres://postgres@127.0.0.1:5432
 REDIS_TEST_URL ?= redis://127.0.0.1:6379/15
-export REQUIRE_REDIS REDIS_TEST_URL REQUIRE_POSTGRES PG_URL REQUIRE_REPLICA REQUIRE_BROWSER
+export REQUIRE_REDIS REDIS_TEST_URL REQUIRE_POSTGRES PG_URL REQUIRE_REPLICA REQUIRE_BROWSER \
+	REQUIRE_PROMETHEUS
 PG_ENV = DATABASE_URL_USERS=$(PG_URL)/dp_users DATABASE_URL_PRODUCTS=$(PG_URL)/dp_products \
 	DATABASE_URL_ORDERS=$(PG_URL)/dp_orders
 # The replica tests (api/tests/test_replica.py) need a streaming replica of the local
