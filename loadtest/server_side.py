@@ -165,9 +165,11 @@ def figures(summary: dict, collected: dict | None, sampled: dict | None) -> dict
     machine = [cpu for t, cpu in (sampled or {}).get("machine", []) if start <= t <= end]
     trips = run_results.get("breaker_trips") or []
     available = bool(collected.get("available"))
+    scraped = collected.get("prometheus") or {}
     return {
         "available": available,
         "reason": None if available else collected.get("reason") or "Prometheus was not run.",
+        "prometheus": {key: scraped.get(key) for key in ("version", "targets")},
         "window": {"start_s": round(start - span["start"], 1), "seconds": round(end - start, 1)},
         "server_p50_ms": _ms(_one(results.get("p50"))),
         "server_p95_ms": _ms(_one(results.get("p95"))),

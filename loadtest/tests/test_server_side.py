@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from loadtest import prometheus, report, runner, sampler, sections, server_side
+from loadtest import prometheus, report, runner, sampler, sections, server_side, staging
 from loadtest.summary import render_markdown
 from loadtest.tests.test_report import RESOURCE
 
@@ -273,3 +273,17 @@ def test_postgresql_backends_are_told_by_their_database():
     for title, database in titles.items():
         found = sampler.BACKEND.search(title)
         assert (found and found["database"]) == database, title
+
+
+def test_a_runs_prometheus_folder_replaces_the_previous_runs(tmp_path):
+    """``prometheus/`` is one of a run's files: published in place of the previous run's
+    folder, as the other files are."""
+    reports, staged = tmp_path / "reports", tmp_path / "reports" / staging.STAGING
+    (reports / "prometheus" / "data").mkdir(parents=True)
+    (reports / "prometheus" / "data" / "old").write_text("the previous run's")
+    (staged / "prometheus" / "data").mkdir(parents=True)
+    (staged / "prometheus" / "data" / "new").write_text("this run's")
+    (staged / prometheus.SERVER_METRICS).write_text("{}")
+    staging.publish(staged, reports)
+    assert [p.name for p in (reports / "prometheus" / "data").iterdir()] == ["new"]
+    assert (reports / prometheus.SERVER_METRICS).exists()
