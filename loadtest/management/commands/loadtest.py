@@ -5,11 +5,15 @@ and recorded in ``DATA_DIR`` for later runs' reports), creates the swarm's API t
 (client ``swarm``: ``read`` and ``write`` scopes, ``benchmark`` tier), starts the server
 (``--server``: Gunicorn, the default, or Granian) as production runs it (`production_env`:
 tokens required, the production throttles and switches) with a run id of its own, waits
-for ``/api/health/`` to answer with that id (else another server holds the address), runs
-the headless Locust swarm, stops the server (also on Ctrl-C or failure) and writes
-``reports/``: ``index.html``, the one page to open (`loadtest.report`), Locust's HTML
-report, CSVs and log, ``summary.json`` and ``summary.md``, all of them only once the run
-completes (`loadtest.staging`). Exits 1 when a threshold is breached (any failed request;
+for ``/api/health/`` to answer with that id (else another server holds the address), has
+a Prometheus of its own scrape each server's ``/metrics`` (`loadtest.prometheus`, with a
+token of client ``prometheus``, scope ``metrics``, under production settings) and psutil
+sample the other processes (`loadtest.sampler`), runs the headless Locust swarm, stops the
+server (also on Ctrl-C or failure), asks Prometheus for the swarm's seconds and stops it,
+and writes ``reports/``: ``index.html``, the one page to open (`loadtest.report`),
+Locust's HTML report, CSVs and log, ``summary.json`` and ``summary.md``,
+``server-metrics.json``, ``processes.json`` and Prometheus's ``prometheus/`` folder, all of
+them only once the run completes (`loadtest.staging`). Exits 1 when a threshold is breached (any failed request;
 p95 above ``--p95-ms``; RPS below ``--min-rps``), Locust failed or a server died, naming
 each; 130 on Ctrl-C (or SIGTERM), in one line, with every process it started stopped and
 ``reports/`` as it was.
