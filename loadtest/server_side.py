@@ -286,7 +286,7 @@ def bottleneck(figures: dict) -> dict:
             "Prometheus the server's own time is unknown.",
         )
     close = (
-        f" and the server's p95 ({server:.0f} ms) is close to Locust's ({client:.0f} ms)"
+        f" and Locust's p95 ({client:.0f} ms) is not far above the server's ({server:.0f} ms)"
         if server is not None and client is not None
         else ""
     )

@@ -166,8 +166,8 @@ def workers(figures: dict) -> int:
         (
             lambda f: f,
             "none",
-            "No process reached 90% of a core and the server's p95 (40 ms) is close to "
-            "Locust's (50 ms): nothing saturated at this load.",
+            "No process reached 90% of a core and Locust's p95 (50 ms) is not far above the "
+            "server's (40 ms): nothing saturated at this load.",
         ),
     ],
     ids=lambda value: value if isinstance(value, str) else None,

@@ -13,10 +13,10 @@ server (also on Ctrl-C or failure), asks Prometheus for the swarm's seconds and 
 and writes ``reports/``: ``index.html``, the one page to open (`loadtest.report`),
 Locust's HTML report, CSVs and log, ``summary.json`` and ``summary.md``,
 ``server-metrics.json``, ``processes.json`` and Prometheus's ``prometheus/`` folder, all of
-them only once the run completes (`loadtest.staging`). Exits 1 when a threshold is breached (any failed request;
-p95 above ``--p95-ms``; RPS below ``--min-rps``), Locust failed or a server died, naming
-each; 130 on Ctrl-C (or SIGTERM), in one line, with every process it started stopped and
-``reports/`` as it was.
+them only once the run completes (`loadtest.staging`). Exits 1 when a threshold is
+breached (any failed request; p95 above ``--p95-ms``; RPS below ``--min-rps``), Locust
+failed or a server died, naming each; 130 on Ctrl-C (or SIGTERM), in one line, with every
+process it started stopped and ``reports/`` as it was.
 """
 
 import io
