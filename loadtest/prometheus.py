@@ -63,8 +63,8 @@ RANGE_QUERIES = {
     "rss_by_process": "process_resident_memory_bytes",
     "db_time_share": f"sum(rate(dp_db_query_seconds_sum[{RATE}])) / sum(rate({SUM}[{RATE}]))",
     "queries_by_alias": f"sum by (alias) (rate(dp_db_query_seconds_count[{RATE}]))",
-    "breaker_trips": f"sum by (store, kind) (increase(dp_breaker_trips_total[{RATE}]))",
-    "breaker_open": "max by (store, kind) (dp_breaker_open)",
+    "breaker_trips": f"sum by (store, access) (increase(dp_breaker_trips_total[{RATE}]))",
+    "breaker_open": "max by (store, access) (dp_breaker_open)",
     "insert_queue_depth": "sum by (store) (dp_insert_queue_depth)",
     "connections_open": "sum by (alias) (dp_db_connections_open)",
     "replica_lag": "max by (replica) (dp_replica_lag_seconds)",
@@ -83,7 +83,7 @@ WINDOW_QUERIES = {
     "db_time_share": f"sum(increase(dp_db_query_seconds_sum[{WINDOW}])) "
     f"/ sum(increase({SUM}[{WINDOW}]))",
     "queries_by_alias": f"sum by (alias) (increase(dp_db_query_seconds_count[{WINDOW}]))",
-    "breaker_trips": f"sum by (store, kind) (increase(dp_breaker_trips_total[{WINDOW}]))",
+    "breaker_trips": f"sum by (store, access) (increase(dp_breaker_trips_total[{WINDOW}]))",
     "cpu_by_process": f"rate(process_cpu_seconds_total[{WINDOW}])",
 }
 # Since the servers started (the run starts them afresh, so their counters start at 0):
@@ -92,7 +92,12 @@ WINDOW_QUERIES = {
 RUN_QUERIES = {
     "requests_by_status": f"sum by (status) (last_over_time({COUNT}[{WINDOW}]))",
     "queries_by_alias": f"sum by (alias) (last_over_time(dp_db_query_seconds_count[{WINDOW}]))",
-    "breaker_trips": f"sum by (store, kind) (last_over_time(dp_breaker_trips_total[{WINDOW}]))",
+    "breaker_trips": f"sum by (store, access) (last_over_time(dp_breaker_trips_total[{WINDOW}]))",
+    "records_by_outcome": "sum by (store, outcome) "
+    f"(last_over_time(dp_insert_records_total[{WINDOW}]))",
+    "batches_by_status": f"sum by (status) (last_over_time(dp_insert_batches_total[{WINDOW}]))",
+    "throttled_by_scope": f"sum by (scope) (last_over_time(dp_throttled_requests_total[{WINDOW}]))",
+    "idempotent_replays": f"sum(last_over_time(dp_idempotent_replays_total[{WINDOW}]))",
 }
 
 

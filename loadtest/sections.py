@@ -219,8 +219,8 @@ def server_side(run: RunData) -> dict | None:
                 charts.time_chart(reads, unit="", y_label="queries per second", **frame),
             )
         )
-        trips = _prometheus_lines(run, ranges, "breaker_trips", breaker_label)
-        if trips:
+        trips = _prometheus_lines(run, ranges, "breaker_trips", server_side_figures.breaker_name)
+        if any(value for line in trips for _, value in line["points"]):
             panels.append(
                 (
                     "Breaker trips (per 5 s)",
@@ -228,7 +228,11 @@ def server_side(run: RunData) -> dict | None:
                 )
             )
         else:
-            breakers = "No breaker opened during the run."
+            breakers = "No breaker opened during the run." + (
+                f" ({len(trips)} watched: {', '.join(line['label'] for line in trips)}.)"
+                if trips
+                else ""
+            )
     return section(
         "server",
         "Server side",
@@ -257,10 +261,6 @@ def status_label(labels: dict) -> str:
 def alias_label(labels: dict) -> str:
     alias = labels.get("alias") or "-"
     return f"{alias} (replica)" if server_side_figures.is_replica(alias) else alias
-
-
-def breaker_label(labels: dict) -> str:
-    return f"{labels.get('store', '-')} {labels.get('kind', '')}".strip()
 
 
 def _prometheus_lines(

@@ -79,6 +79,11 @@ def reads(results: list[dict] | None) -> dict:
     }
 
 
+def breaker_name(labels: dict) -> str:
+    """``users read``: a breaker's store and the access it guards (label ``access``)."""
+    return f"{labels.get('store', '-')} {labels.get('access', '')}".strip()
+
+
 def server_role(labels: dict, server: str) -> str:
     """``gunicorn worker`` for a server process Prometheus scraped (label role)."""
     return f"{server} {labels.get('role') or 'process'}"
@@ -183,9 +188,7 @@ def figures(summary: dict, collected: dict | None, sampled: dict | None) -> dict
         "db_time_share_pct": _pct(_one(results.get("db_time_share"))),
         "breaker_trips": round(sum(item["value"] or 0 for item in trips)),
         "breakers_tripped": sorted(
-            f"{item['labels'].get('store')} {item['labels'].get('kind')}"
-            for item in trips
-            if (item["value"] or 0) >= 0.5
+            breaker_name(item["labels"]) for item in trips if (item["value"] or 0) >= 0.5
         ),
         "reads": reads(run_results.get("queries_by_alias")),
         "cores": (sampled or {}).get("cores"),
