@@ -9,6 +9,7 @@ files as the run wrote them (``summary.json``, Locust's ``locust.json`` and hist
 import copy
 import json
 import shutil
+import socket
 from pathlib import Path
 
 import pytest
@@ -287,3 +288,18 @@ def test_a_runs_prometheus_folder_replaces_the_previous_runs(tmp_path):
     staging.publish(staged, reports)
     assert [p.name for p in (reports / "prometheus" / "data").iterdir()] == ["new"]
     assert (reports / prometheus.SERVER_METRICS).exists()
+
+
+@pytest.mark.skipif(prometheus.binary() is None, reason="no prometheus on PATH")
+def test_a_prometheus_that_fails_to_start_is_one_sentence_too(tmp_path):
+    """Its address taken: Prometheus exits, the scraper says so with its last log line,
+    and nothing of it is left running."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        with prometheus.scraping(tmp_path, ["127.0.0.1:1"], port=port) as scraper:
+            assert not scraper.running
+    assert scraper.reason.startswith("Prometheus did not start (it exited with status 1: ")
+    assert scraper.reason.endswith("), so this run has no server-side metrics.")
+    assert "address already in use" in scraper.reason
