@@ -31,7 +31,7 @@ LOADTEST = $(PY) manage.py loadtest --users $(USERS) --spawn-rate $(SPAWN_RATE) 
 # Gunicorn's workers run 16 threads each: gunicorn.conf.py).
 PROXY ?= --proxy
 
-.PHONY: help venv nginx browser serve wrk valgrind demo loadtest loadtest-lookups loadtest-distributed bench-generate bench-lookup \
+.PHONY: help venv nginx prometheus browser serve wrk valgrind demo loadtest loadtest-lookups loadtest-distributed bench-generate bench-lookup \
 	bench-generate-growth \
 	pg-data loadtest-pg loadtest-pg-lookups bench-lookup-pg bench-swarm-pg \
 	replica-start replica-stop replica-status replica-destroy demo-cluster \
@@ -63,6 +63,23 @@ nginx:
 	@command -v nginx >/dev/null 2>&1 || test -x /usr/sbin/nginx || \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx)
 
+# Debian's Prometheus, which the load tests start to scrape the servers' /metrics (loadtest/
+# prometheus.py). Its recommended node exporter is left out, and the service the package
+# enables is stopped and disabled: each run starts its own on a free loopback port, and
+# nothing else should listen. Optional: a failed install leaves the runs without the
+# server's side (their report says why), so it never fails the target.
+prometheus:
+	@command -v prometheus >/dev/null 2>&1 || test -x /usr/bin/prometheus || { \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			--no-install-recommends prometheus && $(STOP_PROMETHEUS_SERVICE); \
+	} || echo "make prometheus: could not install Debian's prometheus; the load tests run without the server's side"
+# systemd where it runs; else the package's init script (if any was started despite policy-rc.d).
+STOP_PROMETHEUS_SERVICE = ( if [ -d /run/systemd/system ]; then \
+		systemctl disable --now prometheus; \
+	else \
+		service prometheus stop; update-rc.d prometheus disable; \
+	fi >/dev/null 2>&1 || true )
+
 # Debian's Chromium, for the browser tests (api/tests/test_browser.py, Playwright drives it).
 browser:
 	@command -v chromium >/dev/null 2>&1 || \
@@ -86,17 +103,17 @@ serve: migrate var/static/.collected
 	@echo "Serving http://$(BIND)/ with $(SERVER) (Ctrl-C stops)"
 	BIND=$(BIND) $(SERVE_$(SERVER))
 
-demo: migrate nginx
+demo: migrate nginx prometheus
 	$(PY) manage.py insert_data
 	$(LOADTEST) $(PROXY)
 
-loadtest: migrate nginx
+loadtest: migrate nginx prometheus
 	$(LOADTEST) $(PROXY)
 
-loadtest-lookups: migrate nginx
+loadtest-lookups: migrate nginx prometheus
 	$(LOADTEST) $(PROXY) --tags user_id --reports reports/lookups
 
-loadtest-distributed: migrate nginx
+loadtest-distributed: migrate nginx prometheus
 	$(LOADTEST) $(PROXY) --processes $(LOCUST_PROCESSES) --reports reports/distributed
 
 # The main job with the three routed aliases on PostgreSQL (PG_URL): databases
@@ -115,7 +132,7 @@ pg-data: venv
 	@$(PG_USERS_LOADED) 2>/dev/null || $(PG_DATA_ENV) $(PY) manage.py generate_data \
 		--users 1000000 --products 10000 --orders 10000 --clear
 
-loadtest-pg: pg-data nginx
+loadtest-pg: pg-data nginx prometheus
 	$(PG_DATA_ENV) $(LOADTEST) $(PROXY) --reports reports/postgresql
 
 # The main job as a cluster on one machine (docs/scaling.md): the PostgreSQL aliases with
@@ -127,11 +144,11 @@ CLUSTER_ENV = DATABASE_REPLICA_URLS_USERS=$(REPLICA_PREFIX)users \
 	DATABASE_REPLICA_URLS_PRODUCTS=$(REPLICA_PREFIX)products \
 	DATABASE_REPLICA_URLS_ORDERS=$(REPLICA_PREFIX)orders
 
-demo-cluster: pg-data nginx replica-start
+demo-cluster: pg-data nginx prometheus replica-start
 	$(PG_DATA_ENV) $(CLUSTER_ENV) $(LOADTEST) --instances 2 --processes $(LOCUST_WORKERS) \
 		--reports reports/cluster
 
-loadtest-pg-lookups: pg-data nginx
+loadtest-pg-lookups: pg-data nginx prometheus
 	$(PG_DATA_ENV) $(LOADTEST) $(PROXY) --tags user_id --reports reports/postgresql-lookups
 
 # ruff, and import-linter's contracts (pyproject.toml): the layers import only downward.
@@ -148,7 +165,7 @@ PG_URL ?= postgres://postgres@127.0.0.1:5432
 REDIS_TEST_URL ?= redis://127.0.0.1:6379/15
 # REQUIRE_ALL_TESTS=1 (CI) fails any skip but the other backend's tests (api/tests/conftest.py).
 export REQUIRE_REDIS REDIS_TEST_URL REQUIRE_POSTGRES PG_URL REQUIRE_REPLICA REQUIRE_BROWSER \
-	REQUIRE_ALL_TESTS
+	REQUIRE_PROMETHEUS REQUIRE_ALL_TESTS
 PG_ENV = DATABASE_URL_USERS=$(PG_URL)/dp_users DATABASE_URL_PRODUCTS=$(PG_URL)/dp_products \
 	DATABASE_URL_ORDERS=$(PG_URL)/dp_orders
 # The replica tests (api/tests/test_replica.py) need a streaming replica of the local
@@ -162,7 +179,7 @@ REPLICA_FOR_TESTS = if [ "$$(id -u)" = 0 ] && command -v pg_createcluster >/dev/
 PG_REACHABLE = $(PY) -c "import psycopg; psycopg.connect('$(PG_URL)/postgres', connect_timeout=3).close()"
 
 # The browser tests skip where no Chromium exists unless REQUIRE_BROWSER=1, as CI runs them.
-test: lint nginx browser
+test: lint nginx prometheus browser
 	$(PY) manage.py makemigrations --check --dry-run --verbosity 0
 	$(PY) -m pytest
 	@if $(PG_REACHABLE) 2>/dev/null; then \

@@ -15,7 +15,7 @@ from django.db import DatabaseError
 from django.template.loader import render_to_string
 
 from api.services.selectors import row_counts
-from loadtest import runinfo, sections
+from loadtest import prometheus, runinfo, sampler, sections
 from loadtest.summary import read_stats
 
 
@@ -103,6 +103,8 @@ def write_report(summary: dict, reports: Path) -> Path:
         summary=summary,
         entries=read_stats(reports / "locust.json"),
         history=sections.read_history(reports / "locust_stats_history.csv"),
+        server_metrics=prometheus.read(reports),
+        processes=sampler.read(reports),
     )
     context = {"summary": summary, "run": summary.get("run", {}), "sections": sections.build(run)}
     path = reports / "index.html"

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from loadtest import charts, compare
+from loadtest import server_side as server_side_figures
 from loadtest.summary import TOTAL, histogram
 
 AGGREGATED = "Aggregated"  # Locust's name for all requests in its history
@@ -30,6 +31,8 @@ class RunData:
     summary: dict
     entries: list[dict]
     history: dict[str, list[dict]]
+    server_metrics: dict | None = None  # server-metrics.json (loadtest.prometheus)
+    processes: dict | None = None  # processes.json (loadtest.sampler)
 
     @property
     def seconds(self) -> float:
@@ -39,6 +42,10 @@ class RunData:
         """``name``'s history rows, ``t`` in seconds into the window (from 0)."""
         start = self.summary["window"]["start"]
         return [{**row, "t": max(row["t"] - start, 0)} for row in self.history.get(name, [])]
+
+    def since_start(self, t: float) -> float:
+        """Unix seconds ``t`` as seconds into the window."""
+        return round(t - self.summary["window"]["start"], 3)
 
     @property
     def ramp_up_s(self) -> float | None:
@@ -157,6 +164,184 @@ def _colors():
         yield from charts.PALETTE
 
 
+def server_side(run: RunData) -> dict | None:
+    """The server's side over the same seconds (`loadtest.server_side`'s figures, and the
+    series Prometheus and psutil recorded): response times by route, requests by status
+    class, CPU and memory per process, the database's share, queries on replicas and
+    primaries, breaker trips. Without Prometheus, the sentence saying why and the
+    processes psutil saw."""
+    figures = run.summary.get("server_side")
+    if figures is None:
+        return None  # a run from before the server's side was recorded
+    frame = {"seconds": run.seconds, "ramp_up_s": run.ramp_up_s}
+    ranges = (run.server_metrics or {}).get("ranges") or {}
+    panels = []
+    if figures["available"]:
+        for key, title in (("p50", "p50"), ("p95", "p95"), ("p99", "p99")):
+            lines = _prometheus_lines(run, ranges, f"{key}_by_route", route_label, scale=1000)
+            panels.append(
+                (
+                    f"Server {title} by route",
+                    charts.time_chart(lines, unit="ms", y_label=f"server {title}", **frame),
+                )
+            )
+        lines = _prometheus_lines(run, ranges, "requests_by_status", status_label)
+        panels.append(
+            (
+                "Server requests/s by status class",
+                charts.time_chart(lines, unit="", y_label="per second", **frame),
+            )
+        )
+    cpu, memory = process_lines(run, figures)
+    if cpu:
+        panels.append(
+            (
+                "CPU per process",
+                charts.time_chart(cpu, unit="% of a core", y_label="CPU", **frame),
+            )
+        )
+        panels.append(
+            ("Memory per process", charts.time_chart(memory, unit="MB", y_label="RSS", **frame))
+        )
+    breakers = None
+    if figures["available"]:
+        share = _prometheus_lines(run, ranges, "db_time_share", lambda _: "database", scale=100)
+        panels.append(
+            (
+                "Database time, share of the server's time",
+                charts.time_chart(share, unit="%", y_label="database time", **frame),
+            )
+        )
+        reads = _prometheus_lines(run, ranges, "queries_by_alias", alias_label)
+        panels.append(
+            (
+                "Queries/s by database alias: replicas and primaries",
+                charts.time_chart(reads, unit="", y_label="queries per second", **frame),
+            )
+        )
+        trips = _prometheus_lines(run, ranges, "breaker_trips", server_side_figures.breaker_name)
+        if any(value for line in trips for _, value in line["points"]):
+            panels.append(
+                (
+                    "Breaker trips (per 5 s)",
+                    charts.time_chart(trips, unit="", y_label="trips", **frame),
+                )
+            )
+        else:
+            breakers = "No breaker opened during the run." + (
+                f" ({len(trips)} watched: {', '.join(line['label'] for line in trips)}.)"
+                if trips
+                else ""
+            )
+    return section(
+        "server",
+        "Server side",
+        "server_side",
+        figures=figures,
+        panels=[{"title": title, "chart": chart} for title, chart in panels],
+        breakers=breakers,
+        processes=figures["processes"][:PROCESS_ROWS],
+        more_processes=max(len(figures["processes"]) - PROCESS_ROWS, 0),
+    )
+
+
+PROCESS_ROWS = 12
+MB = 1024 * 1024
+
+
+def route_label(labels: dict) -> str:
+    """``api/run-query/ user_id``: a route, and the lookup key when there is one."""
+    return " ".join(part for part in (labels.get("route"), labels.get("key")) if part) or "-"
+
+
+def status_label(labels: dict) -> str:
+    return labels.get("status") or "-"
+
+
+def alias_label(labels: dict) -> str:
+    alias = labels.get("alias") or "-"
+    return f"{alias} (replica)" if server_side_figures.is_replica(alias) else alias
+
+
+def _prometheus_lines(
+    run: RunData, ranges: dict, name: str, label, *, scale: float = 1
+) -> list[dict]:
+    """One line per series of ``ranges[name]`` (`loadtest.prometheus.RANGE_QUERIES`),
+    labelled by ``label(labels)``, values times ``scale``, sorted by label."""
+    series = sorted((ranges.get(name) or {}).get("series") or [], key=lambda s: label(s["labels"]))
+    return [
+        {
+            "label": label(item["labels"]),
+            "color": color,
+            "points": [
+                (run.since_start(t), None if v is None else round(v * scale, 3))
+                for t, v in item["values"]
+                if 0 <= run.since_start(t) <= run.seconds
+            ],
+        }
+        for item, color in zip(series, _colors(), strict=False)
+    ]
+
+
+def process_lines(run: RunData, figures: dict) -> tuple[list[dict], list[dict]]:
+    """Lines of CPU (% of one core) and RSS (MB) per process: the server's from Prometheus
+    when it recorded them, the rest from psutil; PostgreSQL's processes summed per server
+    (they come and go with connections), their memory as PSS (proportional: the shared
+    buffers counted once). Empty when nothing was sampled."""
+    server = (run.summary.get("run") or {}).get("server", {}).get("name") or "server"
+    ranges = (run.server_metrics or {}).get("ranges") or {}
+    scraped = figures["available"] and (ranges.get("cpu_by_process") or {}).get("series")
+    cpu, memory = [], []
+    if scraped:
+        for item in ranges["cpu_by_process"]["series"]:
+            name = scraped_process(item["labels"], server)
+            cpu.append((name, [(t, v and v * 100) for t, v in item["values"]]))
+        for item in (ranges.get("rss_by_process") or {}).get("series") or []:
+            name = scraped_process(item["labels"], server)
+            memory.append((name, [(t, v and v / MB) for t, v in item["values"]]))
+    summed: dict[str, dict] = {}
+    for series in (run.processes or {}).get("processes", []):
+        if scraped and series["role"].startswith(server_side_figures.SERVER_ROLES):
+            continue
+        if series["role"].startswith("postgresql"):
+            group = summed.setdefault(series["role"], {"cpu": {}, "rss": {}, "pids": set()})
+            group["pids"].add(series["pid"])
+            for t, c, rss, *pss in series["points"]:
+                second = round(t)
+                group["cpu"][second] = group["cpu"].get(second, 0) + (c or 0)
+                group["rss"][second] = group["rss"].get(second, 0) + ((pss or [rss])[0] or 0)
+            continue
+        name = f"{series['role']} {series['pid']}"
+        cpu.append((name, [(t, c) for t, c, *_ in series["points"]]))
+        memory.append((name, [(t, rss and rss / MB) for t, _, rss, *_ in series["points"]]))
+    for role, group in summed.items():
+        name = f"{role} ({len(group['pids'])} processes)"
+        cpu.append((name, sorted(group["cpu"].items())))
+        # Their RSS counts the shared buffers once per process: PSS shares them out.
+        memory.append((f"{name}, PSS", [(t, v / MB) for t, v in sorted(group["rss"].items())]))
+    return _lines(run, cpu), _lines(run, memory)
+
+
+def scraped_process(labels: dict, server: str) -> str:
+    """``gunicorn worker 1234``: a server process Prometheus scraped."""
+    return f"{server_side_figures.server_role(labels, server)} {labels.get('pid')}"
+
+
+def _lines(run: RunData, named: list[tuple[str, list]]) -> list[dict]:
+    return [
+        {
+            "label": name,
+            "color": color,
+            "points": [
+                (run.since_start(t), None if v is None else round(v, 1))
+                for t, v in points
+                if 0 <= run.since_start(t) <= run.seconds
+            ],
+        }
+        for (name, points), color in zip(named, _colors(), strict=False)
+    ]
+
+
 def request_kinds(run: RunData) -> dict:
     """Locust's per-endpoint table and more: every figure, and the answers by status code."""
     methods = {entry["name"]: entry.get("method") or "" for entry in run.entries}
@@ -241,6 +426,7 @@ SECTIONS = (
     thresholds,
     compared,
     over_time,
+    server_side,
     request_kinds,
     steady_state,
     failures,

@@ -17,6 +17,9 @@ STAGING = ".running"
 # What one run writes into its folder (loadtest.runner.swarm, summary, report).
 RUN_FILES = ("index.html", "summary.json", "summary.md", "locust.html", "locust.log")
 RUN_FILES += ("locust.json", "locust_*.json", "locust_*.csv")
+# loadtest.prometheus and loadtest.sampler: the server's side, and Prometheus's folder
+# (its config, log and data).
+RUN_FILES += ("server-metrics.json", "processes.json", "prometheus")
 
 
 @contextmanager
@@ -33,14 +36,17 @@ def staged_run(reports: Path) -> Iterator[Path]:
 
 
 def run_files(folder: Path) -> list[Path]:
-    """The files of a run in ``folder`` (`RUN_FILES`)."""
+    """The files (and folders) of a run in ``folder`` (`RUN_FILES`)."""
     return sorted({path for pattern in RUN_FILES for path in Path(folder).glob(pattern)})
 
 
 def publish(staged: Path, reports: Path) -> None:
     """Replace the run files in ``reports`` with those in ``staged``."""
     for path in run_files(reports):
-        path.unlink()
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
     for path in run_files(staged):
         path.replace(Path(reports) / path.name)
 

@@ -234,6 +234,7 @@ def render_markdown(summary: dict) -> str:
             f"{steady['seconds']} s): {figures['rps']} requests/s, p50 {figures['p50_ms']} ms, "
             f"p95 {figures['p95_ms']} ms, p99 {figures['p99_ms']} ms.",
         ]
+    lines += server_side_lines(summary.get("server_side"))
     if summary.get("thresholds"):
         lines += ["", "| threshold | limit | this run | result |", "|---|---|---:|---|"]
         for check in summary["thresholds"]:
@@ -254,6 +255,28 @@ def render_markdown(summary: dict) -> str:
             f"(`{summary['cpu_warning']}`).",
         ]
     return "\n".join(lines) + "\n"
+
+
+def server_side_lines(side: dict | None) -> list[str]:
+    """The bottleneck's sentence and the server's figures after the ramp-up
+    (`loadtest.server_side.figures`), or why there are none; nothing for a run from before
+    they were recorded."""
+    if not side:
+        return []
+    lines = [""]
+    if side.get("bottleneck"):
+        lines += [f"Bottleneck: {side['bottleneck']['sentence']}", ""]
+    if not side["available"]:
+        return [*lines, side["reason"]]
+    reads = side["reads"]
+    return [
+        *lines,
+        f"Server side after the ramp-up (Prometheus): p50 {side['server_p50_ms']} ms, "
+        f"p95 {side['server_p95_ms']} ms, p99 {side['server_p99_ms']} ms (Locust's p95 "
+        f"{side['client_p95_ms']} ms); database {side['db_time_share_pct']}% of the server's "
+        f"time; {reads['replica']} queries on replicas, {reads['primary']} on primaries; "
+        f"{side['breaker_trips']} breaker trips.",
+    ]
 
 
 MARKDOWN_COLUMNS = ("requests", "failures", "rps", "avg_ms", "min_ms", "p50_ms", "p90_ms")

@@ -30,7 +30,7 @@ from django.conf import settings
 from django.core.management import CommandError, call_command
 
 from api.tests.conftest import SERVERS, manage, sqlite_only
-from loadtest import runinfo, runner
+from loadtest import prometheus, runinfo, runner
 from loadtest.checks import MIN_RPS_BREACHED
 from loadtest.summary import percentile, read_stats, render_markdown, summarize
 from loadtest.swarm import SWARMED, swarm_name
@@ -148,7 +148,9 @@ def test_main_job_swarms_the_server_with_zero_failures(data_dir, tmp_path, serve
     # The console talks: a line per phase, the topology first, progress every 2 s; Locust's
     # own INFO lines and the servers' are left to their logs.
     phases = [line.split(":")[0] for line in run.stdout.splitlines() if line.startswith("== ")]
-    assert phases == ["== data", "== serve", "== check", "== swarm", "== stop", "== report"]
+    assert phases == [
+        "== data", "== serve", "== check", "== metrics", "== swarm", "== stop", "== report"
+    ]  # fmt: skip
     topology = rf"nginx on {re.escape(bind)} -> {server} on 127\.0\.0\.1:\d+"
     shape = r"\(3 workers × 1 thread per server; production settings\)"
     assert re.search(rf"^== serve: {topology} {shape}$", run.stdout, re.M), run.stdout
@@ -196,6 +198,82 @@ def test_main_job_swarms_the_server_with_zero_failures(data_dir, tmp_path, serve
     assert f"locust {runinfo.versions()['locust']}" in page
     assert "previous run (2000-01-01T00:00:00+00:00, commit abc1234, 20 users)" in page
     assert [check["passed"] for check in summary["thresholds"]] == [True, True]
+    server_side_of_the_run(run.stdout, reports, summary, page)
+
+
+def server_side_of_the_run(stdout: str, reports: Path, summary: dict, page: str) -> None:
+    """Issue 30: a real Prometheus scraped the server behind nginx every second with a
+    ``metrics`` token kept out of the reports, psutil sampled the rest, and the report
+    draws both; Prometheus's data stays in ``reports/prometheus/data``."""
+    address = r"127\.0\.0\.1:\d+"
+    side = summary["server_side"]
+    if not require_prometheus():
+        assert side["reason"] == NOT_INSTALLED and f"== metrics: {NOT_INSTALLED}" in stdout
+        return
+    said = rf"^== metrics: Prometheus \S+ on {address} scrapes ({address})/metrics every 1 s$"
+    scraped = re.search(said, stdout, re.M)
+    assert scraped, stdout
+    assert f"-> {summary['run']['server']['name']} on {scraped.group(1)}" in stdout  # not nginx
+    assert side["available"], side["reason"]
+    # Since the server started: the swarm's requests and the run's own health checks.
+    served = sum(side["requests_by_status"].values())
+    assert set(side["requests_by_status"]) == {"2xx"}
+    assert 0 <= served - summary["total"]["requests"] < 50, (served, summary["total"])
+    assert side["server_p95_ms"] > 0 and side["db_time_share_pct"] > 0
+    roles = set(side["roles"])
+    assert {"locust master", "nginx worker", "prometheus"} <= roles, roles
+    assert any(p["source"] == "prometheus" for p in side["processes"])
+    config = (reports / "prometheus" / "prometheus.yml").read_text()
+    credentials = re.search(r"credentials_file: (\S+)", config).group(1)
+    assert not Path(credentials).exists() and str(reports) not in credentials
+    assert any((reports / "prometheus" / "data").iterdir())
+    assert (reports / "processes.json").exists() and (reports / "server-metrics.json").exists()
+    assert side["bottleneck"]["sentence"].replace("'", "&#x27;") in page
+    assert "<b>Server p95 by route</b>" in page and "<b>CPU per process</b>" in page
+
+
+NOT_INSTALLED = (
+    "Prometheus is not installed (no prometheus on PATH; make prometheus installs "
+    "Debian's package), so this run has no server-side metrics."
+)
+
+
+def require_prometheus() -> bool:
+    """Whether Prometheus is installed; where it is not, fails under ``REQUIRE_PROMETHEUS``
+    (CI), else the runs are checked for the sentence that says so."""
+    if prometheus.binary() is None and os.environ.get("REQUIRE_PROMETHEUS"):
+        pytest.fail("REQUIRE_PROMETHEUS is set but no prometheus is on PATH (make prometheus)")
+    return prometheus.binary() is not None
+
+
+def without_prometheus() -> str:
+    """PATH without the directories that hold a ``prometheus``."""
+    directories = os.environ.get("PATH", "").split(os.pathsep)
+    return os.pathsep.join(d for d in directories if not (Path(d) / "prometheus").exists())
+
+
+@sqlite_only
+def test_a_run_without_prometheus_says_why_and_reports_the_rest(data_dir, tmp_path):
+    """Prometheus missing (not on PATH): the run goes on, says why in one line, and its
+    report has the sentence in place of the server's panels, with the processes psutil
+    sampled."""
+    reports = tmp_path / "reports"
+    run = manage(
+        "loadtest",
+        *("--users", "5", "--spawn-rate", "5", "--run-time", "3s", "--rows", "3000"),
+        *("--bind", f"127.0.0.1:{runner.free_port()}", "--reports", str(reports)),
+        *("--progress-every", "0", "--access", "open"),
+        env={**data_dir, "PATH": without_prometheus(), "WEB_CONCURRENCY": "2"},
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    reason = NOT_INSTALLED
+    assert f"== metrics: {reason}" in run.stdout
+    summary = json.loads((reports / "summary.json").read_text())
+    assert summary["server_side"]["reason"] == reason
+    assert summary["server_side"]["roles"]["gunicorn worker"]["processes"] == 2
+    page = (reports / "index.html").read_text()
+    assert reason.replace("'", "&#x27;") in page and "<b>CPU per process</b>" in page
+    assert not (reports / "prometheus").exists()
 
 
 @sqlite_only
@@ -255,6 +333,20 @@ def test_the_cluster_run_swarms_two_servers_from_distributed_locust(data_dir, tm
     assert "FAILED" in page and breach in page
     assert re.search(r"2 workers × 1 thread\s+per instance", page) and "2 instances" in page
     assert summary["run"]["server"]["name"] == server
+    # Prometheus scraped both servers, not nginx; psutil saw the master and both workers.
+    side = summary["server_side"]
+    if not require_prometheus():
+        return
+    upstreams = re.search(r"-> 2 \w+ servers on (\S+), (\S+) \(", run.stdout).groups()
+    assert re.search(rf"scrapes {upstreams[0]}/metrics, {upstreams[1]}/metrics ", run.stdout)
+    assert side["available"], side["reason"]
+    # At least Locust's count: once (of several runs) the master's total lacked ~20% of the
+    # requests the servers answered, as if a worker's last report had not reached it.
+    assert sum(side["requests_by_status"].values()) >= summary["total"]["requests"]
+    scraped = {p["pid"] for p in side["processes"] if p["source"] == "prometheus"}
+    assert len(scraped) >= 4  # two workers of each server (and their masters)
+    assert side["roles"]["locust master"]["processes"] == 1
+    assert side["roles"]["locust worker"]["processes"] == 2
 
 
 @sqlite_only

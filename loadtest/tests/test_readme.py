@@ -9,7 +9,7 @@ from pathlib import Path
 from django.conf import settings
 
 README = (Path(settings.BASE_DIR) / "README.md").read_text()
-PHASES = ["data", "serve", "check", "swarm", "stop", "report"]
+PHASES = ["data", "serve", "check", "metrics", "swarm", "stop", "report"]
 PROGRESS = r"^  \d+:\d\d  users +\d+/\d+ +[\d,.]+ req/s  p95 +\d+ ms  failures \d+ \([\d.]+/s\)$"
 
 

@@ -5,14 +5,18 @@ and recorded in ``DATA_DIR`` for later runs' reports), creates the swarm's API t
 (client ``swarm``: ``read`` and ``write`` scopes, ``benchmark`` tier), starts the server
 (``--server``: Gunicorn, the default, or Granian) as production runs it (`production_env`:
 tokens required, the production throttles and switches) with a run id of its own, waits
-for ``/api/health/`` to answer with that id (else another server holds the address), runs
-the headless Locust swarm, stops the server (also on Ctrl-C or failure) and writes
-``reports/``: ``index.html``, the one page to open (`loadtest.report`), Locust's HTML
-report, CSVs and log, ``summary.json`` and ``summary.md``, all of them only once the run
-completes (`loadtest.staging`). Exits 1 when a threshold is breached (any failed request;
-p95 above ``--p95-ms``; RPS below ``--min-rps``), Locust failed or a server died, naming
-each; 130 on Ctrl-C (or SIGTERM), in one line, with every process it started stopped and
-``reports/`` as it was.
+for ``/api/health/`` to answer with that id (else another server holds the address), has
+a Prometheus of its own scrape each server's ``/metrics`` (`loadtest.prometheus`, with a
+token of client ``prometheus``, scope ``metrics``, under production settings) and psutil
+sample the other processes (`loadtest.sampler`), runs the headless Locust swarm, stops the
+server (also on Ctrl-C or failure), asks Prometheus for the swarm's seconds and stops it,
+and writes ``reports/``: ``index.html``, the one page to open (`loadtest.report`),
+Locust's HTML report, CSVs and log, ``summary.json`` and ``summary.md``,
+``server-metrics.json``, ``processes.json`` and Prometheus's ``prometheus/`` folder, all of
+them only once the run completes (`loadtest.staging`). Exits 1 when a threshold is
+breached (any failed request; p95 above ``--p95-ms``; RPS below ``--min-rps``), Locust
+failed or a server died, naming each; 130 on Ctrl-C (or SIGTERM), in one line, with every
+process it started stopped and ``reports/`` as it was.
 """
 
 import io
@@ -20,6 +24,7 @@ import os
 import secrets
 import signal
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 from django.core.management import call_command
@@ -27,7 +32,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from api.services.selectors import row_counts
 from data_project.run_id import RUN_ID_VARIABLE
-from loadtest import compare, report, runinfo, runner, staging
+from loadtest import compare, prometheus, report, runinfo, runner, sampler, server_side, staging
 from loadtest.checks import breaches, cpu_warning, thresholds
 from loadtest.proxy import ProxyError
 from loadtest.summary import (
@@ -41,6 +46,7 @@ from loadtest.summary import (
 )
 
 SERVER_DIED = "a server died during the swarm"
+NOT_STARTED = "This run did not start the server, so it did not scrape it: no server-side metrics."
 
 
 def swarm_token() -> str:
@@ -48,6 +54,17 @@ def swarm_token() -> str:
     only digests are stored, so an existing key cannot be shown again)."""
     out = io.StringIO()
     call_command("create_token", "swarm", scopes=["read", "write"], tier="benchmark", stdout=out)
+    return out.getvalue().strip()
+
+
+def metrics_token() -> str | None:
+    """A new key for client ``prometheus`` with scope ``metrics`` (``/metrics`` in
+    production), or None when this checkout's ``create_token`` has no such scope."""
+    out = io.StringIO()
+    try:
+        call_command("create_token", "prometheus", scopes=["metrics"], stdout=out)
+    except (CommandError, KeyError):
+        return None
     return out.getvalue().strip()
 
 
@@ -164,13 +181,24 @@ class Command(BaseCommand):
     def _run(self, staged: Path, options: dict, previous: dict | None) -> dict:
         """Serve (unless ``--server-url``), swarm, and write the run's files into ``staged``;
         returns the summary. Says each phase in one line (`phase`)."""
+        with ExitStack() as observing:
+            return self._observed_run(staged, options, previous, observing)
+
+    def _observed_run(
+        self, staged: Path, options: dict, previous: dict | None, observing: ExitStack
+    ) -> dict:
+        """`_run`'s work; Prometheus and the process sampler, entered on ``observing``,
+        outlive the servers until the report has asked them."""
         problems, generated, server_env, topology = [], None, None, None
         if options["server_url"]:
             url = options["server_url"].rstrip("/")
             runner.wait_healthy(url)
             self.phase("check", f"{url} is healthy (a server this run did not start)")
             stored = report.stored_rows()
+            scraper = prometheus.Scraper(folder=staged / prometheus.FOLDER, reason=NOT_STARTED)
+            sampling = observing.enter_context(sampler.Sampler())
             status = self._swarm(url, staged, options)
+            sampling.stop()
         else:
             generated = self._prepare(options["rows"], options["verbosity"])
             stored = generated["stored"] if generated else report.stored_rows()
@@ -211,6 +239,14 @@ class Command(BaseCommand):
                 f"{shape['threads']} thread{'s' * (shape['threads'] != 1)} per server; "
                 f"{'production' if options['access'] == 'tokens' else 'development'} settings)",
             )
+            # Prometheus first: it takes a few seconds to apply its targets, the servers'
+            # start-up time (scraped_once then waits for its first scrape of them).
+            scraper = observing.enter_context(
+                prometheus.scraping(
+                    staged, upstreams or [options["bind"]], port=runner.free_port(),
+                    token=metrics_token() if options["access"] == "tokens" else None,
+                )
+            )  # fmt: skip
             started = time.monotonic()
             with serving as served:
                 servers = served if cluster else [served]
@@ -221,7 +257,13 @@ class Command(BaseCommand):
                     f"healthy after {time.monotonic() - started:.1f} s, and it is this run's "
                     f"server (X-Loadtest-Run: {run_id})",
                 )
+                prometheus.scraped_once(scraper)
+                self.phase("metrics", scraping_said(scraper))
+                sampling = observing.enter_context(sampler.Sampler())
                 status = self._swarm(url, staged, options)
+                sampling.stop()
+                if scraper.running:  # its last scrape of the swarm's last second
+                    time.sleep(1.5 * prometheus.SCRAPE_INTERVAL_S)
                 if any(server.poll() is not None for server in servers):
                     problems.append(SERVER_DIED)
                 stopping = time.monotonic()
@@ -233,8 +275,9 @@ class Command(BaseCommand):
             topology=topology,
         )  # fmt: skip
         summary = self._report(
-            staged, options, facts, status=status, problems=problems, previous=previous
-        )
+            staged, options, facts, status=status, problems=problems, previous=previous,
+            observed=(scraper, sampling),
+        )  # fmt: skip
         self.phase("report", f"{Path(options['reports']) / 'index.html'}, summary below")
         return summary
 
@@ -281,10 +324,11 @@ class Command(BaseCommand):
 
     def _report(
         self, reports: Path, options: dict, facts: dict, *, status: int, problems: list,
-        previous: dict | None,
+        previous: dict | None, observed: tuple[prometheus.Scraper, sampler.Sampler],
     ) -> dict:  # fmt: skip
         """Write ``summary.json``, ``summary.md`` and ``index.html`` into ``reports`` from
-        Locust's files there; returns the summary."""
+        Locust's files there, with ``server-metrics.json`` (asked of the run's Prometheus
+        over Locust's window) and ``processes.json`` (the sampler's); returns the summary."""
         try:
             entries = read_stats(reports / "locust.json")
             total = read_total(reports / "locust_total.json")
@@ -293,6 +337,7 @@ class Command(BaseCommand):
         except (FileNotFoundError, ValueError) as exc:
             raise CommandError(f"Locust left no statistics ({exc}); exit status {status}") from exc
         summary["run"] = facts
+        summary["server_side"] = self._server_side(reports, summary, *observed)
         summary["thresholds"] = thresholds(
             summary[TOTAL], p95_ms=options["p95_ms"], min_rps=options["min_rps"]
         )
@@ -310,3 +355,33 @@ class Command(BaseCommand):
         write_summary(summary, reports)
         report.write_report(summary, reports)
         return summary
+
+    def _server_side(
+        self, reports: Path, summary: dict, scraper: prometheus.Scraper, sampling: sampler.Sampler
+    ) -> dict:
+        """Ask Prometheus for the swarm's seconds, save its answers and the sampler's, and
+        reduce both to `loadtest.server_side.figures` with the bottleneck's sentence."""
+        span, steady = summary["window"], summary.get("steady")
+        collected = prometheus.collect(
+            scraper,
+            start=span["start"] - 1,
+            end=span["end"] + 1,
+            steady_start=span["start"] + steady["start_s"] if steady else None,
+        )
+        prometheus.write(collected, reports)
+        sampled = sampling.result()
+        sampler.write(sampled, reports)
+        figures = server_side.figures(summary, collected, sampled)
+        figures["bottleneck"] = server_side.bottleneck(figures)
+        return figures
+
+
+def scraping_said(scraper: prometheus.Scraper) -> str:
+    """The metrics phase's line: who scrapes what, or why nothing does."""
+    if not scraper.running:
+        return scraper.reason
+    targets = ", ".join(f"{target}/metrics" for target in scraper.targets)
+    return (
+        f"Prometheus {scraper.version or ''} on {scraper.url.removeprefix('http://')} "
+        f"scrapes {targets} every {prometheus.SCRAPE_INTERVAL_S} s"
+    ).replace("  ", " ")
