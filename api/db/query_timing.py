@@ -27,7 +27,7 @@ def time_query(execute, sql, params, many, context):
     try:
         return execute(sql, params, many, context)
     finally:
-        QUERIES.observe((context["connection"].alias,), perf_counter() - started)
+        QUERIES.observe(context["connection"].alias, perf_counter() - started)
 
 
 def enable() -> None:
@@ -64,4 +64,4 @@ def timed(alias: str, run: Callable[..., T], *args) -> T:
     try:
         return run(*args)
     finally:
-        QUERIES.observe((alias,), perf_counter() - started)
+        QUERIES.observe(alias, perf_counter() - started)

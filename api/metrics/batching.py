@@ -44,7 +44,8 @@ class _Batched:
         for labels, entry in pending.items():
             child = self._children.get(labels)
             if child is None:
-                child = self._children[labels] = self.metric.labels(*labels)
+                values = labels if isinstance(labels, tuple) else (labels,)
+                child = self._children[labels] = self.metric.labels(*values)
             self._add(child, entry)
 
     def _add(self, child, entry: list) -> None:
@@ -89,14 +90,15 @@ class BatchedHistogram(_Batched):
 
 
 class BatchedSummary(_Batched):
-    """`observe(labels, seconds)` for a labelled `prometheus_client.Summary`."""
+    """`observe(label, seconds)` for a `prometheus_client.Summary` with one label."""
 
-    def observe(self, labels: tuple, value: float) -> None:
-        """Count ``value`` under ``labels``."""
+    def observe(self, label: str, value: float) -> None:
+        """Count ``value`` under ``label``'s value (a string key hashes once, a tuple on
+        every call)."""
         self._acquire()
-        entry = self._pending.get(labels)
+        entry = self._pending.get(label)
         if entry is None:
-            entry = self._pending[labels] = [0.0, 0]
+            entry = self._pending[label] = [0.0, 0]
         entry[0] += value
         entry[1] += 1
         self._release()

@@ -303,7 +303,7 @@ def test_batched_observations_render_as_the_clients_own_observe_would():
         one.labels("x").observe(value)
         summary_one.labels("x").observe(value)
         histogram_batch.observe(("x",), value)
-        summary_batch.observe(("x",), value)
+        summary_batch.observe("x", value)
     histogram_batch.flush()
     summary_batch.flush()
 
