@@ -30,6 +30,7 @@ from pathlib import Path
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
+from api.metrics.batching import FLUSH_INTERVAL_SECONDS
 from api.services.selectors import row_counts
 from data_project.run_id import RUN_ID_VARIABLE
 from loadtest import compare, prometheus, report, runinfo, runner, sampler, server_side, staging
@@ -262,8 +263,8 @@ class Command(BaseCommand):
                 sampling = observing.enter_context(sampler.Sampler())
                 status = self._swarm(url, staged, options)
                 sampling.stop()
-                if scraper.running:  # its last scrape of the swarm's last second
-                    time.sleep(1.5 * prometheus.SCRAPE_INTERVAL_S)
+                if scraper.running:  # the workers' last flush, then its last scrape of it
+                    time.sleep(FLUSH_INTERVAL_SECONDS + 1.5 * prometheus.SCRAPE_INTERVAL_S)
                 if any(server.poll() is not None for server in servers):
                     problems.append(SERVER_DIED)
                 stopping = time.monotonic()
