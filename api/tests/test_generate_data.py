@@ -52,7 +52,7 @@ from api.services.generation.catalog import product_catalog
 from api.services.generation.loaders import CopyLoader, OrmLoader, SqliteLoader
 from api.services.generation.orders import ORDER_COLUMNS, References, order_batches
 from api.services.generation.products import PRODUCT_COLUMNS, product_batches
-from api.services.generation.users import USER_COLUMNS, user_batches
+from api.services.generation.users import USER_COLUMNS, row_email, user_batches, with_email
 from api.tests.conftest import (
     ROUTED,
     ROUTED_VENDORS,
@@ -524,9 +524,9 @@ def test_a_duplicate_among_the_loaded_rows_fails_the_load_and_changes_nothing(mo
 
         def duplicating(self, rows, write=cls.write, first=[]):  # noqa: B006 (per loader)
             if self.table == "users" and first:
-                rows = [(*rows[0][:2], first[0], *rows[0][3:]), *rows[1:]]
+                rows = [with_email(rows[0], first[0]), *rows[1:]]
             elif self.table == "users":
-                first.append(rows[0][2])
+                first.append(row_email(rows[0]))
             write(self, rows)
 
         monkeypatch.setattr(cls, "write", duplicating)

@@ -167,7 +167,7 @@ def _job(plan: Plan, table: str) -> Job:
 
         def batches(loader):
             taken = loader.taken_emails if appending else None
-            return user_batches(**common, taken=taken)
+            return user_batches(**common, taken=taken, copy_text=loader.copy_text)
     elif table == "products":
 
         def batches(loader):

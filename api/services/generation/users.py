@@ -9,6 +9,11 @@ The e-mail is ``<letters><id>@<domain>``: the local part's letters come from the
 never end in a digit, so the id suffix makes every generated e-mail unique, and it is
 lower-case as the validation rules store it. Rows come out in the model's column order,
 `USER_COLUMNS`, one batch (a list of tuples) at a time, so memory stays flat.
+
+For PostgreSQL's ``COPY`` the same rows come as lines of its text format instead
+(``copy_text=True``): one f-string per row costs what building the tuple costs, and saves
+encoding the tuple afterwards (psycopg's ``write_row``), a large share of the loader's CPU
+(``docs/performance.md``). The draws are shared, so both forms hold the same values.
 """
 
 import random
@@ -94,22 +99,29 @@ def user_batches(
     count: int,
     batch_size: int,
     taken: Callable[[list[str]], set[str]] | None = None,
-) -> Iterator[list[tuple]]:
+    copy_text: bool = False,
+) -> Iterator[list[tuple]] | Iterator[list[str]]:
     """Yield ``count`` users with ids from ``first_id``, ``batch_size`` rows at a time.
 
     ``taken`` (when appending to stored users) returns which of a batch's e-mails are
     already stored; those users get a variant (``…<id>.<n>@…``) that is not.
+
+    ``copy_text``: each row is one line (``str``, ending in ``\\n``) of PostgreSQL's ``COPY``
+    text format, the columns in `USER_COLUMNS` order, tab-separated, ``\\N`` for NULL,
+    booleans ``t``/``f``; otherwise a tuple. Text from the pools is escaped once, up front
+    (`copy_escape`); e-mails need no escaping (ASCII letters, digits, dots, domains).
     """
     rng = random.Random(f"{seed}:users")
     r = rng.random
     people = build_people(seed=seed)
-    countries = slots([(_flat(p), p.country.weight) for p in people.countries])
-    kinds = slots([(_flat_profile(kind), weight) for kind, weight in _TYPE_WEIGHTS])
+    text = copy_escape if copy_text else str
+    countries = slots([(_flat(p, text), p.country.weight) for p in people.countries])
+    kinds = slots([(_flat_profile(kind, text), weight) for kind, weight in _TYPE_WEIGHTS])
     n_countries, n_kinds = len(countries), len(kinds)
     org_domains, n_org_domains = people.company_domains, len(people.company_domains)
     organizations = max(1, count // USERS_PER_ORGANIZATION)
     step, day, clock = window_step(count), day_texts(), time_texts()
-    cents = CENTS
+    cents, null = CENTS, COPY_NULL
     for start in range(0, count, batch_size):
         batch = []
         append = batch.append
@@ -142,6 +154,16 @@ def user_batches(
             sales = trunc(credit * r() * 600)  # cents
             active = r() < 0.95
             s = trunc(WINDOW_START_TS + (k + r()) * step)
+            if copy_text:
+                # The tuple below, as one line; one f-string, no intermediate strings.
+                append(
+                    f"{uid}\t{first} {last}\t{email}\t{null if org is None else org}\t"
+                    f"{phone}\t{mobile}\t{code}\t{city}\t{credit_text}\t"
+                    f"{outstanding // 100}.{cents[outstanding % 100]}\t"
+                    f"{sales // 100}.{cents[sales % 100]}\t{kind}\t{segment}\t{discount}\t"
+                    f"{'t' if active else 'f'}\t{day[s // 86_400]}{clock[s % 86_400]}\n"
+                )
+                continue
             append(
                 (
                     uid,
@@ -167,32 +189,69 @@ def user_batches(
         yield batch
 
 
-def _flat(p: CountryPeople) -> tuple:
+COPY_NULL = "\\N"
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def copy_escape(value: str) -> str:
+    """``value`` as a field of ``COPY``'s text format: backslash, tab, newline and
+    carriage return escaped with a backslash."""
+    return value.translate(_COPY_ESCAPES)
+
+
+def row_email(row: tuple | str) -> str:
+    """The e-mail of a row in either form (`user_batches`)."""
+    return row.split("\t", 3)[2] if isinstance(row, str) else row[2]
+
+
+def with_email(row: tuple | str, email: str) -> tuple | str:
+    """The row, in the same form, with ``email`` instead of its own."""
+    if isinstance(row, str):
+        fields = row.split("\t", 3)
+        fields[2] = email
+        return "\t".join(fields)
+    return (*row[:2], email, *row[3:])
+
+
+def _flat(p: CountryPeople, text: Callable[[str], str]) -> tuple:
     """One country's pools with their lengths, unpacked in one step per row.
 
     Phone prefixes come with the calling code and the spaces: one format per number.
+    Display text (names, cities) goes through ``text`` (the ``COPY`` escaping, or none);
+    a name's letters for e-mails are plain ASCII letters either way.
     """
     c = p.country
-    landlines = tuple(f"{c.calling_code} {prefix} " for prefix in c.landline)
-    mobiles = tuple(f"{c.calling_code} {prefix} " for prefix in c.mobile)
+    landlines = tuple(text(f"{c.calling_code} {prefix} ") for prefix in c.landline)
+    mobiles = tuple(text(f"{c.calling_code} {prefix} ") for prefix in c.mobile)
+    first = tuple((text(name), letters) for name, letters in p.first)
+    last = tuple((text(name), letters) for name, letters in p.last)
+    cities = tuple(text(city) for city in p.cities)
     return (
-        p.first, len(p.first), p.last, len(p.last), p.cities, len(p.cities),
-        p.domains, len(p.domains), c.calling_code, landlines, len(landlines),
+        first, len(first), last, len(last), cities, len(cities),
+        p.domains, len(p.domains), text(c.calling_code), landlines, len(landlines),
         mobiles, len(mobiles), c.subscriber_low, c.subscriber_span,
     )  # fmt: skip
 
 
-def _flat_profile(kind: User.CustomerType) -> tuple:
+def _flat_profile(kind: User.CustomerType, text: Callable[[str], str]) -> tuple:
     """A customer type with its profile as a tuple, lengths included.
 
     Every credit limit the type allows comes with its text (at most a thousand), and
-    discounts come as decimal text: the rows pick text instead of formatting it.
+    discounts come as decimal text: the rows pick text instead of formatting it. Names go
+    through ``text``, as in `_flat`.
     """
     profile = PROFILES[kind]
     low, high, step = profile.credit
     credits = tuple((credit, f"{credit}.00") for credit in range(low, high + 1, step))
-    segments = tuple((name, money(discount)) for name, discount in profile.segments)
-    return kind.value, credits, len(credits), segments, len(segments), profile.in_organization
+    segments = tuple((text(name), money(discount)) for name, discount in profile.segments)
+    return (
+        text(kind.value),
+        credits,
+        len(credits),
+        segments,
+        len(segments),
+        profile.in_organization,
+    )
 
 
 def _personal_local(first: str, last: str, u: float) -> str:
@@ -210,18 +269,19 @@ def _personal_local(first: str, last: str, u: float) -> str:
     return first
 
 
-def _without_taken(batch: list[tuple], taken: Callable[[list[str]], set[str]]) -> list[tuple]:
+def _without_taken(batch: list, taken: Callable[[list[str]], set[str]]) -> list:
     """Replace e-mails already stored (never generated ones: those end in a fresh id)."""
-    stored = taken([row[2] for row in batch])
+    stored = taken([row_email(row) for row in batch])
     if not stored:
         return batch
     fixed = []
     for row in batch:
-        if row[2] in stored:
-            local, domain = row[2].split("@")
+        email = row_email(row)
+        if email in stored:
+            local, domain = email.split("@")
             n = 1
             while taken([f"{local}.{n}@{domain}"]):
                 n += 1
-            row = (*row[:2], f"{local}.{n}@{domain}", *row[3:])
+            row = with_email(row, f"{local}.{n}@{domain}")
         fixed.append(row)
     return fixed

@@ -8,7 +8,9 @@ runner can hold every database's commit until all three are ready
 took the planned ids since planning (`ConcurrentWriteError` otherwise).
 
 Rows arrive as tuples in the model's column order with database-ready values
-(`api.services.generation.values`). A loader is created in the parent (it reads the table's
+(`api.services.generation.values`), or, for a loader with ``copy_text`` and a generator
+that offers it (`api.services.generation.users.user_batches`), as lines of PostgreSQL's
+``COPY`` text format. A loader is created in the parent (it reads the table's
 state for planning) and used in one worker, which opens its own connection.
 """
 
@@ -24,10 +26,12 @@ class Loader:
 
     ``fork_safe``: the loader opens its own connection in the worker and never touches
     Django's, so the worker may be a forked process (Django's connections, and psycopg's
-    pool with its threads, do not survive a fork).
+    pool with its threads, do not survive a fork). ``copy_text``: `write` also takes a
+    batch of ``COPY`` text lines (``str``) instead of tuples.
     """
 
     fork_safe = False
+    copy_text = False
 
     def __init__(self, *, alias: str, model: type[Model], columns: Sequence[str]) -> None:
         self.alias, self.model, self.columns = alias, model, tuple(columns)

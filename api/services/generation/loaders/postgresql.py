@@ -41,6 +41,7 @@ class CopyLoader(Loader):
     """
 
     fork_safe = True
+    copy_text = True
 
     def __init__(self, *, alias: str, model: type[Model], columns: Sequence[str]) -> None:
         super().__init__(alias=alias, model=model, columns=columns)
@@ -131,12 +132,15 @@ class CopyLoader(Loader):
                 self.conn.execute(f'ALTER TABLE {self.relation} DROP CONSTRAINT "{name}"')
                 self.dropped.append((definition, name))
 
-    def write(self, rows: list[tuple]) -> None:
+    def write(self, rows: list[tuple] | list[str]) -> None:
         # The COPY stays open across batches, so the server stores one batch while this
         # worker generates the next; any other statement ends it first (`_end_copy`).
         if self.copying is None:
             self.copying = ExitStack()
             self.copy = self.copying.enter_context(self.conn.cursor().copy(self.copy_sql))
+        if rows and isinstance(rows[0], str):  # lines of COPY text, ready to send
+            self.copy.write("".join(rows))
+            return
         write_row = self.copy.write_row
         for row in rows:
             write_row(row)
