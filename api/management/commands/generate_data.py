@@ -27,6 +27,7 @@ import sys
 import time
 from typing import IO
 
+from django.core.checks import Tags
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError
 
@@ -65,6 +66,9 @@ def batch_size(text: str) -> int:
 
 class Command(BaseCommand):
     help = "Generate realistic users, products and orders in their three databases."
+    # The model checks only: the command serves no URL, template or static file, and the
+    # URL checks import every view (DRF included), a noticeable share of a run's start-up.
+    requires_system_checks = [Tags.models]
 
     def add_arguments(self, parser) -> None:
         parser.add_argument(

@@ -144,11 +144,12 @@ def user_batches(
                 email = f"{local}{uid}@{domains[trunc(r() * n_domains)]}"
             credit, credit_text = credits[trunc(r() * n_credits)]  # whole units
             segment, discount = segments[trunc(r() * n_segments)]
-            phone = f"{landlines[trunc(r() * n_landlines)]}{low + trunc(r() * span)}"
+            # Phone numbers as prefix and subscriber: joined in the row's own f-string.
+            landline, landline_no = landlines[trunc(r() * n_landlines)], low + trunc(r() * span)
             if r() < 0.85:
-                mobile = f"{mobiles[trunc(r() * n_mobiles)]}{low + trunc(r() * span)}"
+                mobile, mobile_no = mobiles[trunc(r() * n_mobiles)], low + trunc(r() * span)
             else:
-                mobile = ""
+                mobile = mobile_no = ""
             city = cities[trunc(r() * n_cities)]
             outstanding = trunc(credit * r() * 90) if r() < 0.7 else 0  # cents
             sales = trunc(credit * r() * 600)  # cents
@@ -158,7 +159,7 @@ def user_batches(
                 # The tuple below, as one line; one f-string, no intermediate strings.
                 append(
                     f"{uid}\t{first} {last}\t{email}\t{null if org is None else org}\t"
-                    f"{phone}\t{mobile}\t{code}\t{city}\t{credit_text}\t"
+                    f"{landline}{landline_no}\t{mobile}{mobile_no}\t{code}\t{city}\t{credit_text}\t"
                     f"{outstanding // 100}.{cents[outstanding % 100]}\t"
                     f"{sales // 100}.{cents[sales % 100]}\t{kind}\t{segment}\t{discount}\t"
                     f"{'t' if active else 'f'}\t{day[s // 86_400]}{clock[s % 86_400]}\n"
@@ -170,8 +171,8 @@ def user_batches(
                     f"{first} {last}",
                     email,
                     org,
-                    phone,
-                    mobile,
+                    f"{landline}{landline_no}",
+                    f"{mobile}{mobile_no}",
                     code,
                     city,
                     credit_text,

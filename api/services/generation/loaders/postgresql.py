@@ -139,7 +139,10 @@ class CopyLoader(Loader):
             self.copying = ExitStack()
             self.copy = self.copying.enter_context(self.conn.cursor().copy(self.copy_sql))
         if rows and isinstance(rows[0], str):  # lines of COPY text, ready to send
-            self.copy.write("".join(rows))
+            # Line by line: most lines are ASCII, which encodes by copying, where the
+            # batch joined first is as wide as its widest character.
+            encoding = self.conn.info.encoding
+            self.copy.write(b"".join([line.encode(encoding) for line in rows]))
             return
         write_row = self.copy.write_row
         for row in rows:
