@@ -14,9 +14,10 @@ no progress; one process, one transaction, the plainest fast load each driver al
   keeps (WAL, ``synchronous=NORMAL``, so the rows are written to the WAL and then
   checkpointed into the file) and the same 16 MB page cache; every ``CREATE INDEX`` index
   dropped first and re-created after the rows, ``ANALYZE``, ``COMMIT``, checkpoint.
-- **postgres**: psycopg's ``COPY ... FROM STDIN`` (``write_row``), ``TRUNCATE``, every
-  index but the primary key dropped first and re-created after, ``ANALYZE``, the id
-  sequence set past the rows, ``COMMIT``.
+- **postgres**: psycopg's ``COPY ... FROM STDIN`` of the generator's ``COPY`` text lines
+  (``copy_text``, as `CopyLoader` gets them), ``TRUNCATE``, every index but the primary
+  key dropped first and re-created after, ``ANALYZE``, the id sequence set past the rows,
+  ``COMMIT``.
 
 Prints one JSON line: rows, seconds per stage (``setup``: imports and Django's start-up,
 timed from the module's first line; ``rows``: the value pools, building and storing the
@@ -91,11 +92,13 @@ def load_postgres(url: str, *, rows: int, seed: int, batch_size: int) -> dict[st
         conn.execute("SET TIME ZONE 'UTC'")  # the generator's timestamps are naive UTC
         conn.execute(f"TRUNCATE {TABLE} RESTART IDENTITY")
         rebuild = _drop_postgres_indexes(conn)
+        encoding = conn.info.encoding
         with conn.cursor().copy(f"COPY {TABLE} ({NAMES}) FROM STDIN") as copy:
-            write_row = copy.write_row
-            for batch in user_batches(seed=seed, first_id=1, count=rows, batch_size=batch_size):
-                for row in batch:
-                    write_row(row)
+            batches = user_batches(
+                seed=seed, first_id=1, count=rows, batch_size=batch_size, copy_text=True
+            )
+            for batch in batches:
+                copy.write(b"".join([line.encode(encoding) for line in batch]))
         times["rows"] = mark()
         for statement in rebuild:
             conn.execute(statement)
