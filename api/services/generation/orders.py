@@ -74,9 +74,20 @@ class References:
 
 
 def order_batches(
-    *, seed: int, first_id: int, count: int, batch_size: int, references: References
-) -> Iterator[list[tuple]]:
-    """Yield ``count`` orders with ids from ``first_id``, ``batch_size`` rows at a time."""
+    *,
+    seed: int,
+    first_id: int,
+    count: int,
+    batch_size: int,
+    references: References,
+    copy_text: bool = False,
+) -> Iterator[list[tuple]] | Iterator[list[str]]:
+    """Yield ``count`` orders with ids from ``first_id``, ``batch_size`` rows at a time.
+
+    ``copy_text``: each row as one line of ``COPY`` text (``str``, in `ORDER_COLUMNS`
+    order) instead of a tuple, as `api.services.generation.users.user_batches` does;
+    statuses are plain lower-case words, with nothing to escape.
+    """
     rng = random.Random(f"{seed}:orders")
     r = rng.random
     ref = references
@@ -109,6 +120,14 @@ def order_batches(
                 statuses, n_statuses = older
             else:
                 statuses, n_statuses = recent if s >= RECENT_SINCE else last_month
+            if copy_text:
+                # The tuple below, as one line (the status is the same last draw).
+                append(
+                    f"{first_id + k}\t{user}\t{product}\t{quantity}\t{price(cents)}\t"
+                    f"{price(cents * quantity)}\t{statuses[trunc(r() * n_statuses)]}\t"
+                    f"{day[s // 86_400]}{clock[s % 86_400]}\n"
+                )
+                continue
             append(
                 (
                     first_id + k,

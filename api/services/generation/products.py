@@ -14,6 +14,7 @@ from api.services.generation.catalog import CATEGORIES, Catalog
 from api.services.generation.pools import build_brands
 from api.services.generation.values import (
     WINDOW_START_TS,
+    copy_escape,
     day_texts,
     money,
     time_texts,
@@ -26,17 +27,36 @@ MAX_STOCK = 1_000
 
 
 def product_batches(
-    *, seed: int, first_id: int, count: int, batch_size: int, catalog: Catalog
-) -> Iterator[list[tuple]]:
-    """Yield ``count`` products with ids from ``first_id``, ``batch_size`` rows at a time."""
+    *,
+    seed: int,
+    first_id: int,
+    count: int,
+    batch_size: int,
+    catalog: Catalog,
+    copy_text: bool = False,
+) -> Iterator[list[tuple]] | Iterator[list[str]]:
+    """Yield ``count`` products with ids from ``first_id``, ``batch_size`` rows at a time.
+
+    ``copy_text``: each row as one line of ``COPY`` text (``str``, in `PRODUCT_COLUMNS`
+    order) instead of a tuple, as `api.services.generation.users.user_batches` does; the
+    words of names and categories are escaped once, up front (`copy_escape`).
+    """
     rng = random.Random(f"{seed}:products")
     r = rng.random
-    brands = build_brands(seed=seed)
+    text = copy_escape if copy_text else str
+    brands = tuple(text(brand) for brand in build_brands(seed=seed))
     n_brands = len(brands)
     categories, cents = catalog.categories, catalog.cents
     # Per category: its adjectives and nouns with their counts, the SKU prefix, the name.
     kinds = [
-        (c.adjectives, len(c.adjectives), c.nouns, len(c.nouns), f"{c.code}-", c.name)
+        (
+            tuple(text(word) for word in c.adjectives),
+            len(c.adjectives),
+            tuple(text(word) for word in c.nouns),
+            len(c.nouns),
+            text(f"{c.code}-"),
+            text(c.name),
+        )
         for c in CATEGORIES
     ]
     step, day, clock = window_step(count), day_texts(), time_texts()
@@ -51,6 +71,12 @@ def product_batches(
             name = f"{brands[trunc(r() * n_brands)]} {adjective} {noun}"
             stock = 0 if r() < SOLD_OUT_SHARE else 1 + trunc(MAX_STOCK * r() ** 3)
             s = trunc(WINDOW_START_TS + (k + r()) * step)
+            if copy_text:
+                append(
+                    f"{pid}\t{name}\t{code}{pid:07d}\t{category}\t{money(cents[k])}\t"
+                    f"{stock}\t{day[s // 86_400]}{clock[s % 86_400]}\n"
+                )
+                continue
             append(
                 (
                     pid,

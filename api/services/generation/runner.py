@@ -171,11 +171,11 @@ def _job(plan: Plan, table: str) -> Job:
     elif table == "products":
 
         def batches(loader):
-            return product_batches(**common, catalog=plan.catalog)
+            return product_batches(**common, catalog=plan.catalog, copy_text=loader.copy_text)
     else:
 
         def batches(loader):
-            return order_batches(**common, references=plan.references)
+            return order_batches(**common, references=plan.references, copy_text=loader.copy_text)
 
     return Job(table, part.count, part.first_id, part.stored, part.clear, part.loader, batches)
 

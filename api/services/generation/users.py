@@ -25,7 +25,9 @@ from api.models import User
 from api.services.generation.pools import CountryPeople, build_people
 from api.services.generation.values import (
     CENTS,
+    COPY_NULL,
     WINDOW_START_TS,
+    copy_escape,
     day_texts,
     money,
     slots,
@@ -188,16 +190,6 @@ def user_batches(
         if taken is not None:
             batch = _without_taken(batch, taken)
         yield batch
-
-
-COPY_NULL = "\\N"
-_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
-
-
-def copy_escape(value: str) -> str:
-    """``value`` as a field of ``COPY``'s text format: backslash, tab, newline and
-    carriage return escaped with a backslash."""
-    return value.translate(_COPY_ESCAPES)
 
 
 def row_email(row: tuple | str) -> str:

@@ -4,7 +4,9 @@ Rows are tuples of database-ready values, in the model's column order, so the SQ
 loader can hand them straight to ``executemany``: money is a two-place decimal string
 (what Django itself sends for a ``DecimalField``), timestamps are naive UTC strings
 ``YYYY-MM-DD HH:MM:SS`` (what Django stores in SQLite with ``USE_TZ``). Loaders for other
-backends convert from there (`api.services.generation.loaders`).
+backends convert from there (`api.services.generation.loaders`). For PostgreSQL's
+``COPY`` each generator also writes its rows as lines of ``COPY``'s text format
+(``copy_text=True``), the same values, with the pools' text escaped once (`copy_escape`).
 
 Dates fall in a fixed window ending at `WINDOW_END`, not at "now", so that the same seed
 gives the same rows on any day. Inside the window, rows are spread evenly in id order with
@@ -68,3 +70,13 @@ def slots(weighted: Sequence[tuple[object, int]]) -> tuple:
     pick, several times cheaper than `random.choices`.
     """
     return tuple(value for value, weight in weighted for _ in range(weight))
+
+
+COPY_NULL = "\\N"
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def copy_escape(value: str) -> str:
+    """``value`` as a field of ``COPY``'s text format: backslash, tab, newline and
+    carriage return escaped with a backslash."""
+    return value.translate(_COPY_ESCAPES)
