@@ -142,8 +142,20 @@ def user_batches(
                 org = 1 + trunc(organizations * r() ** 2)
                 email = f"{first_letters}.{last_letters}{uid}@{org_domains[org % n_org_domains]}"
             else:
-                org, local = None, _personal_local(first_letters, last_letters, r())
-                email = f"{local}{uid}@{domains[trunc(r() * n_domains)]}"
+                # A personal address in one of the usual shapes, built in one f-string.
+                org, shape, domain = None, r(), domains[trunc(r() * n_domains)]
+                if shape < 0.35:
+                    email = f"{first_letters}.{last_letters}{uid}@{domain}"
+                elif shape < 0.55:
+                    email = f"{first_letters}{last_letters}{uid}@{domain}"
+                elif shape < 0.7:
+                    email = f"{first_letters[0]}{last_letters}{uid}@{domain}"
+                elif shape < 0.8:
+                    email = f"{first_letters}_{last_letters}{uid}@{domain}"
+                elif shape < 0.9:
+                    email = f"{last_letters}.{first_letters}{uid}@{domain}"
+                else:
+                    email = f"{first_letters}{uid}@{domain}"
             credit, credit_text = credits[trunc(r() * n_credits)]  # whole units
             segment, discount = segments[trunc(r() * n_segments)]
             # Phone numbers as prefix and subscriber: joined in the row's own f-string.
@@ -245,21 +257,6 @@ def _flat_profile(kind: User.CustomerType, text: Callable[[str], str]) -> tuple:
         len(segments),
         profile.in_organization,
     )
-
-
-def _personal_local(first: str, last: str, u: float) -> str:
-    """The letters of a personal address, in one of the usual shapes."""
-    if u < 0.35:
-        return f"{first}.{last}"
-    if u < 0.55:
-        return f"{first}{last}"
-    if u < 0.7:
-        return f"{first[0]}{last}"
-    if u < 0.8:
-        return f"{first}_{last}"
-    if u < 0.9:
-        return f"{last}.{first}"
-    return first
 
 
 def _without_taken(batch: list, taken: Callable[[list[str]], set[str]]) -> list:
