@@ -1,10 +1,10 @@
 """`CopyLoader` (PostgreSQL): ``COPY … FROM STDIN`` in text format, on the worker's own
-psycopg connection (so it is fork-safe and loads in processes). Users arrive as ready
-lines of ``COPY`` text (``copy_text``: the generator writes each row as one line instead
-of a tuple, which saves psycopg's ``write_row`` encoding the tuple again); the other
-tables' tuples go through ``write_row``. One ``COPY`` stays open across batches, so the
-server stores a batch while the worker generates the next; any other statement ends it
-first. When the new rows are many, secondary indexes, and unique ones
+psycopg connection (so it is fork-safe and loads in processes). Rows arrive as ready
+lines of ``COPY`` text (``copy_text``: the generators write each row as one line instead
+of a tuple, which saves psycopg's ``write_row`` encoding the tuple again); tuples, from
+any other caller, still go through ``write_row``. One ``COPY`` stays open across
+batches, so the server stores a batch while the worker generates the next; any other
+statement ends it first. When the new rows are many, secondary indexes, and unique ones
 (``users_email_key``) when the table starts empty, are dropped first and re-created at
 the end from their ``pg_indexes.indexdef`` (an index behind a unique constraint
 re-attached ``USING INDEX``), so the schema ends exactly as migrations made it; the
