@@ -8,10 +8,10 @@ runner can hold every database's commit until all three are ready
 took the planned ids since planning (`ConcurrentWriteError` otherwise).
 
 Rows arrive as tuples in the model's column order with database-ready values
-(`api.services.generation.values`), or, for a loader with ``copy_text`` and a generator
-that offers it (`api.services.generation.users.user_batches`), as lines of PostgreSQL's
-``COPY`` text format. A loader is created in the parent (it reads the table's
-state for planning) and used in one worker, which opens its own connection.
+(`api.services.generation.values`), or, for a loader with ``copy_text``, as lines of
+PostgreSQL's ``COPY`` text format (each generator's ``copy_text=True``). A loader is
+created in the parent (it reads the table's state for planning) and used in one worker,
+which opens its own connection.
 """
 
 from collections.abc import Sequence
