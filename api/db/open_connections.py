@@ -49,6 +49,9 @@ def _start() -> None:
 
 def _count_forever() -> None:
     stop = threading.Event()  # never set: the thread ends with the process
+    seen: set[str] = set()  # an alias whose every wrapper is gone (its threads ended) is 0
     while not stop.wait(COUNT_INTERVAL_SECONDS):
-        for alias, count in open_by_alias().items():
-            CONNECTIONS_OPEN.labels(alias).set(count)
+        counts = open_by_alias()
+        seen |= counts.keys()
+        for alias in seen:
+            CONNECTIONS_OPEN.labels(alias).set(counts[alias])
