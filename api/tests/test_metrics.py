@@ -31,6 +31,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from api.db import query_timing
 from api.db.breakers import READ_TRANSIENT, StoreBreaker
+from api.db.open_connections import open_by_alias
 from api.db.query_timing import observed, time_query
 from api.metrics import BREAKER_OPEN, BREAKER_TRIPS, QUERY_SECONDS, REQUEST_SECONDS
 from api.metrics.batching import BatchedHistogram, BatchedSummary, flush_all
@@ -387,3 +388,13 @@ def test_a_server_removes_the_metric_directory_it_made(tmp_path):
 def test_create_token_offers_the_metrics_scope(tmp_path):
     done = manage("create_token", "--help", env={"DATA_DIR": str(tmp_path)})
     assert "metrics" in done.stdout
+
+
+@pytest.mark.django_db(databases="__all__")
+def test_open_connections_are_counted_per_alias_and_a_close_uncounts_one():
+    connection = connections["products"]
+    connection.ensure_connection()
+    before = open_by_alias()["products"]
+    assert before >= 1
+    connection.close()
+    assert open_by_alias()["products"] == before - 1
