@@ -13,6 +13,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -392,9 +393,19 @@ def test_create_token_offers_the_metrics_scope(tmp_path):
 
 @pytest.mark.django_db(databases="__all__")
 def test_open_connections_are_counted_per_alias_and_a_close_uncounts_one():
-    connection = connections["products"]
-    connection.ensure_connection()
+    """In a thread of its own, as a worker's thread holds its connections (the test's
+    own are inside its transaction, which a close leaves open)."""
+    counted = []
+
+    def connect_then_close():
+        connection = connections["products"]
+        connection.ensure_connection()
+        counted.append(open_by_alias()["products"])
+        connection.close()
+        counted.append(open_by_alias()["products"])
+
     before = open_by_alias()["products"]
-    assert before >= 1
-    connection.close()
-    assert open_by_alias()["products"] == before - 1
+    thread = threading.Thread(target=connect_then_close)
+    thread.start()
+    thread.join()
+    assert counted == [before + 1, before]
