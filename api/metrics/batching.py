@@ -1,14 +1,15 @@
 """Observations on the hottest paths, gathered per process and added to their metric in one
 step per label set: `BatchedHistogram` (a request's time), `BatchedSummary` (a statement's).
 
-prometheus-client's ``observe`` costs a histogram ~9k instructions in process and ~17k in
-multiprocess mode (a lock, a pid check and an mmap write per value, through six Python
-calls), which would be a sixth of a lookup's; a dict lookup and two additions here cost a
-few hundred. A daemon thread per process adds what was gathered to the client's metric
-every `FLUSH_INTERVAL_SECONDS`, as the client itself would have counted it (one ``inc`` per
-bucket, sum and count: `api/tests/test_metrics.py` compares the two expositions), and so
-does `flush_all` before a scrape and at exit. A worker killed with SIGKILL loses at most
-its last interval's observations; one that exits normally loses none.
+prometheus-client's ``observe`` in multiprocess mode is a lock, a pid check and an mmap
+write per value, through six Python calls: on every lookup it would be a large share of
+the lookup's own work (docs/performance.md, "Metrics"); a dict lookup and two additions
+here cost a small part of that. A daemon thread per process adds what was gathered to
+the client's metric every `FLUSH_INTERVAL_SECONDS`, as the client itself would have
+counted it (one ``inc`` per bucket, sum and count: `api/tests/test_metrics.py` compares
+the two expositions), and so does `flush_all` before a scrape and at exit. A worker
+killed with SIGKILL loses at most its last interval's observations; one that exits
+normally loses none.
 
 The client has no public call that adds many observations at once; the value objects it
 keeps per child (``_buckets``, ``_sum``, ``_count``) are its own, pinned by that test and
@@ -71,7 +72,7 @@ class BatchedHistogram(_Batched):
 
     def observe(self, labels: tuple, value: float) -> None:
         """Count ``value`` under ``labels`` (one value per label name, in order)."""
-        # acquire/release rather than ``with``: a quarter of this method's instructions.
+        # acquire/release rather than ``with``: fewer instructions (docs/performance.md).
         self._acquire()
         entry = self._pending.get(labels)
         if entry is None:
