@@ -45,9 +45,13 @@ class _Batched:
         for labels, entry in pending.items():
             child = self._children.get(labels)
             if child is None:
-                values = labels if isinstance(labels, tuple) else (labels,)
-                child = self._children[labels] = self.metric.labels(*values)
+                child = self._children[labels] = self.metric.labels(*self._values(labels))
             self._add(child, entry)
+
+    @staticmethod
+    def _values(key) -> tuple:
+        """The label values a pending entry's key stands for."""
+        return key
 
     def _add(self, child, entry: list) -> None:
         raise NotImplementedError
@@ -105,6 +109,10 @@ class BatchedSummary(_Batched):
         self._release()
         if _flusher.pid != _pid:
             _flusher.start()
+
+    @staticmethod
+    def _values(key: str) -> tuple:
+        return (key,)
 
     def _add(self, child, entry: list) -> None:
         child._sum.inc(entry[0])
