@@ -13,25 +13,37 @@ compiled queries) are left out:
   project/nometrics is what the Prometheus metrics cost a lookup. The project's apps
   record their metrics as served, in a ``PROMETHEUS_MULTIPROC_DIR`` of their own.
 
-Prints instructions per lookup and each app's count relative to the raw anchor. Server
-time under load also holds Gunicorn's own work, which is the same for every app: see
-``bench/lookup.py`` (wrk) and ``bench/swarm.py`` (Locust) for requests per second. Needs
+Prints instructions per lookup and each app's count relative to the raw anchor.
+``--server gunicorn`` counts the same lookups in a Gunicorn worker instead (the project's
+``gunicorn.conf.py``, 1 worker × 1 thread, the whole server under callgrind): the
+worker's counters are zeroed after the warm-up (``callgrind_control -z``) and dumped after
+the lookups, sent one after another on one kept-alive connection, so each count holds
+Gunicorn's own work per request as well as the app's. See ``bench/lookup.py`` (wrk) and
+``bench/swarm.py`` (Locust) for requests per second. Needs
 valgrind (``apt-get install valgrind``) and generated data. ``--access`` as in
 ``bench/lookup.py``: ``tokens`` (the default) serves the project as production does and
 sends a token with every lookup; ``open`` as development does.
-Usage: ``python bench/instructions.py [--lookups 1000] [--apps project,django,raw]``.
+Usage: ``python bench/instructions.py [--lookups 1000] [--apps project,django,raw]
+[--server gunicorn]``.
 """
 
 import argparse
+import http.client
 import io
 import os
 import random
 import re
 import shutil
+import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
+import time
+from contextlib import closing
 from pathlib import Path
+
+import psutil
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -53,6 +65,7 @@ def main() -> int:
     parser.add_argument("--lookups", type=int, default=1000)
     parser.add_argument("--apps", default="project,django,raw")
     parser.add_argument("--access", choices=["tokens", "open"], default="tokens")
+    parser.add_argument("--server", choices=["none", "gunicorn"], default="none")
     parser.add_argument("--child", nargs=2, metavar=("APP", "LOOKUPS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     users_db = Path(args.data_dir).resolve() / "users.sqlite3"
@@ -75,9 +88,13 @@ def main() -> int:
         }
     counts = {}
     for app in args.apps.split(","):
+        if args.server == "gunicorn":
+            counts[app] = count_in_gunicorn(app, args) / args.lookups
+            continue
         empty, full = (count(app, lookups, args) for lookups in (0, args.lookups))
         counts[app] = (full - empty) / args.lookups
-    print(f"\n{args.lookups} lookups by random user id, {users_db}, access: {args.access}")
+    where = "in a Gunicorn worker" if args.server == "gunicorn" else "in-process"
+    print(f"\n{args.lookups} lookups by random user id {where}, {users_db}, access: {args.access}")
     print(f"{'app':<9} {'instructions':>13} {'x raw':>6}")
     for app, per_lookup in counts.items():
         ratio = f"{per_lookup / counts['raw']:>6.2f}" if "raw" in counts else ""
@@ -109,6 +126,92 @@ def count(app: str, lookups: int, args) -> int:
     return int(found.group(1))
 
 
+def count_in_gunicorn(app: str, args) -> int:
+    """Instructions of a Gunicorn worker (1 × 1 thread) answering ``args.lookups`` lookups
+    after `WARM_UP` more, per callgrind; its start-up and warm-up are not counted."""
+    port = free_port()
+    env = {
+        **os.environ,
+        **args.env,
+        "LOOKUP_FAST_PATH": "0" if app == "django" else "1",
+        "METRICS": "0" if app == "nometrics" else "1",
+        "DATA_DIR": args.data_dir,
+        "BIND": f"127.0.0.1:{port}",
+        "WEB_CONCURRENCY": "1",
+        "GUNICORN_THREADS": "1",
+        "NUM_PROXIES": "1",  # gunicorn.conf.py's shape behind a proxy: 1 thread
+        "GUNICORN_TIMEOUT": "600",  # a worker under callgrind is ~50 times slower
+        "GUNICORN_MAX_REQUESTS": "0",  # no recycling in the middle of the count
+        "GUNICORN_LOG_LEVEL": "warning",
+    }
+    cwd, target = REPO, "data_project.wsgi"
+    if app == "raw":
+        cwd, target = Path(args.anchors), "raw_wsgi:lookup"
+        env.update(ANCHOR_DB=str(Path(args.data_dir) / "users.sqlite3"), ANCHOR_TABLE="users")
+    with tempfile.TemporaryDirectory(prefix="bench-callgrind-") as out:
+        command = [
+            *("valgrind", "--tool=callgrind", "--trace-children=yes"),
+            f"--callgrind-out-file={out}/callgrind.%p",
+            *(sys.executable, "-m", "gunicorn", "-c", str(REPO / "gunicorn.conf.py"), target),
+        ]
+        server = subprocess.Popen(command, cwd=cwd, env=env, stderr=subprocess.DEVNULL)
+        try:
+            connection = connect(port, server)
+            users_db = Path(args.data_dir) / "users.sqlite3"
+            with closing(sqlite3.connect(users_db)) as db:
+                (max_id,) = db.execute("SELECT max(id) FROM users").fetchone()
+            ids = random.Random(7).choices(range(1, max_id + 1), k=WARM_UP + args.lookups)
+            token = args.env.get("BENCH_TOKEN")
+            headers = {"Authorization": f"Token {token}"} if token else {}
+            send(connection, ids[:WARM_UP], headers)
+            (worker,) = psutil.Process(server.pid).children()
+            callgrind_control("-z", worker.pid)
+            send(connection, ids[WARM_UP:], headers)
+            callgrind_control("-d", worker.pid)
+            dump = Path(out, f"callgrind.{worker.pid}.1").read_text()
+        finally:
+            server.terminate()
+            server.wait(timeout=120)
+    return int(re.search(r"^(?:totals|summary): (\d+)", dump, re.M).group(1))
+
+
+def callgrind_control(option: str, pid: int) -> None:
+    """``callgrind_control option pid``: ``-z`` zeroes its counters, ``-d`` dumps them."""
+    subprocess.run(["callgrind_control", option, str(pid)], check=True, capture_output=True)
+
+
+def free_port() -> int:
+    with closing(socket.socket()) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def connect(port: int, server: subprocess.Popen) -> http.client.HTTPConnection:
+    """A connection to the server on ``port`` once it answers (up to 5 minutes)."""
+    deadline = time.monotonic() + 300
+    while True:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+        try:
+            connection.connect()
+            return connection
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                sys.exit(f"the server on port {port} did not start")
+            time.sleep(0.5)
+
+
+def send(connection: http.client.HTTPConnection, ids: list[int], headers: dict) -> None:
+    """Look up ``ids`` one after another on ``connection`` with ``headers``; exits unless
+    each is answered 200."""
+    for user_id in ids:
+        url = f"/api/run-query/?count=1&type=get&user_id={user_id}"
+        connection.request("GET", url, headers=headers)
+        answer = connection.getresponse()
+        body = answer.read()
+        if answer.status != 200:
+            sys.exit(f"lookup {url} answered {answer.status}: {body[:300]!r}")
+
+
 def run_lookups(app: str, lookups: int, users_db: Path, anchors: Path) -> int:
     """In the child: warm up, then answer ``lookups`` random lookups; 1 if one failed."""
     if app == "raw":
@@ -119,7 +222,6 @@ def run_lookups(app: str, lookups: int, users_db: Path, anchors: Path) -> int:
         os.environ["DATA_DIR"] = str(users_db.parent)
         sys.path.insert(0, str(REPO))
         from data_project.wsgi import application
-    import sqlite3
 
     with sqlite3.connect(users_db) as connection:
         (max_id,) = connection.execute("SELECT max(id) FROM users").fetchone()

@@ -129,8 +129,11 @@ def main() -> int:
     if args.shapes:
         return sweep(args.shapes.split(","), apps, max_id, anchors, args)
     results: dict[str, list[dict]] = {name: [] for name in apps}
-    for _ in range(args.rounds):
-        for name, (command, cwd, env) in apps.items():
+    for round_ in range(args.rounds):
+        # Every other round in the reverse order (A B C, C B A, ...), so that no app is
+        # always the one measured after the same other.
+        order = list(apps.items())[:: -1 if round_ % 2 else 1]
+        for name, (command, cwd, env) in order:
             results[name].append(serve_and_load(command, cwd, env, max_id, anchors, args))
     if not (args.skip_naive or args.postgres):
         naive_db = Path("/tmp/anchor_users.sqlite3")

@@ -7,8 +7,13 @@ rate is ``settings.THROTTLE_RATES[tier][scope]``: the client's tier (`Client.tie
 
 Why not DRF's ``SimpleRateThrottle``: its request log costs two cache round trips per
 request and two workers reading one log both allow. Here each fixed window is one atomic
-counter (`shared_increment`), leased to a worker ``N // LEASE_DIVISOR`` permits at a time,
-so a limit of N holds across every worker and host at one round trip per lease. A dead
+counter (`shared_increment`), leased to a worker at most ``N // LEASE_DIVISOR`` permits at a time,
+so a limit of N holds across every worker and host at one round trip per lease. A
+worker's first lease in a window is one permit and each next one twice the last, up to
+``N // LEASE_DIVISOR``: a worker that exits (recycled, reloaded, killed) strands at most
+about what it used in the window, not a full lease; with fixed ``N // 100`` leases, a
+server recycling its workers every few seconds leased a client's whole hourly limit away
+with a fraction of it used. A dead
 cache lets requests through after a bounded wait and is not asked again for
 ``CACHE_RETRY_SECONDS``: a throttle must not turn a cache failure into an outage.
 """
@@ -88,13 +93,15 @@ def shared_increment(key: str, delta: int, timeout: float) -> int:
 
 
 class LocalQuota:
-    """One worker's permits for one client, throttle scope and window."""
+    """One worker's permits for one client, throttle scope and window, and the size of
+    its next lease."""
 
-    __slots__ = ("exhausted", "remaining")
+    __slots__ = ("exhausted", "next_lease", "remaining")
 
     def __init__(self) -> None:
         self.remaining = 0
         self.exhausted = False
+        self.next_lease = 1
 
 
 class RateLimiter:
@@ -130,8 +137,9 @@ class RateLimiter:
                 return retry_after
             if time.monotonic() < self._cache_down_until:
                 return None
+            lease = min(quota.next_lease, max(1, limit // LEASE_DIVISOR))
+            quota.next_lease = lease * 2
         # The cache round trip runs unlocked: other clients' requests need not wait on it.
-        lease = max(1, limit // LEASE_DIVISOR)
         try:
             # The rate is part of the key: servers deployed with another rate count apart.
             shared_key = f"throttle:{tier}:{scope}:{limit}/{period}:{ident}:{window}"

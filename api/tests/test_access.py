@@ -469,6 +469,35 @@ def test_leases_never_allow_more_than_the_limit_and_strand_at_most_a_lease_per_w
         assert limiters[0].admit(ident, "anonymous", "lookup") is None
 
 
+@given(
+    limit=st.integers(100, 100_000),
+    served=st.lists(st.integers(0, 3_000), min_size=1, max_size=30),
+)
+@hypothesis_settings(max_examples=40, deadline=None)
+def test_a_worker_that_exits_strands_about_what_it_used_not_a_full_lease(limit, served):
+    """Workers recycled one after another in a window (each a new `RateLimiter`, serving
+    ``served[i]`` requests, then gone with its unused permits): each strands at most
+    its own use + 1 (and less than a full lease), so the client may still use at least
+    N - sum(min(used + 1, lease)) in the window: recycling never leases its limit away."""
+    clock = FakeClock()
+    ident = uuid.uuid4().hex
+    rates = {"anonymous": {"lookup": f"{limit}/h"}, "standard": {}}
+    lease = max(1, limit // LEASE_DIVISOR)
+    allowed = stranded_at_most = 0
+    with override_settings(THROTTLE_RATES=rates):
+        for count in served:
+            worker = RateLimiter(clock=clock)
+            used = sum(worker.admit(ident, "anonymous", "lookup") is None for _ in range(count))
+            allowed += used
+            stranded_at_most += min(used + 1, lease)
+        survivor = RateLimiter(clock=clock)
+        left = 0
+        while survivor.admit(ident, "anonymous", "lookup") is None:
+            left += 1
+    assert allowed + left <= limit
+    assert allowed + left >= limit - stranded_at_most
+
+
 @pytest.fixture
 def silent_port():
     """A TCP port that accepts connections (the kernel's backlog) and never answers: a hung
