@@ -105,9 +105,3 @@ def fast_path_errors() -> list[checks.CheckMessage]:
             if database.get("ATOMIC_REQUESTS")
         ]
     return errors
-
-
-@checks.register(checks.Tags.compatibility)
-def check_fast_path(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
-    """``manage.py check``: the settings the lookup fast path cannot honour."""
-    return fast_path_errors()
