@@ -18,8 +18,12 @@ Prints instructions per lookup and each app's count relative to the raw anchor.
 ``gunicorn.conf.py``, 1 worker × 1 thread, the whole server under callgrind): the
 worker's counters are zeroed after the warm-up (``callgrind_control -z``) and dumped after
 the lookups, sent one after another on one kept-alive connection, so each count holds
-Gunicorn's own work per request as well as the app's. See ``bench/lookup.py`` (wrk) and
-``bench/swarm.py`` (Locust) for requests per second. Needs
+Gunicorn's own work per request as well as the app's. ``--server granian`` does the same
+in a Granian worker (1 worker, 1 blocking thread: ``python -m data_project.granian_server``
+for the project, Granian's CLI for the raw anchor, as ``bench/servers.py`` serves them);
+its Rust threads are counted with the Python one. ``--keep DIR`` keeps each server's
+callgrind file there (``callgrind_annotate`` says where the instructions went). See
+``bench/lookup.py`` (wrk) and ``bench/swarm.py`` (Locust) for requests per second. Needs
 valgrind (``apt-get install valgrind``) and generated data. ``--access`` as in
 ``bench/lookup.py``: ``tokens`` (the default) serves the project as production does and
 sends a token with every lookup; ``open`` as development does.
@@ -65,7 +69,8 @@ def main() -> int:
     parser.add_argument("--lookups", type=int, default=1000)
     parser.add_argument("--apps", default="project,django,raw")
     parser.add_argument("--access", choices=["tokens", "open"], default="tokens")
-    parser.add_argument("--server", choices=["none", "gunicorn"], default="none")
+    parser.add_argument("--server", choices=["none", "gunicorn", "granian"], default="none")
+    parser.add_argument("--keep", metavar="DIR", help="keep the servers' callgrind files here")
     parser.add_argument("--child", nargs=2, metavar=("APP", "LOOKUPS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     users_db = Path(args.data_dir).resolve() / "users.sqlite3"
@@ -88,12 +93,12 @@ def main() -> int:
         }
     counts = {}
     for app in args.apps.split(","):
-        if args.server == "gunicorn":
-            counts[app] = count_in_gunicorn(app, args) / args.lookups
+        if args.server != "none":
+            counts[app] = count_in_server(app, args) / args.lookups
             continue
         empty, full = (count(app, lookups, args) for lookups in (0, args.lookups))
         counts[app] = (full - empty) / args.lookups
-    where = "in a Gunicorn worker" if args.server == "gunicorn" else "in-process"
+    where = f"in a {args.server.capitalize()} worker" if args.server != "none" else "in-process"
     print(f"\n{args.lookups} lookups by random user id {where}, {users_db}, access: {args.access}")
     print(f"{'app':<9} {'instructions':>13} {'x raw':>6}")
     for app, per_lookup in counts.items():
@@ -126,9 +131,10 @@ def count(app: str, lookups: int, args) -> int:
     return int(found.group(1))
 
 
-def count_in_gunicorn(app: str, args) -> int:
-    """Instructions of a Gunicorn worker (1 × 1 thread) answering ``args.lookups`` lookups
-    after `WARM_UP` more, per callgrind; its start-up and warm-up are not counted."""
+def count_in_server(app: str, args) -> int:
+    """Instructions of a worker of ``args.server`` (1 worker, 1 Python thread) answering
+    ``args.lookups`` lookups after `WARM_UP` more, per callgrind; its start-up and warm-up
+    are not counted."""
     port = free_port()
     env = {
         **os.environ,
@@ -145,14 +151,24 @@ def count_in_gunicorn(app: str, args) -> int:
         "GUNICORN_LOG_LEVEL": "warning",
     }
     cwd, target = REPO, "data_project.wsgi"
+    serve = [sys.executable, "-m", "gunicorn", "-c", str(REPO / "gunicorn.conf.py"), target]
     if app == "raw":
         cwd, target = Path(args.anchors), "raw_wsgi:lookup"
         env.update(ANCHOR_DB=str(Path(args.data_dir) / "users.sqlite3"), ANCHOR_TABLE="users")
+        serve[-1] = target
+    if args.server == "granian":
+        serve = [sys.executable, "-m", "data_project.granian_server"]
+        if app == "raw":
+            serve = [
+                *(sys.executable, "-m", "granian", "--interface", "wsgi", "--workers", "1"),
+                *("--blocking-threads", "1", "--backpressure", "1000", "--log-level", "warning"),
+                *("--host", "127.0.0.1", "--port", str(port), target),
+            ]
     with tempfile.TemporaryDirectory(prefix="bench-callgrind-") as out:
         command = [
             *("valgrind", "--tool=callgrind", "--trace-children=yes"),
             f"--callgrind-out-file={out}/callgrind.%p",
-            *(sys.executable, "-m", "gunicorn", "-c", str(REPO / "gunicorn.conf.py"), target),
+            *serve,
         ]
         server = subprocess.Popen(command, cwd=cwd, env=env, stderr=subprocess.DEVNULL)
         try:
@@ -164,15 +180,33 @@ def count_in_gunicorn(app: str, args) -> int:
             token = args.env.get("BENCH_TOKEN")
             headers = {"Authorization": f"Token {token}"} if token else {}
             send(connection, ids[:WARM_UP], headers)
-            (worker,) = psutil.Process(server.pid).children()
+            worker = the_worker(server)
             callgrind_control("-z", worker.pid)
             send(connection, ids[WARM_UP:], headers)
             callgrind_control("-d", worker.pid)
             dump = Path(out, f"callgrind.{worker.pid}.1").read_text()
+            if args.keep:
+                Path(args.keep).mkdir(parents=True, exist_ok=True)
+                kept = Path(args.keep, f"callgrind.{args.server}.{app}")
+                kept.write_text(dump)
         finally:
             server.terminate()
             server.wait(timeout=120)
     return int(re.search(r"^(?:totals|summary): (\d+)", dump, re.M).group(1))
+
+
+def the_worker(server: subprocess.Popen) -> psutil.Process:
+    """The one worker process of ``server`` (Gunicorn's, or Granian's beside its
+    multiprocessing helpers, which run no ``-c`` code of theirs: told apart by their
+    command line)."""
+    workers = [
+        child
+        for child in psutil.Process(server.pid).children()
+        if "resource_tracker" not in " ".join(child.cmdline())
+    ]
+    if len(workers) != 1:
+        sys.exit(f"expected one worker, found {[w.cmdline() for w in workers]}")
+    return workers[0]
 
 
 def callgrind_control(option: str, pid: int) -> None:
