@@ -145,7 +145,6 @@ def count_in_server(app: str, args) -> int:
         "BIND": f"127.0.0.1:{port}",
         "WEB_CONCURRENCY": "1",
         "GUNICORN_THREADS": "1",
-        "NUM_PROXIES": "1",  # gunicorn.conf.py's shape behind a proxy: 1 thread
         "GUNICORN_TIMEOUT": "600",  # a worker under callgrind is ~50 times slower
         "GUNICORN_MAX_REQUESTS": "0",  # no recycling in the middle of the count
         "GUNICORN_LOG_LEVEL": "warning",

@@ -30,15 +30,16 @@ workers fork; a worker that dies is replaced (``respawn_failed_workers``), SIGHU
 every worker one at a time, SIGTERM and SIGINT stop gracefully.
 """
 
+import functools
 import gc
 import importlib
+import ipaddress
 import multiprocessing
 
 from granian.constants import Interfaces
 from granian.http import HTTP1Settings
 from granian.log import LogLevels
 from granian.server import Server
-from granian.utils.proxies import wrap_wsgi_with_proxy_headers
 
 from data_project import metrics_dir
 from data_project.env import Env
@@ -101,6 +102,51 @@ def granian_options(env: Env | None = None) -> dict:
     }
 
 
+# Addresses whose trust is remembered: the proxies and the clients they forward for.
+TRUSTED_CACHE_SIZE = 1024
+
+
+def trust_proxy_headers(application, proxies: tuple[str, ...]):
+    """``application`` behind the ``proxies`` (addresses or networks): what Granian's
+    ``granian.utils.proxies.wrap_wsgi_with_proxy_headers`` does, with its answers to
+    "is this address a proxy?" remembered per address.
+
+    From a peer among ``proxies`` with an ``X-Forwarded-For``: ``REMOTE_ADDR`` becomes
+    the rightmost forwarded address that is not a proxy (else the leftmost), and an
+    ``X-Forwarded-Proto`` of ``http`` or ``https`` becomes ``wsgi.url_scheme``; from
+    anyone else nothing changes. Granian's wrapper parses the peer's address and tests it
+    against every network on every request (``ipaddress`` objects built per request):
+    about 27k instructions of a lookup's 338k behind nginx (``bench/instructions.py
+    --server granian``). ``api/tests/test_servers.py`` holds the two to the same answers.
+    Raises `ValueError` for a proxy that is no address or network.
+    """
+    networks = tuple(ipaddress.ip_network(proxy, strict=False) for proxy in proxies)
+
+    @functools.lru_cache(maxsize=TRUSTED_CACHE_SIZE)
+    def is_proxy(host: str | None) -> bool:
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:  # no address: a UNIX socket's peer, or whatever a client wrote
+            return False
+        return any(address in network for network in networks)
+
+    @functools.wraps(application)
+    def trusting(environ, start_response):
+        if is_proxy(environ.get("REMOTE_ADDR")):
+            forwarded_for = environ.get("HTTP_X_FORWARDED_FOR")
+            if forwarded_for:
+                hosts = [host.strip() for host in forwarded_for.split(",")]
+                client = next((host for host in reversed(hosts) if not is_proxy(host)), hosts[0])
+                if client:
+                    environ["REMOTE_ADDR"] = client
+                    proto = environ.get("HTTP_X_FORWARDED_PROTO")
+                    if proto in ("http", "https"):
+                        environ["wsgi.url_scheme"] = proto
+        return application(environ, start_response)
+
+    return trusting
+
+
 def main() -> None:
     """Serve the project with Granian until SIGTERM or SIGINT."""
     options = granian_options()
@@ -110,8 +156,8 @@ def main() -> None:
     module, name = TARGET.split(":")
     application = getattr(importlib.import_module(module), name)
     proxies = Env().trusted_proxies()
-    if proxies:  # else the wrapper would trust its default, 127.0.0.1
-        application = wrap_wsgi_with_proxy_headers(application, trusted_hosts=proxies)
+    if proxies:
+        application = trust_proxy_headers(application, proxies)
     gc.freeze()
     Server(**options).serve(target_loader=lambda _target: application)
 

@@ -30,9 +30,14 @@ import orjson
 import psutil
 import pytest
 from django.conf import settings
+from granian.utils.proxies import wrap_wsgi_with_proxy_headers
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from api.tests.conftest import SERVERS, generated_data_dir, live_server, sqlite_only
 from data_project.chunked_bodies import LENGTH_REQUIRED
+from data_project.granian_server import trust_proxy_headers
 from loadtest import runner
 from loadtest.faults import slow_clients, summarize
 
@@ -511,3 +516,46 @@ def test_a_sigkilled_server_loses_no_acknowledged_row(generated_dir, tmp_path, s
     with closing(sqlite3.connect(data_dir / "users.sqlite3")) as connection:
         stored = {row[0] for row in connection.execute("SELECT id FROM users WHERE name LIKE 'D%'")}
     assert len(acknowledged) == 200 and set(acknowledged) <= stored
+
+
+PROXIES = ("127.0.0.1", "::1", "10.1.0.0/16")
+# Peers and forwarded hosts: proxies, clients, an address inside the proxies' network,
+# and what a client may write instead of an address.
+HOSTS = st.sampled_from(
+    ["127.0.0.1", "::1", "10.1.2.3", "10.2.0.1", "203.0.113.9", "2001:db8::1", "", "x", "unix:"]
+)
+
+
+@given(
+    remote=st.one_of(st.none(), HOSTS),
+    forwarded_for=st.one_of(
+        st.none(), st.lists(HOSTS, max_size=4).map(", ".join), st.text(max_size=12)
+    ),
+    proto=st.one_of(st.none(), st.sampled_from(["http", "https", "HTTPS", "ws", "", "ftp"])),
+)
+@hypothesis_settings(max_examples=300, deadline=None)
+def test_granians_proxy_headers_are_trusted_as_granians_own_wrapper_trusts_them(
+    remote, forwarded_for, proto
+):
+    """`trust_proxy_headers` (which remembers its answers per address) leaves the same
+    ``REMOTE_ADDR`` and ``wsgi.url_scheme`` as Granian's ``wrap_wsgi_with_proxy_headers``
+    for any peer, ``X-Forwarded-For`` and ``X-Forwarded-Proto``."""
+    environ = {"wsgi.url_scheme": "http"}
+    for key, value in (
+        ("REMOTE_ADDR", remote),
+        ("HTTP_X_FORWARDED_FOR", forwarded_for),
+        ("HTTP_X_FORWARDED_PROTO", proto),
+    ):
+        if value is not None:
+            environ[key] = value
+    seen = []
+
+    def application(environ, start_response):
+        seen.append((environ.get("REMOTE_ADDR"), environ["wsgi.url_scheme"]))
+        return []
+
+    ours = trust_proxy_headers(application, PROXIES)
+    granians = wrap_wsgi_with_proxy_headers(application, trusted_hosts=list(PROXIES))
+    for wrapped in (ours, ours, granians):  # twice: the second from the remembered answers
+        wrapped(dict(environ), None)
+    assert seen[0] == seen[1] == seen[2]
