@@ -71,6 +71,11 @@ def main() -> int:
     parser.add_argument("--access", choices=["tokens", "open"], default="tokens")
     parser.add_argument("--server", choices=["none", "gunicorn", "granian"], default="none")
     parser.add_argument("--keep", metavar="DIR", help="keep the servers' callgrind files here")
+    parser.add_argument(
+        "--cache-sim",
+        action="store_true",
+        help="with --server: also simulate the caches and branch predictor, and print misses",
+    )
     parser.add_argument("--child", nargs=2, metavar=("APP", "LOOKUPS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     users_db = Path(args.data_dir).resolve() / "users.sqlite3"
@@ -164,8 +169,9 @@ def count_in_server(app: str, args) -> int:
                 *("--host", "127.0.0.1", "--port", str(port), target),
             ]
     with tempfile.TemporaryDirectory(prefix="bench-callgrind-") as out:
+        simulate = ["--cache-sim=yes", "--branch-sim=yes"] if args.cache_sim else []
         command = [
-            *("valgrind", "--tool=callgrind", "--trace-children=yes"),
+            *("valgrind", "--tool=callgrind", "--trace-children=yes", *simulate),
             f"--callgrind-out-file={out}/callgrind.%p",
             *serve,
         ]
@@ -191,7 +197,14 @@ def count_in_server(app: str, args) -> int:
         finally:
             server.terminate()
             server.wait(timeout=120)
-    return int(re.search(r"^(?:totals|summary): (\d+)", dump, re.M).group(1))
+    events = re.search(r"^events: (.+)$", dump, re.M).group(1).split()
+    totals = re.search(r"^(?:totals|summary): (.+)$", dump, re.M).group(1).split()
+    if args.cache_sim:  # per lookup: L1 and last-level misses, mispredicted branches
+        counts = dict(zip(events, map(int, totals), strict=True))
+        misses = ("I1mr", "D1mr", "D1mw", "ILmr", "DLmr", "DLmw", "Bcm", "Bim")
+        shown = (f"{e} {counts[e] / args.lookups:,.0f}" for e in misses if e in counts)
+        print(f"{app} misses a lookup: {', '.join(shown)}")
+    return int(totals[0])
 
 
 def the_worker(server: subprocess.Popen) -> psutil.Process:
