@@ -20,9 +20,10 @@ start with ``GRANIAN_``. https://github.com/emmett-framework/granian#options
   this long (3600; at least Granian's 60; 0: never). Granian counts no requests, so
   Gunicorn's ``max_requests`` has no counterpart: recycling is by age.
 - ``FORWARDED_ALLOW_IPS`` (``Env.trusted_proxies``): Gunicorn's ``forwarded_allow_ips``.
-  Granian's own wrapper (`granian.utils.proxies.wrap_wsgi_with_proxy_headers`) takes the
-  scheme from ``X-Forwarded-Proto`` (and the client's address from ``X-Forwarded-For``)
-  of a connection from one of them, and only then; served directly, nobody's.
+  `trust_proxy_headers` (Granian's own ``wrap_wsgi_with_proxy_headers``, its answers
+  remembered) takes the scheme from ``X-Forwarded-Proto`` (and the client's address from
+  ``X-Forwarded-For``) of a connection from one of them, and only then; served directly,
+  nobody's.
 
 As ``gunicorn.conf.py``'s ``preload_app`` and ``pre_fork`` do, the application is imported
 once here and its objects frozen out of the collector's sight (`gc.freeze`) before the
