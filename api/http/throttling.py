@@ -7,14 +7,13 @@ rate is ``settings.THROTTLE_RATES[tier][scope]``: the client's tier (`Client.tie
 
 Why not DRF's ``SimpleRateThrottle``: its request log costs two cache round trips per
 request and two workers reading one log both allow. Here each fixed window is one atomic
-counter (`shared_increment`), leased to a worker at most ``N // LEASE_DIVISOR`` permits at a time,
-so a limit of N holds across every worker and host at one round trip per lease. A
-worker's first lease in a window is one permit and each next one twice the last, up to
-``N // LEASE_DIVISOR``: a worker that exits (recycled, reloaded, killed) strands at most
-about what it used in the window, not a full lease; with fixed ``N // 100`` leases, a
-server recycling its workers every few seconds leased a client's whole hourly limit away
-with a fraction of it used. A dead
-cache lets requests through after a bounded wait and is not asked again for
+counter (`shared_increment`), leased to workers a few permits at a time, so a limit of N
+holds across every worker and host at one round trip per lease. A worker's first lease in
+a window is one permit and each next one twice the last, up to ``N // LEASE_DIVISOR``: a
+worker that exits (recycled, reloaded, killed) strands about what it spent in the window,
+not a full lease (with fixed ``N // 100`` leases, a server recycling its workers every few
+seconds leased a client's hourly limit away with a fraction of it spent). A dead cache
+lets requests through after a bounded wait and is not asked again for
 ``CACHE_RETRY_SECONDS``: a throttle must not turn a cache failure into an outage.
 """
 
