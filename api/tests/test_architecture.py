@@ -17,8 +17,14 @@ from django.conf import settings
 REPO = Path(settings.BASE_DIR)
 PACKAGES = ("api", "loadtest", "data_project")
 # Imports inside a function that are Django's documented way, not a hidden cycle: an
-# AppConfig registers its system checks in ready(); manage.py imports Django in main().
-ALLOWED_LOCAL_IMPORTS = {("api/apps.py", "ready"), ("manage.py", "main")}
+# AppConfig registers its system checks in ready(), and the fast path's check imports what
+# it checks only when the checks run (grimp still sees the edge: the layers are checked);
+# manage.py imports Django in main().
+ALLOWED_LOCAL_IMPORTS = {
+    ("api/apps.py", "ready"),
+    ("api/apps.py", "check_fast_path"),
+    ("manage.py", "main"),
+}
 
 
 def product_files() -> list[Path]:
