@@ -208,8 +208,8 @@ def count_in_server(app: str, args) -> int:
 
 
 def the_worker(server: subprocess.Popen) -> psutil.Process:
-    """The one worker process of ``server`` (Gunicorn's, or Granian's beside its
-    multiprocessing helpers, which run no ``-c`` code of theirs: told apart by their
+    """The one worker process of ``server``, Gunicorn's or Granian's; exits unless there is
+    exactly one (multiprocessing's resource tracker, a child too, is told apart by its
     command line)."""
     workers = [
         child
