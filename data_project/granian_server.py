@@ -34,7 +34,6 @@ every worker one at a time, SIGTERM and SIGINT stop gracefully.
 import functools
 import gc
 import importlib
-import ipaddress
 import multiprocessing
 
 from granian.constants import Interfaces
@@ -42,6 +41,7 @@ from granian.http import HTTP1Settings
 from granian.log import LogLevels
 from granian.server import Server
 
+from api.domain.addresses import in_networks, proxy_networks
 from data_project import metrics_dir
 from data_project.env import Env
 
@@ -121,15 +121,11 @@ def trust_proxy_headers(application, proxies: tuple[str, ...]):
     --server granian``). ``api/tests/test_servers.py`` holds the two to the same answers.
     Raises `ValueError` for a proxy that is no address or network.
     """
-    networks = tuple(ipaddress.ip_network(proxy, strict=False) for proxy in proxies)
+    networks = proxy_networks(proxies)
 
     @functools.lru_cache(maxsize=TRUSTED_CACHE_SIZE)
     def is_proxy(host: str | None) -> bool:
-        try:
-            address = ipaddress.ip_address(host)
-        except ValueError:  # no address: a UNIX socket's peer, or whatever a client wrote
-            return False
-        return any(address in network for network in networks)
+        return in_networks(host, networks)
 
     @functools.wraps(application)
     def trusting(environ, start_response):

@@ -18,7 +18,6 @@ lets requests through after a bounded wait and is not asked again for
 """
 
 import functools
-import ipaddress
 import logging
 import math
 import threading
@@ -32,6 +31,7 @@ from django.db import connections, router, transaction
 from django.dispatch import receiver
 from rest_framework.throttling import BaseThrottle, SimpleRateThrottle
 
+from api.domain.addresses import in_networks, proxy_networks
 from api.http.access import ANONYMOUS_TIER, Client
 from api.metrics import THROTTLED
 
@@ -196,13 +196,7 @@ _IDENT = BaseThrottle()  # DRF's get_ident: REMOTE_ADDR, or X-Forwarded-For by N
 @functools.lru_cache(maxsize=1024)
 def trusted_proxy(address: str) -> bool:
     """Whether ``address`` is one of ``settings.FORWARDED_ALLOW_IPS`` (addresses or networks)."""
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:  # a UNIX socket's peer, say: no address to trust
-        return False
-    return any(
-        ip in ipaddress.ip_network(net, strict=False) for net in settings.FORWARDED_ALLOW_IPS
-    )
+    return in_networks(address, proxy_networks(settings.FORWARDED_ALLOW_IPS))
 
 
 @receiver(setting_changed)
