@@ -52,6 +52,7 @@ import psutil
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from bench.lookup import PRODUCTION_ENV, bench_token  # noqa: E402
+from bench.servers import GRANIAN_SETTINGS  # noqa: E402
 
 WARM_UP = 200
 # The child's header: every app gets it (the raw anchor ignores it).
@@ -155,19 +156,19 @@ def count_in_server(app: str, args) -> int:
         "GUNICORN_LOG_LEVEL": "warning",
     }
     cwd, target = REPO, "data_project.wsgi"
-    serve = [sys.executable, "-m", "gunicorn", "-c", str(REPO / "gunicorn.conf.py"), target]
     if app == "raw":
         cwd, target = Path(args.anchors), "raw_wsgi:lookup"
         env.update(ANCHOR_DB=str(Path(args.data_dir) / "users.sqlite3"), ANCHOR_TABLE="users")
-        serve[-1] = target
-    if args.server == "granian":
+    if args.server == "gunicorn":
+        serve = [sys.executable, "-m", "gunicorn", "-c", str(REPO / "gunicorn.conf.py"), target]
+    elif app == "raw":  # Granian's CLI with the project's settings, as bench/servers.py has it
+        serve = [
+            *(sys.executable, "-m", "granian", "--interface", "wsgi", "--workers", "1"),
+            *("--blocking-threads", "1", *GRANIAN_SETTINGS),
+            *("--host", "127.0.0.1", "--port", str(port), target),
+        ]
+    else:
         serve = [sys.executable, "-m", "data_project.granian_server"]
-        if app == "raw":
-            serve = [
-                *(sys.executable, "-m", "granian", "--interface", "wsgi", "--workers", "1"),
-                *("--blocking-threads", "1", "--backpressure", "1000", "--log-level", "warning"),
-                *("--host", "127.0.0.1", "--port", str(port), target),
-            ]
     with tempfile.TemporaryDirectory(prefix="bench-callgrind-") as out:
         simulate = ["--cache-sim=yes", "--branch-sim=yes"] if args.cache_sim else []
         command = [
