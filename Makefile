@@ -35,7 +35,7 @@ PROXY ?= --proxy
 	bench-generate-growth \
 	pg-data loadtest-pg loadtest-pg-lookups bench-lookup-pg bench-swarm-pg \
 	replica-start replica-stop replica-status replica-destroy demo-cluster \
-	bench-instructions bench-throttle bench-faults bench-faults-pg bench-faults-restart bench-swarm bench-inserts bench-inserts-pg \
+	bench-instructions bench-cpu-profile perf bench-throttle bench-faults bench-faults-pg bench-faults-restart bench-swarm bench-inserts bench-inserts-pg \
 	bench-servers \
 	test lint format migrate clean
 
@@ -234,6 +234,10 @@ valgrind:
 	@command -v valgrind >/dev/null 2>&1 || \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind)
 
+perf:
+	@command -v perf >/dev/null 2>&1 || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq linux-perf)
+
 # The lookup under wrk against the raw anchor, served as production (a token per request);
 # ACCESS=open serves it as development.
 bench-lookup: venv wrk
@@ -251,6 +255,11 @@ bench-lookup-pg: pg-data wrk
 # Instructions per lookup under callgrind: repeatable where req/s is not.
 bench-instructions: venv valgrind
 	$(PY) bench/instructions.py --access $(ACCESS)
+
+# A Granian worker's CPU per lookup by where it runs (kernel, interpreter, Granian, SQLite),
+# sampled by perf under wrk, the project beside the raw anchor.
+bench-cpu-profile: venv wrk perf
+	$(PY) bench/cpu_profile.py --access $(ACCESS)
 
 # The 1000-user swarm against the raw anchor; the anchor's ids run 1..1,000,000, so both
 # use a users table of a million rows (BENCH_DATA_DIR, generated on first use).

@@ -142,33 +142,8 @@ def count_in_server(app: str, args) -> int:
     ``args.lookups`` lookups after `WARM_UP` more, per callgrind; its start-up and warm-up
     are not counted."""
     port = free_port()
-    env = {
-        **os.environ,
-        **args.env,
-        "LOOKUP_FAST_PATH": "0" if app == "django" else "1",
-        "METRICS": "0" if app == "nometrics" else "1",
-        "DATA_DIR": args.data_dir,
-        "BIND": f"127.0.0.1:{port}",
-        "WEB_CONCURRENCY": "1",
-        "GUNICORN_THREADS": "1",
-        "GUNICORN_TIMEOUT": "600",  # a worker under callgrind is ~50 times slower
-        "GUNICORN_MAX_REQUESTS": "0",  # no recycling in the middle of the count
-        "GUNICORN_LOG_LEVEL": "warning",
-    }
-    cwd, target = REPO, "data_project.wsgi"
-    if app == "raw":
-        cwd, target = Path(args.anchors), "raw_wsgi:lookup"
-        env.update(ANCHOR_DB=str(Path(args.data_dir) / "users.sqlite3"), ANCHOR_TABLE="users")
-    if args.server == "gunicorn":
-        serve = [sys.executable, "-m", "gunicorn", "-c", str(REPO / "gunicorn.conf.py"), target]
-    elif app == "raw":  # Granian's CLI with the project's settings, as bench/servers.py has it
-        serve = [
-            *(sys.executable, "-m", "granian", "--interface", "wsgi", "--workers", "1"),
-            *("--blocking-threads", "1", *GRANIAN_SETTINGS),
-            *("--host", "127.0.0.1", "--port", str(port), target),
-        ]
-    else:
-        serve = [sys.executable, "-m", "data_project.granian_server"]
+    serve, cwd, env = one_worker_server(app, args, port)
+    env["GUNICORN_TIMEOUT"] = "600"  # a worker under callgrind is ~50 times slower
     with tempfile.TemporaryDirectory(prefix="bench-callgrind-") as out:
         simulate = ["--cache-sim=yes", "--branch-sim=yes"] if args.cache_sim else []
         command = [
@@ -206,6 +181,43 @@ def count_in_server(app: str, args) -> int:
         shown = (f"{e} {counts[e] / args.lookups:,.0f}" for e in misses if e in counts)
         print(f"{app} misses a lookup: {', '.join(shown)}")
     return int(totals[0])
+
+
+def one_worker_server(app: str, args, port: int) -> tuple[list[str], Path, dict]:
+    """``(command, cwd, env)`` of ``args.server`` (``gunicorn`` or ``granian``) serving
+    ``app`` (``project``, ``nometrics``, ``django`` or ``raw``) with 1 worker × 1 Python
+    thread on 127.0.0.1:``port``: the project by ``gunicorn.conf.py`` or
+    ``data_project.granian_server``, the raw anchor by the same Gunicorn config or Granian's
+    CLI with `bench.servers.GRANIAN_SETTINGS`. ``args``: ``data_dir``, ``anchors``,
+    ``env`` (added to the environment) and ``server``."""
+    data_dir = Path(args.data_dir).resolve()  # the raw anchor runs in the anchors' directory
+    env = {
+        **os.environ,
+        **args.env,
+        "LOOKUP_FAST_PATH": "0" if app == "django" else "1",
+        "METRICS": "0" if app == "nometrics" else "1",
+        "DATA_DIR": str(data_dir),
+        "BIND": f"127.0.0.1:{port}",
+        "WEB_CONCURRENCY": "1",
+        "GUNICORN_THREADS": "1",
+        "GUNICORN_MAX_REQUESTS": "0",  # no recycling in the middle of a measurement
+        "GUNICORN_LOG_LEVEL": "warning",
+    }
+    cwd, target = REPO, "data_project.wsgi"
+    if app == "raw":
+        cwd, target = Path(args.anchors), "raw_wsgi:lookup"
+        env.update(ANCHOR_DB=str(data_dir / "users.sqlite3"), ANCHOR_TABLE="users")
+    if args.server == "gunicorn":
+        serve = [sys.executable, "-m", "gunicorn", "-c", str(REPO / "gunicorn.conf.py"), target]
+    elif app == "raw":  # Granian's CLI with the project's settings, as bench/servers.py has it
+        serve = [
+            *(sys.executable, "-m", "granian", "--interface", "wsgi", "--workers", "1"),
+            *("--blocking-threads", "1", *GRANIAN_SETTINGS),
+            *("--host", "127.0.0.1", "--port", str(port), target),
+        ]
+    else:
+        serve = [sys.executable, "-m", "data_project.granian_server"]
+    return serve, cwd, env
 
 
 def the_worker(server: subprocess.Popen) -> psutil.Process:

@@ -26,6 +26,7 @@ from django.urls import resolve, reverse
 from django.utils.log import log_response
 from rest_framework.exceptions import APIException
 
+from api.db.compiled import thread_connection
 from api.db.routers import DEFAULT_ALIAS, PINNED_ALIASES, replicas_by_alias
 from api.domain.batches import InvalidBatch, parse_batch
 from api.fastpath.checks import fast_path_errors, lookup_view_class
@@ -174,7 +175,7 @@ class FastPathHandler(WSGIHandler):
                 signals.request_finished.send(sender=self.__class__)
             else:
                 for alias in self.housekeeping_aliases:
-                    connections[alias].close_if_unusable_or_obsolete()
+                    thread_connection(alias).close_if_unusable_or_obsolete()
         if answer is None:
             return self._django(environ, start_response, started)
         status, body, headers = answer
