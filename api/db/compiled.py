@@ -15,6 +15,7 @@ What this saves: ``docs/performance.md``.
 from asyncio import _get_running_loop  # asyncio's own test: the running loop, or None
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC
 from threading import Lock, local
 from time import perf_counter
 from typing import Any
@@ -22,6 +23,8 @@ from typing import Any
 from django.db import DatabaseError, connections, router
 from django.db.models import Model, QuerySet
 from psycopg import Cursor
+from psycopg.pq import Format
+from psycopg.types.datetime import TimestamptzLoader
 
 from api.db.query_timing import TIMING, observed
 from api.db.routers import PINNED_ALIASES, primary_after_failure
@@ -235,5 +238,27 @@ def server_binding_cursor(alias: str, raw, cursor_class: type[Cursor] = Cursor) 
         cursors = _cursors_by_thread.cursors = {}
     kept = cursors.get((alias, cursor_class))
     if kept is None or kept[0] is not raw:
-        kept = cursors[alias, cursor_class] = (raw, cursor_class(raw))
+        cursor = cursor_class(raw)
+        if loads_utc_as_django(cursor):
+            cursor.adapters.register_loader("timestamptz", TimestamptzLoader)
+        kept = cursors[alias, cursor_class] = (raw, cursor)
     return kept[1]
+
+
+def loads_utc_as_django(cursor: Cursor) -> bool:
+    """Whether psycopg's own ``timestamptz`` loader gives ``cursor`` what Django's does.
+
+    Django registers a Python subclass of psycopg's loader on every connection
+    (``django.db.backends.postgresql.psycopg_any.register_tzloader``) that parses each
+    value in Python and then sets its ``tzinfo`` to the connection's time zone. When that
+    zone is UTC and so is the session's ``TimeZone`` (Django sets it), psycopg's loader,
+    which the C extension implements, already returns the value with
+    ``datetime.timezone.utc``: the same object, ~3 µs of CPU less per lookup on
+    PostgreSQL (docs/performance.md). Anything else keeps Django's loader.
+    """
+    oid = cursor.adapters.types["timestamptz"].oid
+    djangos = cursor.adapters.get_loader(oid, Format.TEXT)
+    return (
+        getattr(djangos, "timezone", None) is UTC
+        and cursor.connection.pgconn.parameter_status(b"TimeZone") == b"UTC"
+    )

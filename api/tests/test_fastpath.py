@@ -7,9 +7,12 @@ Transactional: both handlers close connections after a request, as in production
 """
 
 import sys
+from datetime import UTC, datetime
 from io import BytesIO
 
+import hypothesis
 import orjson
+import psycopg
 import pytest
 from django.core import signals
 from django.core.exceptions import TooManyFieldsSent
@@ -18,13 +21,18 @@ from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 from django.db import connections
 from django.http import QueryDict
+from hypothesis import given
+from hypothesis import strategies as st
+from psycopg.pq import Format
 from rest_framework.authentication import BasicAuthentication
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.throttling import AnonRateThrottle
 
+from api.db.compiled import loads_utc_as_django, server_binding_cursor
 from api.fastpath import FastPathHandler
 from api.fastpath.query_string import query_params
 from api.http.query_params import as_params
+from api.http.renderers import dumps
 from api.tests.conftest import ALL_DATABASES, postgresql_only
 from api.views.run_query import RunQueryView
 
@@ -390,3 +398,30 @@ def test_a_drf_policy_the_fast_path_does_not_apply_stops_it_and_django_applies_i
         assert call(app, bad)[0] == "401 Unauthorized"
     else:  # no credentials, and the view authenticates by token: a 401 challenge
         assert call(app, lookup)[0] == "401 Unauthorized"
+
+
+@postgresql_only
+@hypothesis.settings(max_examples=200, deadline=None)
+@given(
+    moment=st.datetimes(
+        min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30), timezones=st.just(UTC)
+    )
+)
+def test_the_fast_path_cursor_loads_timestamps_as_djangos_cursor(moment):
+    """psycopg's own ``timestamptz`` loader on the fast path's cursor (`loads_utc_as_django`)
+    gives what Django's loader gives: equal values with the same ``tzinfo`` object, so
+    the bodies render alike."""
+    connection = connections["users"]
+    connection.ensure_connection()
+    assert loads_utc_as_django(psycopg.Cursor(connection.connection))  # Django's loader
+    fast = server_binding_cursor("users", connection.connection)
+    loader = fast.adapters.get_loader(fast.adapters.types["timestamptz"].oid, Format.TEXT)
+    assert not hasattr(loader, "timezone")  # psycopg's, not Django's subclass
+    query = "SELECT %s::timestamptz"
+    with connection.cursor() as cursor:
+        cursor.execute(query, [moment])
+        (djangos,) = cursor.fetchone()
+    (ours,) = fast.execute(query, [moment]).fetchone()
+    assert ours == djangos == moment
+    assert ours.tzinfo is djangos.tzinfo
+    assert dumps(ours) == dumps(djangos)
