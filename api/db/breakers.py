@@ -31,6 +31,7 @@ from api.db.failures import (
     StoreUnavailable,
     failure_kind,
 )
+from api.db.pools import check_soon
 from api.domain.stores import STORE_NAMES
 from api.metrics import BREAKER_OPEN, BREAKER_TRIPS
 
@@ -97,8 +98,14 @@ class StoreBreaker:
             self._open_gauge.set(0)
 
     def failed(self, exc: DatabaseError) -> str:
-        """Record a failure; open the breaker if its kind will likely repeat. Its kind."""
+        """Record a failure; open the breaker if its kind will likely repeat. Its kind.
+
+        An ``unreachable`` store's pooled connections are checked at once (`check_soon`):
+        after a server restart they are all dead, and none should outlive the outage.
+        """
         kind = failure_kind(exc)
+        if kind == UNREACHABLE:
+            check_soon(self.store)
         if kind in self.transient:
             self.kind = kind
             if not self.open_until:  # a failed probe keeps it open: no new trip
