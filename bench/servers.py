@@ -40,7 +40,8 @@ lookups (target >= 0.85) and inserts (target >= 0.7), and on PostgreSQL project 
 the peer on its best server (the one with the higher median; target >= 2). Exits 1 when a
 request failed (the ratios then mean nothing) or an insert run stored other than it
 answered. Needs wrk (``make wrk``). Usage: ``python bench/servers.py [--rounds 3]
-[--seconds 10] [--only lookup,insert] [--postgres URL_PREFIX] [--quick]``.
+[--seconds 10] [--only lookup,insert] [--postgres URL_PREFIX] [--sqlite-only |
+--postgres-only] [--quick]``.
 """
 
 import argparse
@@ -183,7 +184,9 @@ def main() -> int:
         help=f"PostgreSQL databases URL_PREFIX{{users,products,orders}} (default: "
         f"{DEFAULT_PG}dp_servers_ when that server answers)",
     )
-    parser.add_argument("--sqlite-only", action="store_true")
+    only_backend = parser.add_mutually_exclusive_group()
+    only_backend.add_argument("--sqlite-only", action="store_true")
+    only_backend.add_argument("--postgres-only", action="store_true")
     parser.add_argument(
         "--quick", action="store_true", help="a smoke run: one round of 2 s measurements"
     )
@@ -200,9 +203,12 @@ def main() -> int:
     servers = [gunicorn_server(args.workers, int(threads)) for threads in shapes] + [GRANIAN]
 
     postgres = None if args.sqlite_only else args.postgres or default_postgres()
+    if args.postgres_only and not postgres:
+        sys.exit("--postgres-only: no PostgreSQL server answers")
     backends = []
     if {"lookup", "insert"} & set(workloads):
-        backends.append(backend("sqlite", {"DATA_DIR": str(data_dir)}, data_dir, args))
+        if not args.postgres_only:
+            backends.append(backend("sqlite", {"DATA_DIR": str(data_dir)}, data_dir, args))
         if postgres:
             env = {"DATA_DIR": str(data_dir / "pg")}
             env |= {f"DATABASE_URL_{s.upper()}": postgres + s for s in STORE_NAMES}
