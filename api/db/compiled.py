@@ -251,10 +251,11 @@ def loads_utc_as_django(cursor: Cursor) -> bool:
     Django registers a Python subclass of psycopg's loader on every connection
     (``django.db.backends.postgresql.psycopg_any.register_tzloader``) that parses each
     value in Python and then sets its ``tzinfo`` to the connection's time zone. When that
-    zone is UTC and so is the session's ``TimeZone`` (Django sets it), psycopg's loader,
-    which the C extension implements, already returns the value with
-    ``datetime.timezone.utc``: the same object, ~3 µs of CPU less per lookup on
-    PostgreSQL (docs/performance.md). Anything else keeps Django's loader.
+    zone is UTC and so is the session's ``TimeZone`` (Django sets it when it connects and
+    the project never changes it), psycopg's loader, which the C extension implements,
+    already returns the value with ``datetime.timezone.utc``: the same object, without a
+    Python call per value (what that saves: docs/performance.md, "PostgreSQL lookups").
+    Anything else keeps Django's loader.
     """
     oid = cursor.adapters.types["timestamptz"].oid
     djangos = cursor.adapters.get_loader(oid, Format.TEXT)
