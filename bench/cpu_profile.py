@@ -12,9 +12,16 @@ per request (samples × the sampling period / the requests wrk counted in that w
 each app beside the raw anchor's. A server's own work in Python (all of Gunicorn's)
 counts as ``libpython``; use Granian (the default) to see the server's share apart.
 
+``--postgres URL_PREFIX`` profiles lookups on PostgreSQL instead (databases
+``URL_PREFIX`` + ``users``/``products``/``orders``, ``--data-dir`` holding the SQLite
+``default`` with the tokens, as ``bench/servers.py`` lays them out): the raw anchor is
+``raw_wsgi_pg_tuned.py``, and the worker's PostgreSQL backends (found by the worker's
+client ports in ``pg_stat_activity``) are sampled with it, their CPU a stage of its own.
+
 Needs Debian's ``linux-perf`` (``make perf``), wrk and generated data (``--data-dir``,
 ``var/db`` by default). ``--access`` as in ``bench/lookup.py``. Usage: ``python
-bench/cpu_profile.py [--server granian|gunicorn] [--apps project,raw] [--seconds 8]``.
+bench/cpu_profile.py [--server granian|gunicorn] [--apps project,raw] [--seconds 8]
+[--postgres URL_PREFIX]``.
 """
 
 import argparse
@@ -30,8 +37,12 @@ from collections import Counter
 from contextlib import closing
 from pathlib import Path
 
+import psutil
+import psycopg
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+from api.domain.stores import STORE_NAMES  # noqa: E402  (needs no settings)
 from bench.instructions import connect, free_port, one_worker_server, the_worker  # noqa: E402
 from bench.lookup import PRODUCTION_ENV, bench_token  # noqa: E402
 
@@ -52,6 +63,7 @@ STAGES = {
     "_decimal": "decimal",
     "libmpdec": "decimal",
 }
+BACKEND = "PostgreSQL backend"  # the stage of every sample in the worker's backends
 
 
 def main() -> int:
@@ -63,25 +75,32 @@ def main() -> int:
     parser.add_argument("--access", choices=["tokens", "open"], default="tokens")
     parser.add_argument("--connections", type=int, default=10)
     parser.add_argument("--seconds", type=int, default=8)
+    parser.add_argument("--postgres", metavar="URL_PREFIX", help="e.g. postgres://.../dp_servers_")
     args = parser.parse_args()
     for tool in ("perf", "wrk"):
         if not shutil.which(tool):
             sys.exit(f"{tool} not found: make {tool}")
-    users_db = Path(args.data_dir).resolve() / "users.sqlite3"
-    if not users_db.exists():
-        sys.exit(f"{users_db} is missing: run `manage.py generate_data` first")
-    with closing(sqlite3.connect(users_db)) as db:
-        (args.max_id,) = db.execute("SELECT max(id) FROM users").fetchone()
+    data_dir = Path(args.data_dir).resolve()
     args.env, args.headers = {}, []
+    if args.postgres:
+        with psycopg.connect(args.postgres + "users") as db:
+            (args.max_id,) = db.execute("SELECT max(id) FROM users").fetchone()
+        args.env = {f"DATABASE_URL_{s.upper()}": args.postgres + s for s in STORE_NAMES}
+    else:
+        users_db = data_dir / "users.sqlite3"
+        if not users_db.exists():
+            sys.exit(f"{users_db} is missing: run `manage.py generate_data` first")
+        with closing(sqlite3.connect(users_db)) as db:
+            (args.max_id,) = db.execute("SELECT max(id) FROM users").fetchone()
     if args.access == "tokens":
-        args.env = {**PRODUCTION_ENV, "TOKEN_CACHE_SECONDS": "3600"}
-        args.headers = ["-H", f"Authorization: Token {bench_token(users_db.parent)}"]
+        args.env |= {**PRODUCTION_ENV, "TOKEN_CACHE_SECONDS": "3600"}
+        args.headers = ["-H", f"Authorization: Token {bench_token(data_dir)}"]
 
     profiles = {app: profile(app, args) for app in args.apps.split(",")}
     print(
         f"\nCPU µs per lookup in one {args.server} worker (1 Python thread), perf cpu-clock "
         f"at {FREQUENCY_HZ} Hz over {args.seconds} s, wrk {args.connections} connections, "
-        f"access: {args.access}"
+        f"access: {args.access}, {'PostgreSQL' if args.postgres else 'SQLite'}"
     )
     apps = list(profiles)
     print(f"{'stage':<22}" + "".join(f"{app:>12}" for app in apps))
@@ -120,13 +139,15 @@ def profile(app: str, args) -> dict:
             text=True,
         )
         time.sleep(WARM_UP_S)
+        backends = backend_pids(worker, args.postgres) if args.postgres else []
+        pids = ",".join(map(str, [worker.pid, *backends]))
         with tempfile.TemporaryDirectory(prefix="bench-perf-") as out:
             data = f"{out}/perf.data"
             record = ["perf", "record", "-e", "cpu-clock", "-F", str(FREQUENCY_HZ), "-o", data]
-            record += ["-p", str(worker.pid), "--", "sleep", str(args.seconds)]
+            record += ["-p", pids, "--", "sleep", str(args.seconds)]
             subprocess.run(record, check=True, capture_output=True)
             report = subprocess.run(
-                ["perf", "report", "-i", data, "--stdio", "-n", "--sort", "dso", "-g", "none"],
+                ["perf", "report", "-i", data, "--stdio", "-n", "--sort", "pid,dso", "-g", "none"],
                 check=True,
                 capture_output=True,
                 text=True,
@@ -140,15 +161,31 @@ def profile(app: str, args) -> dict:
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
     samples: Counter[str] = Counter()
     for line in report.splitlines():
-        found = re.match(r"\s+[\d.]+%\s+(\d+)\s+(\S+)", line)
+        found = re.match(r"\s+[\d.]+%\s+(\d+)\s+(\d+):\S*\s+(\S+)", line)
         if found:
-            dso = found.group(2)
-            stage = next((s for key, s in STAGES.items() if key in dso), "other")
-            samples[stage] += int(found.group(1))
+            count, pid, dso = int(found.group(1)), int(found.group(2)), found.group(3)
+            if pid in backends:
+                stage = BACKEND
+            else:
+                stage = next((s for key, s in STAGES.items() if key in dso), "other")
+            samples[stage] += count
     requests = rps * args.seconds
     us = {stage: n * 1e6 / FREQUENCY_HZ / requests for stage, n in samples.items()}
     us["total"] = sum(us.values())
     return {"us": us, "rps": rps}
+
+
+def backend_pids(worker: psutil.Process, url_prefix: str) -> list[int]:
+    """The PostgreSQL backends serving ``worker``: those whose client port is one of the
+    worker's TCP connections (``pg_stat_activity.client_port``)."""
+    ports = [c.laddr.port for c in worker.net_connections(kind="tcp") if c.raddr]
+    with psycopg.connect(url_prefix + "users") as db:
+        rows = db.execute(
+            "SELECT pid FROM pg_stat_activity WHERE client_port = ANY(%s)", (ports,)
+        ).fetchall()
+    if not rows:
+        sys.exit(f"no PostgreSQL backend serves worker {worker.pid}")
+    return [pid for (pid,) in rows]
 
 
 if __name__ == "__main__":

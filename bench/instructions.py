@@ -189,7 +189,8 @@ def one_worker_server(app: str, args, port: int) -> tuple[list[str], Path, dict]
     thread on 127.0.0.1:``port``: the project by ``gunicorn.conf.py`` or
     ``data_project.granian_server``, the raw anchor by the same Gunicorn config or Granian's
     CLI with `bench.servers.GRANIAN_SETTINGS`. ``args``: ``data_dir``, ``anchors``,
-    ``env`` (added to the environment) and ``server``."""
+    ``env`` (added to the environment), ``server``, and optionally ``postgres`` (a URL
+    prefix: the raw anchor is then ``raw_wsgi_pg_tuned.py`` on its ``users`` database)."""
     data_dir = Path(args.data_dir).resolve()  # the raw anchor runs in the anchors' directory
     env = {
         **os.environ,
@@ -204,7 +205,11 @@ def one_worker_server(app: str, args, port: int) -> tuple[list[str], Path, dict]
         "GUNICORN_LOG_LEVEL": "warning",
     }
     cwd, target = REPO, "data_project.wsgi"
-    if app == "raw":
+    postgres = getattr(args, "postgres", None)  # URL prefix of the databases, if any
+    if app == "raw" and postgres:
+        cwd, target = Path(args.anchors), "raw_wsgi_pg_tuned:lookup"
+        env.update(ANCHOR_PG_URL=postgres + "users", ANCHOR_TABLE="users")
+    elif app == "raw":
         cwd, target = Path(args.anchors), "raw_wsgi:lookup"
         env.update(ANCHOR_DB=str(data_dir / "users.sqlite3"), ANCHOR_TABLE="users")
     if args.server == "gunicorn":
