@@ -19,6 +19,7 @@ is their health check (`api.db.compiled._fetch_dbapi`).
 import logging
 import threading
 
+import psycopg
 from django.db import connections
 
 from api.db.routers import replicas_by_alias
@@ -32,7 +33,9 @@ _lock = threading.Lock()
 def check_soon(store: str) -> list[threading.Thread]:
     """Check the idle connections of ``store``'s pools (primary and replicas), each in a
     daemon thread; the threads started (none for an alias without a pool, or whose pool a
-    thread is checking already). Never raises: a failed check is logged."""
+    thread is checking already). A check that fails with psycopg's error (a pool closed
+    while shutting down, say) is logged; anything else is a bug, printed by the thread's
+    ``threading.excepthook``."""
     started: list[threading.Thread] = []
     if store not in STORES:
         return started
@@ -56,8 +59,8 @@ def check_soon(store: str) -> list[threading.Thread]:
 def _check(alias: str, pool) -> None:
     try:
         pool.check()
-    except Exception as exc:  # a closed pool (shutting down), a check that failed outright
-        logger.warning("checking the connection pool of %s failed: %s", alias, type(exc).__name__)
+    except psycopg.Error:  # the pool's own errors (PoolClosed, ...) are psycopg's
+        logger.warning("checking the connection pool of %s failed", alias, exc_info=True)
     finally:
         with _lock:
             _checking.discard(alias)
