@@ -16,6 +16,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
 from django.db.models import Max
 
+from api.domain.stores import STORE_NAMES
 from api.models import Order, User
 from api.tests.conftest import ALL_DATABASES, sqlite_only
 from data_project.env import Env
@@ -29,6 +30,7 @@ DJANGO_ENV_VARS = [
     "DJANGO_ALLOWED_HOSTS",
     "DATA_DIR",
     "SQLITE_SYNCHRONOUS",
+    "SQLITE_MMAP_BYTES",
     *(f"DATABASE_URL_{alias.upper()}" for alias in ALL_DATABASES),
     *(f"DATABASE_REPLICA_URLS_{alias.upper()}" for alias in ALL_DATABASES),
     "DATABASE_POOL",
@@ -256,6 +258,28 @@ def test_sqlite_synchronous_sets_each_stores_pragma_and_refuses_other_values(mon
     )
     with pytest.raises(ImproperlyConfigured, match="SQLITE_SYNCHRONOUS"):
         load_settings(monkeypatch, SQLITE_SYNCHRONOUS="OFF")
+
+
+def test_sqlite_mmap_bytes_sets_each_stores_pragma_and_refuses_a_negative_size(monkeypatch):
+    """``SQLITE_MMAP_BYTES`` puts ``PRAGMA mmap_size`` in every store's connection set-up
+    (1 GiB by default, 0 turns it off); a negative size is refused."""
+    default = load_settings(monkeypatch)["DATABASES"]["users"]["OPTIONS"]
+    assert "mmap_size=1073741824" in default["init_command"]
+    conf = load_settings(monkeypatch, SQLITE_MMAP_BYTES="0")
+    assert "mmap_size=0" in conf["DATABASES"]["orders"]["OPTIONS"]["init_command"]
+    with pytest.raises(ImproperlyConfigured, match="SQLITE_MMAP_BYTES"):
+        load_settings(monkeypatch, SQLITE_MMAP_BYTES="-1")
+
+
+@sqlite_only
+@pytest.mark.django_db(databases=ALL_DATABASES)
+def test_every_sqlite_store_connection_reads_through_the_memory_map():
+    """The running connections report the configured ``mmap_size``: the PRAGMA reached
+    SQLite (a typo in ``init_command`` would fail to connect, a cap would show here)."""
+    for alias in STORE_NAMES:
+        with connections[alias].cursor() as cursor:
+            cursor.execute("PRAGMA mmap_size")
+            assert cursor.fetchone()[0] == settings.SQLITE_MMAP_BYTES
 
 
 GUNICORN_CONF = settings.BASE_DIR / "gunicorn.conf.py"
