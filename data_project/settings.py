@@ -145,6 +145,16 @@ DATABASE_CONNECT_TIMEOUT_SECONDS = env.int("DATABASE_CONNECT_TIMEOUT_SECONDS", d
 # https://docs.djangoproject.com/en/5.2/ref/databases/#connection-pool) bounds a process
 # below its thread count instead, at a checkout per request (docs/performance.md).
 DATABASE_POOL = env.bool("DATABASE_POOL", default=False)
+
+
+def _regrow_for_waiters(pool) -> None:
+    """`api.db.pools.regrow_for_waiters`, imported when a pool calls it: the settings are
+    read before Django's apps are ready, and that module imports the database layer."""
+    from api.db.pools import regrow_for_waiters
+
+    regrow_for_waiters(pool)
+
+
 DATABASE_POOL_OPTIONS = {
     "min_size": env.int("DATABASE_POOL_MIN_SIZE", default=2),
     "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=8),
@@ -156,7 +166,11 @@ DATABASE_POOL_OPTIONS = {
     # an outage the next one could come as long after the server's return as the outage
     # lasted; a connection given up is made anew at once when a request waits for one.
     "reconnect_timeout": env.float("DATABASE_POOL_RECONNECT_SECONDS", default=2.0),
+    # ... including the requests already waiting when the attempt was given up.
+    "reconnect_failed": _regrow_for_waiters,
 }
+
+
 # psycopg prepares a server-bound statement after this many runs on a connection (only
 # the fast path binds server-side); "none" turns it off (PgBouncer in transaction mode).
 _prepare_threshold = env.str("DATABASE_PREPARE_THRESHOLD", default="5")

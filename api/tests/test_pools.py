@@ -1,7 +1,13 @@
 """Pooled connections the server dropped (`api.db.pools`): replaced at once, not one per
-checkout. A real psycopg_pool pool on the test PostgreSQL server, its connections ended by
-the server (``pg_terminate_backend``), as a restart ends them."""
+checkout, and made for the requests waiting once the server is back. A real psycopg_pool
+pool on the test PostgreSQL server, its connections ended by the server
+(``pg_terminate_backend``), as a restart ends them, or the server made unreachable and
+reachable again by a TCP forwarder in front of it (`Forwarder`)."""
 
+import contextlib
+import socket
+import socketserver
+import threading
 import time
 import uuid
 
@@ -12,7 +18,7 @@ from django.db.utils import OperationalError
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from api.db.breakers import READ_TRANSIENT, StoreBreaker
-from api.db.pools import check_soon
+from api.db.pools import check_soon, regrow_for_waiters
 from api.tests.conftest import postgresql_only
 
 pytestmark = postgresql_only
@@ -29,9 +35,17 @@ def conninfo(alias: str = "users") -> str:
 @pytest.fixture
 def pool():
     """An open pool of `SIZE` checked connections, named so the server can end them."""
+    pool = open_pool("users")
+    yield pool
+    pool.close()
+
+
+def open_pool(alias: str) -> ConnectionPool:
+    """An open pool of `SIZE` checked connections to ``alias``'s database, named so the
+    server can end them."""
     name = f"pool-test-{uuid.uuid4().hex[:8]}"
     pool = ConnectionPool(
-        conninfo(),
+        conninfo(alias),
         min_size=SIZE,
         max_size=SIZE,
         timeout=2.5,
@@ -42,8 +56,7 @@ def pool():
     )
     pool.wait(timeout=10)
     pool.name_on_server = name
-    yield pool
-    pool.close()
+    return pool
 
 
 def end_its_connections(pool) -> int:
@@ -98,6 +111,34 @@ def test_an_unreachable_failure_replaces_every_dead_pooled_connection_at_once(us
     assert checkout_seconds(users_pool) < 0.5
 
 
+@pytest.fixture
+def two_stores_pools(monkeypatch):
+    """``connections["users"].pool`` and ``connections["orders"].pool``: two pools on the
+    one test server."""
+    pools = {alias: open_pool(alias) for alias in ("users", "orders")}
+    wrapper = type(connections["users"])
+    monkeypatch.setattr(wrapper, "pool", property(lambda self: pools.get(self.alias)))
+    yield pools
+    for each in pools.values():
+        each.close()
+
+
+def test_an_unreachable_failure_checks_the_other_stores_pools_on_that_server(
+    two_stores_pools,
+):
+    """A server restart ended every store's connections; the store that saw no failure
+    (orders) has its dead ones replaced too, before its first checkout."""
+    orders = two_stores_pools["orders"]
+    assert end_its_connections(orders) == SIZE
+    breaker = StoreBreaker("users", READ_TRANSIENT, cooldown_s=10)
+    breaker.failed(OperationalError("server closed the connection unexpectedly"))
+    deadline = time.monotonic() + 10
+    while lost(orders) < SIZE and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert lost(orders) == SIZE
+    assert checkout_seconds(orders) < 0.5
+
+
 def lost(pool) -> int:
     """Connections the pool found broken and replaced, per psycopg_pool's statistics."""
     return pool.get_stats().get("connections_lost", 0)
@@ -116,3 +157,117 @@ def test_one_check_per_pool_at_a_time(users_pool):
 def test_stores_without_a_pool_start_no_check():
     """The suite's aliases are persistent connections: nothing to check."""
     assert check_soon("users") == [] and check_soon("orders") == []
+
+
+class Forwarder:
+    """A TCP forwarder to the test server on a port of its own: `down` closes its port
+    (connections are refused, open ones cut, as when a server stops) and `up` opens it
+    again. The standard library's ``socketserver``; a thread per direction."""
+
+    def __init__(self, upstream: tuple[str, int]):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.upstream = upstream
+        self.server: socketserver.ThreadingTCPServer | None = None
+        self.sockets: set[socket.socket] = set()
+
+    def up(self) -> None:
+        forwarder = self
+
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self):
+                upstream = socket.create_connection(forwarder.upstream)
+                forwarder.sockets |= {self.request, upstream}
+                back = threading.Thread(target=pump, args=(upstream, self.request), daemon=True)
+                back.start()
+                pump(self.request, upstream)
+                back.join()
+
+        socketserver.ThreadingTCPServer.allow_reuse_address = True
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", self.port), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def down(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        for each in list(self.sockets):
+            cut(each)
+
+
+def pump(source: socket.socket, target: socket.socket) -> None:
+    try:
+        while data := source.recv(65536):
+            target.sendall(data)
+    except OSError:
+        pass
+    finally:
+        cut(source)
+        cut(target)
+
+
+def cut(each: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        each.shutdown(socket.SHUT_RDWR)
+
+
+@pytest.fixture
+def forwarded_pool():
+    """``(pool, forwarder)``: a pool of one connection through a `Forwarder` that is up,
+    giving a lost connection up after 0.5 s, with `regrow_for_waiters` as the settings
+    configure it; the pool closed and the forwarder down after the test."""
+    params = connections["users"].settings_dict
+    forwarder = Forwarder((params["HOST"] or "127.0.0.1", int(params["PORT"] or 5432)))
+    forwarder.up()
+    pool = ConnectionPool(
+        psycopg.conninfo.make_conninfo(
+            dbname=params["NAME"], user=params["USER"], host="127.0.0.1", port=forwarder.port
+        ),
+        min_size=1,
+        max_size=2,
+        timeout=5.0,
+        reconnect_timeout=0.5,
+        reconnect_failed=regrow_for_waiters,
+        check=ConnectionPool.check_connection,
+        kwargs={"autocommit": True},
+        open=True,
+    )
+    pool.wait(timeout=10)
+    yield pool, forwarder
+    pool.close()
+    forwarder.down()
+
+
+def test_a_request_waiting_when_the_pool_gives_up_gets_a_connection_once_the_server_is_back(
+    forwarded_pool,
+):
+    """psycopg_pool alone strands it until its timeout (5 s here): its one attempt to
+    grow gave up while the server was away, and it tries again only when a request starts
+    to wait. With `regrow_for_waiters` the request is served about a second after the
+    server's return."""
+    pool, forwarder = forwarded_pool
+    forwarder.down()
+    time.sleep(0.2)  # the pool's connection is cut
+    served: list[float] = []
+
+    def request():
+        with pool.connection() as conn:
+            conn.execute("SELECT 1")
+        served.append(time.monotonic())
+
+    waiting = threading.Thread(target=request)
+    waiting.start()
+    time.sleep(1.5)  # the pool tried, retried, and gave up (reconnect_timeout 0.5 s)
+    assert waiting.is_alive() and not served  # still waiting: the server is away
+    back = time.monotonic()
+    forwarder.up()
+    waiting.join(timeout=10)
+    assert served and served[0] - back < 2.0, "the waiting request was not served"
+
+
+def test_nothing_is_asked_of_a_pool_no_request_waits_for(forwarded_pool):
+    """A connection attempt given up with nobody waiting starts no thread: the next
+    request to wait makes the pool connect anyway."""
+    pool, _ = forwarded_pool
+    assert regrow_for_waiters(pool) is None

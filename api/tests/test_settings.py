@@ -73,7 +73,12 @@ def settings_variables() -> list[str]:
 
 
 def plain_settings(conf: dict) -> dict:
-    return {name: repr(value) for name, value in conf.items() if name.isupper()}
+    """Each setting's repr, without the addresses of functions (each load makes new ones)."""
+    return {
+        name: re.sub(r" at 0x[0-9a-f]+", "", repr(value))
+        for name, value in conf.items()
+        if name.isupper()
+    }
 
 
 def test_a_blank_variable_means_unset(monkeypatch):
@@ -231,6 +236,8 @@ def test_server_aliases_fail_fast_and_can_pool(monkeypatch):
     assert users["OPTIONS"]["pool"]["max_size"] == 8
     # A lost connection given up after seconds, not psycopg_pool's minutes of backoff
     assert users["OPTIONS"]["pool"]["reconnect_timeout"] == 2.0
+    # ... and the requests waiting when it is given up are served once the server is back
+    assert users["OPTIONS"]["pool"]["reconnect_failed"].__name__ == "_regrow_for_waiters"
     assert users["OPTIONS"]["prepare_threshold"] is None
     assert users["CONN_MAX_AGE"] == 0  # the pool replaces persistent connections
 
