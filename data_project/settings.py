@@ -13,6 +13,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from api.db.pool_waiters import regrow_for_waiters
 from api.domain.stores import STORE_NAMES
 from data_project.env import Env
 
@@ -147,14 +148,6 @@ DATABASE_CONNECT_TIMEOUT_SECONDS = env.int("DATABASE_CONNECT_TIMEOUT_SECONDS", d
 DATABASE_POOL = env.bool("DATABASE_POOL", default=False)
 
 
-def _regrow_for_waiters(pool) -> None:
-    """`api.db.pools.regrow_for_waiters`, imported when a pool calls it: the settings are
-    read before Django's apps are ready, and that module imports the database layer."""
-    from api.db.pools import regrow_for_waiters
-
-    regrow_for_waiters(pool)
-
-
 DATABASE_POOL_OPTIONS = {
     "min_size": env.int("DATABASE_POOL_MIN_SIZE", default=2),
     "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=8),
@@ -167,7 +160,7 @@ DATABASE_POOL_OPTIONS = {
     # lasted; a connection given up is made anew at once when a request waits for one.
     "reconnect_timeout": env.float("DATABASE_POOL_RECONNECT_SECONDS", default=2.0),
     # ... including the requests already waiting when the attempt was given up.
-    "reconnect_failed": _regrow_for_waiters,
+    "reconnect_failed": regrow_for_waiters,
 }
 
 

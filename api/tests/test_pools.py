@@ -1,8 +1,9 @@
 """Pooled connections the server dropped (`api.db.pools`): replaced at once, not one per
-checkout, and made for the requests waiting once the server is back. A real psycopg_pool
-pool on the test PostgreSQL server, its connections ended by the server
-(``pg_terminate_backend``), as a restart ends them, or the server made unreachable and
-reachable again by a TCP forwarder in front of it (`Forwarder`)."""
+checkout; and made for the requests waiting once the server is back
+(`api.db.pool_waiters`). A real psycopg_pool pool on the test PostgreSQL server, its
+connections ended by the server (``pg_terminate_backend``), as a restart ends them, or the
+server made unreachable and reachable again by a TCP forwarder in front of it
+(`Forwarder`)."""
 
 import contextlib
 import socket
@@ -18,7 +19,8 @@ from django.db.utils import OperationalError
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from api.db.breakers import READ_TRANSIENT, StoreBreaker
-from api.db.pools import check_soon, regrow_for_waiters
+from api.db.pool_waiters import regrow_for_waiters
+from api.db.pools import check_soon
 from api.tests.conftest import postgresql_only
 
 pytestmark = postgresql_only

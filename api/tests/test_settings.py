@@ -237,7 +237,7 @@ def test_server_aliases_fail_fast_and_can_pool(monkeypatch):
     # A lost connection given up after seconds, not psycopg_pool's minutes of backoff
     assert users["OPTIONS"]["pool"]["reconnect_timeout"] == 2.0
     # ... and the requests waiting when it is given up are served once the server is back
-    assert users["OPTIONS"]["pool"]["reconnect_failed"].__name__ == "_regrow_for_waiters"
+    assert users["OPTIONS"]["pool"]["reconnect_failed"].__name__ == "regrow_for_waiters"
     assert users["OPTIONS"]["prepare_threshold"] is None
     assert users["CONN_MAX_AGE"] == 0  # the pool replaces persistent connections
 
