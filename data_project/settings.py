@@ -146,8 +146,6 @@ DATABASE_CONNECT_TIMEOUT_SECONDS = env.int("DATABASE_CONNECT_TIMEOUT_SECONDS", d
 # https://docs.djangoproject.com/en/5.2/ref/databases/#connection-pool) bounds a process
 # below its thread count instead, at a checkout per request (docs/performance.md).
 DATABASE_POOL = env.bool("DATABASE_POOL", default=False)
-
-
 DATABASE_POOL_OPTIONS = {
     "min_size": env.int("DATABASE_POOL_MIN_SIZE", default=2),
     "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=8),
@@ -162,8 +160,6 @@ DATABASE_POOL_OPTIONS = {
     # ... including the requests already waiting when the attempt was given up.
     "reconnect_failed": regrow_for_waiters,
 }
-
-
 # psycopg prepares a server-bound statement after this many runs on a connection (only
 # the fast path binds server-side); "none" turns it off (PgBouncer in transaction mode).
 _prepare_threshold = env.str("DATABASE_PREPARE_THRESHOLD", default="5")
