@@ -44,7 +44,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from api.domain.stores import STORE_NAMES  # noqa: E402  (needs no settings)
 from bench.instructions import connect, free_port, one_worker_server, the_worker  # noqa: E402
-from bench.lookup import PRODUCTION_ENV, bench_token  # noqa: E402
+from bench.lookup import PRODUCTION_ENV, bench_token, parse_wrk  # noqa: E402
 
 FREQUENCY_HZ = 4999  # samples a second per thread (odd, so as not to beat with timers)
 WARM_UP_S = 3
@@ -131,7 +131,8 @@ def profile(app: str, args) -> dict:
         url = f"http://127.0.0.1:{port}/api/run-query/"
         script = str(Path(args.anchors) / "lua_random_user.lua")
         seconds = WARM_UP_S + args.seconds + 2
-        wrk = ["wrk", "-t1", f"-c{args.connections}", f"-d{seconds}s", *args.headers]
+        wrk = ["wrk", "-t1", f"-c{args.connections}", f"-d{seconds}s", "--latency"]
+        wrk += args.headers
         loader = subprocess.Popen(
             [*wrk, "-s", script, url],
             env={**os.environ, "ANCHOR_N": str(args.max_id)},
@@ -156,9 +157,10 @@ def profile(app: str, args) -> dict:
     finally:
         server.terminate()
         server.wait(timeout=60)
-    if "Non-2xx" in output or "Socket errors" in output:
+    figures = parse_wrk(output)
+    if figures["errors"] != "none":
         sys.exit(f"{app}: wrk saw failed requests\n{output}")
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
+    rps = figures["rps"]
     samples: Counter[str] = Counter()
     for line in report.splitlines():
         found = re.match(r"\s+[\d.]+%\s+(\d+)\s+(\d+):\S*\s+(\S+)", line)
